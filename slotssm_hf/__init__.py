@@ -1,0 +1,29 @@
+"""SlotSSM (Slot State Space Models) for the Hugging Face ecosystem.
+
+Importing the package registers its classes with the transformers Auto classes (idempotently).
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
+
+from .configuration_slotssm import SlotSSMConfig
+from .modeling_slotssm import SlotSSMForVideoReconstruction, SlotSSMModel, SlotSSMPreTrainedModel
+from .ssm import Mamba1Mixer, Mamba2Mixer, MambaState
+
+AutoConfig.register(SlotSSMConfig.model_type, SlotSSMConfig, exist_ok=True)
+AutoModel.register(SlotSSMConfig, SlotSSMModel, exist_ok=True)
+AutoModelForPreTraining.register(SlotSSMConfig, SlotSSMForVideoReconstruction, exist_ok=True)
+
+# Saved folders carry the model code and an auto_map, so they load with trust_remote_code=True without this package.
+SlotSSMConfig.register_for_auto_class()
+SlotSSMModel.register_for_auto_class("AutoModel")
+SlotSSMForVideoReconstruction.register_for_auto_class("AutoModelForPreTraining")
+
+__all__ = [
+    "SlotSSMConfig",
+    "SlotSSMPreTrainedModel",
+    "SlotSSMModel",
+    "SlotSSMForVideoReconstruction",
+    "Mamba1Mixer",
+    "Mamba2Mixer",
+    "MambaState",
+]

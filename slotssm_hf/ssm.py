@@ -199,6 +199,19 @@ def check_state(state: MambaState, batch: int, conv_shape: tuple, ssm_shape: tup
             raise ValueError(f"expected state.{field} of shape {shape}, got {got}")
 
 
+class MambaMixerBase(nn.Module):
+    """What both mixers share: mamba_ssm's initial values for the SSM parameters (the linear and convolution layers
+    keep torch's default initialisation, as in mamba_ssm)."""
+
+    def ssm_initial_values(self) -> dict:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self):
+        for name, value in self.ssm_initial_values().items():
+            self.get_parameter(name).copy_(value)
+
+
 class GatedRMSNorm(nn.Module):
     """RMSNorm of y * silu(z) over groups of channels (mamba_ssm's gated norm with norm_before_gate=False)."""
 
@@ -216,7 +229,7 @@ class GatedRMSNorm(nn.Module):
         return groups.flatten(-2) * self.weight.float()
 
 
-class Mamba1Mixer(nn.Module):
+class Mamba1Mixer(MambaMixerBase):
     """Mamba (v1) selective-SSM mixer with the parameters of `mamba_ssm.Mamba`.
 
     forward: hidden_states (batch, time, d_model) -> (batch, time, d_model); with `state` it continues from a
@@ -244,6 +257,7 @@ class Mamba1Mixer(nn.Module):
         self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
         self.d_inner = expand * d_model
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
+        self.dt_init = (dt_min, dt_max, dt_init_floor)
         self.use_kernels = use_kernels
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **factory)
@@ -253,14 +267,21 @@ class Mamba1Mixer(nn.Module):
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False, **factory)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True, **factory)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)
-        # S4D-real initialisation A = -(1, ..., d_state) for every channel; kept in float32 like mamba_ssm.
-        A = torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(self.d_inner, 1)
-        self.A_log = nn.Parameter(torch.log(A))
-        self.D = nn.Parameter(torch.ones(self.d_inner, device=device))
-        with torch.no_grad():
-            dt_init_std = self.dt_rank**-0.5
-            nn.init.uniform_(self.dt_proj.weight, -dt_init_std, dt_init_std)
-            self.dt_proj.bias.copy_(inverse_softplus_dt(self.d_inner, dt_min, dt_max, dt_init_floor, device))
+        self.A_log = nn.Parameter(torch.empty(self.d_inner, d_state, dtype=torch.float32, device=device))
+        self.D = nn.Parameter(torch.empty(self.d_inner, device=device))
+        self.reset_ssm_parameters()
+
+    def ssm_initial_values(self) -> dict:
+        device = self.A_log.device
+        # S4D-real A = -(1, ..., d_state) for every channel, kept in float32 like mamba_ssm.
+        A = torch.arange(1, self.d_state + 1, dtype=torch.float32, device=device).repeat(self.d_inner, 1)
+        dt_init_std = self.dt_rank**-0.5
+        return {
+            "A_log": torch.log(A),
+            "D": torch.ones(self.d_inner, device=device),
+            "dt_proj.weight": torch.empty_like(self.dt_proj.weight).uniform_(-dt_init_std, dt_init_std),
+            "dt_proj.bias": inverse_softplus_dt(self.d_inner, *self.dt_init, device=device),
+        }
 
     def zero_state(self, batch_size: int, device=None, dtype=None) -> MambaState:
         """The state before the first step."""
@@ -310,7 +331,7 @@ class Mamba1Mixer(nn.Module):
         )
 
 
-class Mamba2Mixer(nn.Module):
+class Mamba2Mixer(MambaMixerBase):
     """Mamba2 (SSD) mixer with the parameters of `mamba_ssm.Mamba2` (gated RMSNorm, gate applied before the norm).
 
     forward: hidden_states (batch, time, d_model) -> (batch, time, d_model); with `state` it continues from a
@@ -349,6 +370,8 @@ class Mamba2Mixer(nn.Module):
             raise ValueError(f"the number of heads ({self.nheads}) must be a multiple of ngroups = {ngroups}")
         self.ngroups = ngroups
         self.dt_limit = tuple(dt_limit)
+        self.dt_init = (dt_min, dt_max, dt_init_floor)
+        self.A_init_range = tuple(A_init_range)
         self.chunk_size = chunk_size
         self.use_kernels = use_kernels
         self.conv_dim = self.d_inner + 2 * ngroups * d_state
@@ -357,12 +380,21 @@ class Mamba2Mixer(nn.Module):
         self.conv1d = nn.Conv1d(
             self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim, padding=d_conv - 1, bias=conv_bias, **factory
         )
-        self.dt_bias = nn.Parameter(inverse_softplus_dt(self.nheads, dt_min, dt_max, dt_init_floor, device))
-        A = torch.empty(self.nheads, dtype=torch.float32, device=device).uniform_(*A_init_range)
-        self.A_log = nn.Parameter(torch.log(A))
-        self.D = nn.Parameter(torch.ones(self.nheads, device=device))
+        self.dt_bias = nn.Parameter(torch.empty(self.nheads, device=device))
+        self.A_log = nn.Parameter(torch.empty(self.nheads, dtype=torch.float32, device=device))
+        self.D = nn.Parameter(torch.empty(self.nheads, device=device))
         self.norm = GatedRMSNorm(self.d_inner, self.d_inner // ngroups, eps=1e-5, **factory)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)
+        self.reset_ssm_parameters()
+
+    def ssm_initial_values(self) -> dict:
+        device = self.A_log.device
+        A = torch.empty(self.nheads, dtype=torch.float32, device=device).uniform_(*self.A_init_range)
+        return {
+            "dt_bias": inverse_softplus_dt(self.nheads, *self.dt_init, device=device),
+            "A_log": torch.log(A),
+            "D": torch.ones(self.nheads, device=device),
+        }
 
     def zero_state(self, batch_size: int, device=None, dtype=None) -> MambaState:
         """The state before the first step."""

@@ -1,0 +1,540 @@
+"""SlotSSM models: per-frame image encoder, slot blocks (cross-attention, per-slot SSM over time, slot
+self-attention, optional MLP) and decoders back to pixels."""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput
+
+from .configuration_slotssm import SlotSSMConfig
+from .ssm import GatedRMSNorm, Mamba1Mixer, Mamba2Mixer, MambaMixerBase
+
+# Added to the per-slot sums before the inverted attention's renormalisation over tokens.
+INVERTED_ATTENTION_EPS = 1e-5
+
+
+def sincos_position_table(dim: int, grid_size: int, num_prefix_rows: int) -> torch.Tensor:
+    """Fixed 2-D sin-cos table (1, num_prefix_rows + grid_size**2, dim) with zero rows for the prefix tokens.
+
+    For the patch in row r and column c, with w_k = 10000^(-k / (dim/4)): channels [sin(c w), cos(c w),
+    sin(r w), cos(r w)], a quarter each (the MAE convention).
+    """
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    axis = torch.arange(grid_size, dtype=torch.float64)
+    rows, cols = torch.meshgrid(axis, axis, indexing="ij")
+    col_angles = cols.reshape(-1, 1) * omega
+    row_angles = rows.reshape(-1, 1) * omega
+    table = torch.cat([col_angles.sin(), col_angles.cos(), row_angles.sin(), row_angles.cos()], dim=1)
+    return F.pad(table, (0, 0, num_prefix_rows, 0)).float()[None]
+
+
+def check_pixel_values_videos(pixel_values_videos, config: SlotSSMConfig):
+    expected = (config.num_channels, config.image_size, config.image_size)
+    if (
+        isinstance(pixel_values_videos, torch.Tensor)
+        and pixel_values_videos.dim() == 5
+        and tuple(pixel_values_videos.shape[2:]) == expected
+        and pixel_values_videos.shape[0] > 0
+        and pixel_values_videos.shape[1] > 0
+        and pixel_values_videos.is_floating_point()
+    ):
+        return
+    got = (
+        f"{tuple(pixel_values_videos.shape)} of dtype {pixel_values_videos.dtype}"
+        if isinstance(pixel_values_videos, torch.Tensor)
+        else type(pixel_values_videos).__name__
+    )
+    raise ValueError(
+        f"expected pixel_values_videos of shape (batch, frames, {', '.join(map(str, expected))}) with at least one "
+        f"frame and a floating dtype, got {got}"
+    )
+
+
+def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """Softmax attention over the keys; query/key/value (batch, heads, length, head_dim)."""
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        weights = weights + attention_mask
+    weights = F.dropout(weights.softmax(dim=-1), p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+def inverted_attention_forward(module, query, key, value, attention_mask, scaling, **kwargs):
+    """Slot-attention-style attention: each key's softmax runs over all (head, query) pairs, so slots compete
+    for tokens; each query then takes the weighted mean of the values. Returns the competition weights
+    (batch, heads, queries, keys), which show which slot claims which token. Necessarily eager."""
+    batch, heads, num_queries, num_keys = query.shape[0], query.shape[1], query.shape[2], key.shape[2]
+    logits = torch.matmul(query * scaling, key.transpose(2, 3))
+    weights = logits.flatten(1, 2).softmax(dim=1).view(batch, heads, num_queries, num_keys)
+    normalized = weights / (weights.sum(dim=-1, keepdim=True) + INVERTED_ATTENTION_EPS)
+    return torch.matmul(normalized, value).transpose(1, 2).contiguous(), weights
+
+
+class SlotSSMAttention(nn.Module):
+    """Multi-head attention with separate q/k/v/o projections; self-attention, or cross-attention when
+    `key_value_states` is given. Standard attention goes through the transformers attention interface."""
+
+    def __init__(self, config: SlotSSMConfig, embed_dim: int, num_heads: int, inverted: bool = False):
+        super().__init__()
+        self.config = config
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.scaling = self.head_dim**-0.5
+        self.inverted = inverted
+        self.is_causal = False
+        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.k_proj = nn.Linear(embed_dim, embed_dim)
+        self.v_proj = nn.Linear(embed_dim, embed_dim)
+        self.o_proj = nn.Linear(embed_dim, embed_dim)
+
+    def forward(self, hidden_states, key_value_states=None):
+        """hidden_states (batch, queries, dim); key_value_states (batch, keys, dim) or None.
+        Returns the output (batch, queries, dim) and the attention weights or None."""
+        batch, num_queries, _ = hidden_states.shape
+        key_value_states = hidden_states if key_value_states is None else key_value_states
+        shape = (batch, -1, self.num_heads, self.head_dim)
+        query = self.q_proj(hidden_states).view(shape).transpose(1, 2)
+        key = self.k_proj(key_value_states).view(shape).transpose(1, 2)
+        value = self.v_proj(key_value_states).view(shape).transpose(1, 2)
+        attention: Callable = (
+            inverted_attention_forward
+            if self.inverted
+            else ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
+        )
+        output, weights = attention(self, query, key, value, None, scaling=self.scaling, dropout=0.0, is_causal=False)
+        return self.o_proj(output.reshape(batch, num_queries, -1)), weights
+
+
+class SlotSSMMLP(nn.Module):
+    def __init__(self, dim: int, hidden_dim: int, activation: str):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = ACT2FN[activation]
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, hidden_states):
+        return self.fc2(self.act(self.fc1(hidden_states)))
+
+
+class SlotSSMTransformerLayer(GradientCheckpointingLayer):
+    """Transformer layer of the image encoder (post-norm) and of the ViT decoder (pre-norm)."""
+
+    def __init__(self, config, dim: int, num_heads: int, intermediate_size: int, activation: str, norm_first: bool):
+        super().__init__()
+        self.norm_first = norm_first
+        self.attention = SlotSSMAttention(config, dim, num_heads)
+        self.attention_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.mlp = SlotSSMMLP(dim, intermediate_size, activation)
+        self.mlp_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states):
+        if self.norm_first:
+            hidden_states = hidden_states + self.attention(self.attention_norm(hidden_states))[0]
+            return hidden_states + self.mlp(self.mlp_norm(hidden_states))
+        hidden_states = self.attention_norm(hidden_states + self.attention(hidden_states)[0])
+        return self.mlp_norm(hidden_states + self.mlp(hidden_states))
+
+
+class SlotSSMViTEncoder(nn.Module):
+    """Frames (frames, C, H, W) -> patch tokens (frames, patches, encoder_output_size); post-norm ViT whose CLS
+    token is computed and dropped, with a trainable position table started from 2-D sin-cos."""
+
+    def __init__(self, config: SlotSSMConfig):
+        super().__init__()
+        self.grid_size = config.image_size // config.patch_size
+        dim = config.encoder_hidden_size
+        self.patch_embedding = nn.Conv2d(config.num_channels, dim, config.patch_size, stride=config.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.position_embeddings = nn.Parameter(sincos_position_table(dim, self.grid_size, 1))
+        self.layers = nn.ModuleList(
+            SlotSSMTransformerLayer(
+                config,
+                dim,
+                config.encoder_num_attention_heads,
+                config.encoder_intermediate_size,
+                config.encoder_hidden_act,
+                norm_first=False,
+            )
+            for _ in range(config.encoder_num_layers)
+        )
+        self.output_proj = nn.Linear(dim, config.encoder_output_size)
+
+    def forward(self, pixel_values):
+        patches = self.patch_embedding(pixel_values).flatten(2).transpose(1, 2)
+        hidden_states = torch.cat([self.cls_token.expand(len(patches), -1, -1), patches], dim=1)
+        hidden_states = hidden_states + self.position_embeddings
+        for layer in self.layers:
+            hidden_states = layer(hidden_states)
+        return self.output_proj(hidden_states[:, 1:])
+
+
+class SlotSSMResidualBlock(nn.Module):
+    def __init__(self, channels: int, kernel_size: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(1, channels)
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2)
+        self.norm2 = nn.GroupNorm(1, channels)
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, hidden_states):
+        residual = F.relu(self.conv1(self.norm1(hidden_states)))
+        return F.relu(hidden_states + self.conv2(self.norm2(residual)))
+
+
+class SlotSSMCNNEncoder(nn.Module):
+    """Frames (frames, C, H, W) -> feature tokens (frames, (H/r) * (W/r), encoder_output_size), row-major."""
+
+    def __init__(self, config: SlotSSMConfig):
+        super().__init__()
+        dim, ratio = config.encoder_hidden_size, config.cnn_downsampling_ratio
+        self.stem = nn.Conv2d(config.num_channels, dim, ratio, stride=ratio)
+        self.stem_norm = nn.GroupNorm(1, dim)
+        self.stages = nn.ModuleList(
+            nn.Sequential(*(SlotSSMResidualBlock(dim, config.cnn_kernel_size) for _ in range(config.cnn_blocks_per_stage)))
+            for _ in range(config.encoder_num_layers)
+        )
+        self.final_norm = nn.GroupNorm(1, dim)
+        self.final_conv = nn.Conv2d(dim, config.encoder_output_size, 1)
+
+    def forward(self, pixel_values):
+        hidden_states = F.gelu(self.stem_norm(self.stem(pixel_values)))
+        for stage in self.stages:
+            hidden_states = stage(hidden_states)
+        return self.final_conv(self.final_norm(hidden_states)).flatten(2).transpose(1, 2)
+
+
+class SlotSSMBlock(GradientCheckpointingLayer):
+    """One slot block; every sub-layer is a pre-norm residual, in the reference order:
+    cross-attention slots <- frame tokens, per-slot SSM over time, self-attention across the slots of a frame,
+    optional MLP."""
+
+    def __init__(self, config: SlotSSMConfig):
+        super().__init__()
+        dim = config.hidden_size
+        eps = config.layer_norm_eps
+        self.cross_attention_input_proj = nn.Linear(config.encoder_output_size, dim)
+        self.cross_attention_input_norm = nn.LayerNorm(dim, eps=eps)
+        self.cross_attention_slot_norm = nn.LayerNorm(dim, eps=eps)
+        self.cross_attention = SlotSSMAttention(
+            config, dim, config.cross_attention_num_heads, inverted=config.use_inverted_attention
+        )
+        self.time_mixer_norm = nn.LayerNorm(dim, eps=eps)
+        mixer_args = {
+            "d_model": dim,
+            "d_state": config.mamba_d_state,
+            "d_conv": config.mamba_d_conv,
+            "expand": config.mamba_expand,
+            "use_kernels": config.use_mamba_kernels,
+        }
+        if config.mamba_version == "mamba2":
+            self.time_mixer = Mamba2Mixer(headdim=config.mamba_headdim, chunk_size=config.mamba_chunk_size, **mixer_args)
+        else:
+            self.time_mixer = Mamba1Mixer(**mixer_args)
+        self.self_attention_norm = nn.LayerNorm(dim, eps=eps)
+        self.self_attention = SlotSSMAttention(config, dim, config.num_attention_heads)
+        if config.use_ffn:
+            self.mlp_norm = nn.LayerNorm(dim, eps=eps)
+            self.mlp = SlotSSMMLP(dim, config.intermediate_size, "gelu")
+        else:
+            self.mlp = None
+
+    def forward(self, slots, tokens):
+        """slots (batch, frames, num_slots, dim); tokens (batch, frames, num_tokens, encoder_output_size).
+        Returns the new slots and the cross-attention weights (batch, frames, heads, num_slots, num_tokens)."""
+        batch, frames, num_slots, dim = slots.shape
+        inputs = self.cross_attention_input_norm(self.cross_attention_input_proj(tokens.flatten(0, 1)))
+        update, weights = self.cross_attention(self.cross_attention_slot_norm(slots.flatten(0, 1)), inputs)
+        slots = slots + update.view(batch, frames, num_slots, dim)
+
+        # Slots fold into the batch: each follows its own trajectory through the shared SSM.
+        per_slot = self.time_mixer_norm(slots.transpose(1, 2).reshape(batch * num_slots, frames, dim))
+        slots = slots + self.time_mixer(per_slot).view(batch, num_slots, frames, dim).transpose(1, 2)
+
+        per_frame = self.self_attention_norm(slots.flatten(0, 1))
+        slots = slots + self.self_attention(per_frame)[0].view(batch, frames, num_slots, dim)
+        if self.mlp is not None:
+            slots = slots + self.mlp(self.mlp_norm(slots))
+        if weights is not None:
+            weights = weights.unflatten(0, (batch, frames))
+        return slots, weights
+
+
+class SlotSSMViTDecoder(nn.Module):
+    """Slots (frames, num_slots, D) -> frames (frames, C, H, W): MAE-style pre-norm transformer over the slots
+    followed by one mask token per patch; the fixed sin-cos table has zero rows for the slots, so the decoder
+    treats slots as a set."""
+
+    def __init__(self, config: SlotSSMConfig):
+        super().__init__()
+        dim = config.decoder_hidden_size
+        self.grid_size = config.image_size // config.patch_size
+        self.patch_size, self.num_channels = config.patch_size, config.num_channels
+        self.input_proj = nn.Linear(config.hidden_size, dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.position_embeddings = nn.Parameter(
+            sincos_position_table(dim, self.grid_size, config.num_slots), requires_grad=False
+        )
+        self.layers = nn.ModuleList(
+            SlotSSMTransformerLayer(
+                config,
+                dim,
+                config.decoder_num_attention_heads,
+                config.decoder_intermediate_size,
+                config.decoder_hidden_act,
+                norm_first=True,
+            )
+            for _ in range(config.decoder_num_layers)
+        )
+        self.head_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.head = nn.Linear(dim, config.patch_size**2 * config.num_channels)
+
+    def forward(self, slots):
+        frames, num_slots, _ = slots.shape
+        mask_tokens = self.mask_token.expand(frames, self.grid_size**2, -1)
+        hidden_states = torch.cat([self.input_proj(slots), mask_tokens], dim=1) + self.position_embeddings
+        for layer in self.layers:
+            hidden_states = layer(hidden_states)
+        patches = self.head(self.head_norm(hidden_states[:, num_slots:]))
+        # Patch features are ordered (row in patch, column in patch, channel).
+        grid, size = self.grid_size, self.patch_size
+        patches = patches.view(frames, grid, grid, size, size, self.num_channels)
+        return patches.permute(0, 5, 1, 3, 2, 4).reshape(frames, self.num_channels, grid * size, grid * size)
+
+
+class SlotSSMSpatialBroadcastDecoder(nn.Module):
+    """Slots (frames, num_slots, D) -> frames (frames, C, H, W) and alpha masks (frames, num_slots, 1, H, W):
+    each slot is broadcast to a grid, given x/y coordinates, upsampled by transposed convolutions to colour +
+    alpha logit; the masks are a softmax over slots."""
+
+    def __init__(self, config: SlotSSMConfig):
+        super().__init__()
+        dim, hidden = config.hidden_size, config.decoder_hidden_size
+        self.initial_size = config.decoder_initial_size
+        self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.upsample = nn.ModuleList(
+            nn.Sequential(
+                nn.ConvTranspose2d(dim if i == 0 else hidden, hidden, 5, stride=2, padding=2, output_padding=1),
+                nn.GroupNorm(1, hidden),
+                nn.GELU(),
+            )
+            for i in range(3)
+        )
+        if config.image_size // config.decoder_initial_size == 16:
+            self.output_conv = nn.ConvTranspose2d(hidden, config.num_channels + 1, 5, stride=2, padding=2, output_padding=1)
+        else:
+            self.output_conv = nn.Conv2d(hidden, config.num_channels + 1, 5, padding=2)
+
+    def forward(self, slots):
+        frames, num_slots, dim = slots.shape
+        size = self.initial_size
+        hidden_states = self.norm(slots).reshape(frames * num_slots, dim, 1, 1).expand(-1, -1, size, size)
+        axis = torch.linspace(-1, 1, size, device=slots.device, dtype=slots.dtype)
+        grid_y, grid_x = torch.meshgrid(axis, axis, indexing="ij")
+        coordinates = torch.cat([grid_x.expand(dim // 2, -1, -1), grid_y.expand(dim // 2, -1, -1)])
+        hidden_states = hidden_states + coordinates
+        for block in self.upsample:
+            hidden_states = block(hidden_states)
+        output = self.output_conv(hidden_states).unflatten(0, (frames, num_slots))
+        masks = output[:, :, -1:].softmax(dim=1)
+        return (output[:, :, :-1] * masks).sum(dim=1), masks
+
+
+@dataclass
+class SlotSSMModelOutput(ModelOutput):
+    """
+    last_hidden_state: slots after the last block, (batch, frames, num_slots, hidden_size).
+    hidden_states: the initial slots and the slots after every block, each like `last_hidden_state`.
+    attentions: per block, the cross-attention weights (batch, frames, heads, num_slots, num_tokens): which slot
+        looks where (for inverted attention, each token's distribution over the slots).
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class SlotSSMReconstructionOutput(ModelOutput):
+    """
+    loss: mean squared error between `reconstruction` and the input frames (or `labels`).
+    reconstruction: decoded frames (batch, frames, channels, height, width).
+    masks: per-slot alpha masks (batch, frames, num_slots, 1, height, width), spatial-broadcast decoder only.
+    last_hidden_state, hidden_states, attentions: as in `SlotSSMModelOutput`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    reconstruction: torch.FloatTensor | None = None
+    masks: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+# What a saved folder's config.json maps each Auto class to, so every class of the family loads from any saved folder
+# with trust_remote_code=True (transformers itself records only the class that was saved).
+AUTO_MAP = {
+    "AutoConfig": "configuration_slotssm.SlotSSMConfig",
+    "AutoModel": "modeling_slotssm.SlotSSMModel",
+    "AutoModelForPreTraining": "modeling_slotssm.SlotSSMForVideoReconstruction",
+}
+
+
+class SlotSSMPreTrainedModel(PreTrainedModel):
+    config_class = SlotSSMConfig
+    config: SlotSSMConfig
+    base_model_prefix = "slotssm"
+    main_input_name = "pixel_values_videos"
+    input_modalities = "video"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["SlotSSMBlock", "SlotSSMTransformerLayer"]
+    _keep_in_fp32_modules_strict = ["A_log"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        self.config.auto_map = {**AUTO_MAP, **(self.config.auto_map or {})}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        # torch's own defaults for linear and convolution layers, from which the reference model trains.
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                fan_in = nn.init._calculate_fan_in_and_fan_out(module.weight)[0]
+                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm, GatedRMSNorm)):
+            init.ones_(module.weight)
+            if getattr(module, "bias", None) is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, MambaMixerBase):  # after its linear children, so dt_proj gets mamba_ssm's init
+            for name, value in module.ssm_initial_values().items():
+                init.copy_(module.get_parameter(name), value)
+        elif isinstance(module, SlotSSMViTEncoder):
+            init.zeros_(module.cls_token)
+            table = sincos_position_table(module.position_embeddings.shape[-1], module.grid_size, 1)
+            init.copy_(module.position_embeddings, table)
+        elif isinstance(module, SlotSSMViTDecoder):
+            init.zeros_(module.mask_token)
+            num_slots = module.position_embeddings.shape[1] - module.grid_size**2
+            table = sincos_position_table(module.position_embeddings.shape[-1], module.grid_size, num_slots)
+            init.copy_(module.position_embeddings, table)
+        elif isinstance(module, SlotSSMModel):
+            init.normal_(module.initial_slots)
+
+
+class SlotSSMModel(SlotSSMPreTrainedModel):
+    """Video (batch, frames, C, H, W) -> slots (batch, frames, num_slots, hidden_size). Slots at frame t depend
+    only on frames <= t: the SSM is causal and all attention stays within a frame."""
+
+    def __init__(self, config: SlotSSMConfig):
+        super().__init__(config)
+        self.encoder = SlotSSMViTEncoder(config) if config.encoder_type == "vit" else SlotSSMCNNEncoder(config)
+        # Learned per-slot starting vectors, shared by every video and frame (as in the reference).
+        self.initial_slots = nn.Parameter(torch.randn(1, 1, config.num_slots, config.hidden_size))
+        self.layers = nn.ModuleList(SlotSSMBlock(config) for _ in range(config.num_hidden_layers))
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values_videos: torch.Tensor,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SlotSSMModelOutput | tuple:
+        r"""
+        pixel_values_videos (`torch.FloatTensor` of shape `(batch, frames, num_channels, image_size, image_size)`):
+            Normalised frames, e.g. from `SlotSSMVideoProcessor`.
+        """
+        check_pixel_values_videos(pixel_values_videos, self.config)
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        batch, frames = pixel_values_videos.shape[:2]
+        tokens = self.encoder(pixel_values_videos.flatten(0, 1)).unflatten(0, (batch, frames))
+        slots = self.initial_slots.expand(batch, frames, -1, -1)
+        all_slots = (slots,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer in self.layers:
+            slots, weights = layer(slots, tokens)
+            if output_hidden_states:
+                all_slots += (slots,)
+            if output_attentions:
+                all_attentions += (weights,)
+        output = SlotSSMModelOutput(last_hidden_state=slots, hidden_states=all_slots, attentions=all_attentions)
+        return output if return_dict else output.to_tuple()
+
+
+class SlotSSMForVideoReconstruction(SlotSSMPreTrainedModel):
+    """SlotSSM with a decoder from each frame's slots back to that frame's pixels: the reference pre-training
+    objective (a causal video autoencoder)."""
+
+    def __init__(self, config: SlotSSMConfig):
+        super().__init__(config)
+        self.slotssm = SlotSSMModel(config)
+        if config.decoder_type == "vit":
+            self.decoder = SlotSSMViTDecoder(config)
+        else:
+            self.decoder = SlotSSMSpatialBroadcastDecoder(config)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values_videos: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SlotSSMReconstructionOutput | tuple:
+        r"""
+        pixel_values_videos (`torch.FloatTensor` of shape `(batch, frames, num_channels, image_size, image_size)`):
+            Normalised frames.
+        labels (`torch.FloatTensor` of the same shape, *optional*):
+            Target frames; the loss compares the reconstruction with the input frames when None.
+        """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.slotssm(
+            pixel_values_videos,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        slots = outputs.last_hidden_state
+        batch, frames = slots.shape[:2]
+        decoded = self.decoder(slots.flatten(0, 1))
+        reconstruction, masks = decoded if isinstance(decoded, tuple) else (decoded, None)
+        reconstruction = reconstruction.unflatten(0, (batch, frames))
+        if masks is not None:
+            masks = masks.unflatten(0, (batch, frames))
+        target = pixel_values_videos if labels is None else labels
+        if target.shape != reconstruction.shape:
+            raise ValueError(f"expected labels of shape {tuple(reconstruction.shape)}, got {tuple(target.shape)}")
+        loss = F.mse_loss(reconstruction.float(), target.float())
+        output = SlotSSMReconstructionOutput(
+            loss=loss,
+            reconstruction=reconstruction,
+            masks=masks,
+            last_hidden_state=slots,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = ["SlotSSMPreTrainedModel", "SlotSSMModel", "SlotSSMForVideoReconstruction"]
