@@ -34,7 +34,7 @@ def sincos_position_table(dim: int, grid_size: int, num_prefix_rows: int) -> tor
     col_angles = cols.reshape(-1, 1) * omega
     row_angles = rows.reshape(-1, 1) * omega
     table = torch.cat([col_angles.sin(), col_angles.cos(), row_angles.sin(), row_angles.cos()], dim=1)
-    return F.pad(table, (0, 0, num_prefix_rows, 0)).float()[None]
+    return F.pad(table, (0, 0, num_prefix_rows, 0)).to(torch.get_default_dtype())[None]
 
 
 def check_pixel_values_videos(pixel_values_videos, config: SlotSSMConfig):
@@ -388,6 +388,10 @@ AUTO_MAP = {
 }
 
 
+# Parameter names of the SlotSSMModel backbone (under "slotssm." inside the task heads).
+BACKBONE_KEY_PREFIXES = ("encoder.", "initial_slots", "layers.")
+
+
 class SlotSSMPreTrainedModel(PreTrainedModel):
     config_class = SlotSSMConfig
     config: SlotSSMConfig
@@ -401,8 +405,29 @@ class SlotSSMPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_attention_backend = True
 
+    @classmethod
+    def from_pretrained(cls, *args, output_loading_info: bool = False, **kwargs):
+        """transformers' loading, made strict for the shared backbone: a checkpoint whose SlotSSM backbone keys are
+        missing or unexpected is refused, naming them (a task head may still be new or dropped, and a shape mismatch
+        raises unless `ignore_mismatched_sizes=True`). Opt out with `output_loading_info=True`, which returns the
+        loading report instead for the caller to judge."""
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        if output_loading_info:
+            return model, info
+        backbone = {
+            kind: sorted(k for k in info[kind] if k.removeprefix("slotssm.").startswith(BACKBONE_KEY_PREFIXES))
+            for kind in ("missing_keys", "unexpected_keys")
+        }
+        if backbone["missing_keys"] or backbone["unexpected_keys"]:
+            raise ValueError(
+                f"the checkpoint does not fit {cls.__name__}: missing backbone keys {backbone['missing_keys']}, "
+                f"unexpected backbone keys {backbone['unexpected_keys']} (pass output_loading_info=True to load "
+                "anyway and receive the report)"
+            )
+        return model
+
     def save_pretrained(self, save_directory, *args, **kwargs):
-        self.config.auto_map = {**AUTO_MAP, **(self.config.auto_map or {})}
+        self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     @torch.no_grad()

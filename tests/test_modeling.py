@@ -1,0 +1,372 @@
+"""The model family: configuration, faithfulness to the official model (through an oracle assembled from torch and
+transformers primitives), outputs, causality, Auto registration, save/load and remote-code loading."""
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import OFFICIAL_VARIANTS, official_configs
+from huggingface_hub.errors import StrictDataclassError
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
+
+import slotssm_hf
+from slotssm_hf import SlotSSMConfig, SlotSSMForVideoReconstruction, SlotSSMModel
+from slotssm_hf.convert_official import convert_official_config, convert_official_state_dicts
+from slotssm_hf.modeling_slotssm import SlotSSMAttention
+from slotssm_hf.official_reference import OfficialReference
+
+TINY = dict(
+    image_size=32, encoder_hidden_size=32, encoder_num_layers=1, encoder_num_attention_heads=2, hidden_size=64,
+    num_hidden_layers=2, num_slots=3, num_attention_heads=2, mamba_d_state=16, mamba_headdim=32,
+    decoder_hidden_size=32, decoder_num_layers=1, decoder_num_attention_heads=2,
+)  # fmt: skip
+
+
+def tiny_config(**overrides):
+    return SlotSSMConfig(**{**TINY, **overrides})
+
+
+def video(config, batch=2, frames=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, frames, config.num_channels, config.image_size, config.image_size, generator=g)
+
+
+def official_pair(encoder, slotssm, decoder):
+    """An official-layout reference with random weights, and our converted model holding the same weights."""
+    reference = OfficialReference(encoder, slotssm, decoder).eval()
+    with torch.no_grad():  # move every tensor off its initial value, so no mapping error hides behind a constant
+        for param in reference.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    config = convert_official_config(encoder, slotssm, decoder)
+    state = convert_official_state_dicts(
+        config, reference.encoder.state_dict(), reference.slotssm.state_dict(), reference.decoder.state_dict()
+    )
+    model = SlotSSMForVideoReconstruction(config).eval()
+    model.load_state_dict(state, strict=True)
+    return reference, model
+
+
+def assert_matches_reference(reference, model, frames, atol=1e-5, rtol=1e-5):
+    """Float32 agreement: |ours - official| <= 1e-5 + 1e-5 |official| (slots reach magnitudes near 10, where one
+    float32 rounding step is already about 1e-6)."""
+    with torch.no_grad():
+        recon, masks, slots, attentions = reference(frames)
+        ours = model(frames, output_attentions=True)
+    torch.testing.assert_close(ours.last_hidden_state, slots, rtol=rtol, atol=atol)
+    torch.testing.assert_close(ours.reconstruction, recon, rtol=rtol, atol=atol)
+    if masks is not None:
+        torch.testing.assert_close(ours.masks, masks, rtol=rtol, atol=atol)
+    for ref_map, our_map in zip(attentions, ours.attentions):
+        if ref_map is not None:  # the reference (like the official code) shows only inverted-attention maps
+            torch.testing.assert_close(our_map.flatten(0, 1), ref_map, rtol=rtol, atol=atol)
+
+
+# Configuration
+
+
+def test_defaults_are_the_official_training_run():
+    config = SlotSSMConfig()
+    assert (config.num_slots, config.hidden_size, config.num_hidden_layers) == (6, 256, 4)
+    assert (config.mamba_version, config.mamba_d_state, config.mamba_d_conv, config.mamba_expand) == ("mamba2", 128, 4, 2)
+    assert config.mamba_headdim == 64 and config.use_inverted_attention and config.cross_attention_num_heads == 1
+    assert config.num_attention_heads == 4 and not config.use_ffn
+    assert (config.encoder_type, config.encoder_num_layers, config.encoder_num_attention_heads) == ("vit", 6, 4)
+    assert (config.patch_size, config.image_size, config.decoder_num_layers, config.decoder_num_attention_heads) == (8, 128, 4, 4)
+    model = SlotSSMForVideoReconstruction(config)
+    # The official model's parameter count (12,433,696 trainable; the decoder's position table is frozen).
+    assert sum(p.numel() for p in model.parameters()) == 12_500_768
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 12_433_696
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"hidden_size": 250}, r"hidden_size \(250\) must be a multiple of num_attention_heads \(4\)"),
+        ({"cross_attention_num_heads": 3}, r"hidden_size \(256\) must be a multiple of cross_attention_num_heads \(3\)"),
+        ({"image_size": 100}, r"image_size \(100\) must be a multiple of patch_size \(8\)"),
+        ({"encoder_num_attention_heads": 3}, r"encoder_hidden_size \(256\) must be a multiple of encoder_num_attention_heads"),
+        ({"decoder_num_attention_heads": 3}, r"decoder_hidden_size \(256\) must be a multiple of decoder_num_attention_heads"),
+        ({"num_slots": 0}, r"num_slots must be a positive integer"),
+        ({"mamba_headdim": 48}, r"must be a multiple of mamba_headdim \(48\)"),
+        ({"decoder_type": "spatial_broadcast", "image_size": 96}, r"image_size \(96\) must be 8 or 16 times decoder_initial_size"),
+        ({"encoder_type": "cnn", "cnn_downsampling_ratio": 3}, r"image_size \(128\) must be a multiple of cnn_downsampling_ratio"),
+        ({"encoder_type": "transformer"}, r"encoder_type"),
+        ({"hidden_size": "256"}, r"hidden_size"),
+    ],
+)  # fmt: skip
+def test_invalid_configuration_names_field_and_reason(overrides, message):
+    with pytest.raises(StrictDataclassError, match=message):
+        SlotSSMConfig(**overrides)
+
+
+def test_config_round_trips_through_json(tmp_path):
+    config = tiny_config(encoder_type="cnn", decoder_type="spatial_broadcast", decoder_initial_size=4)
+    config.save_pretrained(tmp_path)
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(loaded, SlotSSMConfig)
+    assert loaded.to_diff_dict() == config.to_diff_dict()
+
+
+@pytest.mark.parametrize("encoder_type", ["vit", "cnn"])
+@pytest.mark.parametrize("decoder_type", ["vit", "spatial_broadcast"])
+@pytest.mark.parametrize("mamba_version", ["mamba1", "mamba2"])
+def test_every_variant_trains(encoder_type, decoder_type, mamba_version):
+    config = tiny_config(
+        encoder_type=encoder_type, cnn_downsampling_ratio=4, decoder_type=decoder_type, decoder_initial_size=4,
+        mamba_version=mamba_version, use_ffn=mamba_version == "mamba1",
+        use_inverted_attention=encoder_type == "vit", cross_attention_num_heads=2,
+    )  # fmt: skip
+    model = SlotSSMForVideoReconstruction(config)
+    frames = video(config, frames=3)
+    out = model(frames)
+    assert out.reconstruction.shape == frames.shape
+    assert (out.masks is not None) == (decoder_type == "spatial_broadcast")
+    out.loss.backward()
+    unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []
+
+
+# Faithfulness to the official model
+
+
+@pytest.mark.slow
+def test_default_model_matches_official_reference_on_sixteen_frames():
+    reference, model = official_pair(*official_configs())
+    assert_matches_reference(reference, model, torch.randn(1, 16, 3, 128, 128))
+
+
+def test_default_model_matches_official_reference():
+    reference, model = official_pair(*official_configs())
+    assert_matches_reference(reference, model, torch.randn(2, 3, 3, 128, 128))
+
+
+@pytest.mark.parametrize("variant", OFFICIAL_VARIANTS)
+def test_variant_matches_official_reference(variant):
+    reference, model = official_pair(*official_configs(**OFFICIAL_VARIANTS[variant]))
+    size = model.config.image_size
+    assert_matches_reference(reference, model, torch.randn(2, 4, 3, size, size))
+
+
+def test_each_module_matches_its_official_counterpart():
+    reference, model = official_pair(*official_configs(**OFFICIAL_VARIANTS["nine-slots-96px"]))
+    frames = torch.randn(6, 3, 96, 96)
+    with torch.no_grad():
+        tokens = model.slotssm.encoder(frames)
+        torch.testing.assert_close(tokens, reference.encoder(frames), rtol=0, atol=1e-5)
+        slots = torch.randn(2, 3, 9, 128)
+        tokens = tokens.view(2, 3, *tokens.shape[1:])
+        for ours, official in zip(model.slotssm.layers, reference.slotssm.blocks):
+            torch.testing.assert_close(ours(slots, tokens)[0], official(slots, tokens)[0], rtol=0, atol=1e-5)
+        flat = slots.flatten(0, 1)
+        torch.testing.assert_close(model.decoder(flat), reference.decoder(flat), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_self_attention_matches_torch_multihead_attention(implementation):
+    config = tiny_config()
+    config._attn_implementation = implementation
+    ours = SlotSSMAttention(config, 64, 4).eval()
+    oracle = torch.nn.MultiheadAttention(64, 4, batch_first=True).eval()
+    with torch.no_grad():
+        oracle.in_proj_weight.copy_(torch.cat([ours.q_proj.weight, ours.k_proj.weight, ours.v_proj.weight]))
+        oracle.in_proj_bias.copy_(torch.cat([ours.q_proj.bias, ours.k_proj.bias, ours.v_proj.bias]))
+        oracle.out_proj.load_state_dict(ours.o_proj.state_dict())
+    x, memory = torch.randn(5, 7, 64), torch.randn(5, 11, 64)
+    torch.testing.assert_close(ours(x)[0], oracle(x, x, x)[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(ours(x, memory)[0], oracle(x, memory, memory)[0], rtol=0, atol=1e-5)
+
+
+def test_eager_and_sdpa_give_the_same_model_output():
+    config = tiny_config(use_inverted_attention=False, cross_attention_num_heads=2)
+    eager = SlotSSMForVideoReconstruction._from_config(config, attn_implementation="eager").eval()
+    sdpa = SlotSSMForVideoReconstruction._from_config(config, attn_implementation="sdpa").eval()
+    sdpa.load_state_dict(eager.state_dict())
+    frames = video(config)
+    with torch.no_grad():
+        torch.testing.assert_close(eager(frames).reconstruction, sdpa(frames).reconstruction, rtol=0, atol=1e-5)
+
+
+# Behaviour
+
+
+def test_slots_at_a_frame_depend_only_on_frames_up_to_it():
+    config = tiny_config(mamba_chunk_size=2)
+    model = SlotSSMModel(config).eval()
+    frames = video(config, frames=6)
+    changed = frames.clone()
+    changed[:, 3:] = torch.randn_like(changed[:, 3:])
+    with torch.no_grad():
+        slots, slots_changed = model(frames).last_hidden_state, model(changed).last_hidden_state
+    torch.testing.assert_close(slots[:, :3], slots_changed[:, :3], rtol=0, atol=1e-6)
+    assert (slots[:, 3] - slots_changed[:, 3]).abs().max() > 1e-3
+
+
+def test_outputs_hold_every_block_and_attention_map():
+    config = tiny_config()
+    out = SlotSSMModel(config)(video(config), output_hidden_states=True, output_attentions=True)
+    assert out.last_hidden_state.shape == (2, 5, 3, 64)
+    assert len(out.hidden_states) == config.num_hidden_layers + 1
+    assert torch.equal(out.hidden_states[-1], out.last_hidden_state)
+    tokens = (32 // 8) ** 2
+    assert [a.shape for a in out.attentions] == [(2, 5, 1, 3, tokens)] * config.num_hidden_layers
+    # Inverted attention: every token's weights form a distribution over the slots.
+    torch.testing.assert_close(out.attentions[0].sum(dim=3), torch.ones(2, 5, 1, tokens))
+
+
+def test_tuple_outputs_and_loss_against_input_or_labels():
+    config = tiny_config()
+    model = SlotSSMForVideoReconstruction(config)
+    frames = video(config)
+    out = model(frames)
+    torch.testing.assert_close(out.loss, F.mse_loss(out.reconstruction, frames))
+    labels = torch.zeros_like(frames)
+    torch.testing.assert_close(model(frames, labels=labels).loss, out.reconstruction.pow(2).mean())
+    as_tuple = model(frames, return_dict=False)
+    torch.testing.assert_close(as_tuple[0], out.loss)
+    with pytest.raises(ValueError, match=r"expected labels of shape \(2, 5, 3, 32, 32\), got \(2, 5, 3, 16, 16\)"):
+        model(frames, labels=torch.zeros(2, 5, 3, 16, 16))
+
+
+def test_spatial_broadcast_masks_are_a_distribution_over_slots():
+    config = tiny_config(decoder_type="spatial_broadcast", decoder_initial_size=4)
+    out = SlotSSMForVideoReconstruction(config)(video(config))
+    assert out.masks.shape == (2, 5, 3, 1, 32, 32)
+    torch.testing.assert_close(out.masks.sum(dim=2), torch.ones(2, 5, 1, 32, 32))
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    config = tiny_config()
+    model = SlotSSMForVideoReconstruction(config).train()
+    frames = video(config)
+    model(frames).loss.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model.activation_checkpointing_enable()
+    assert all(layer.gradient_checkpointing for layer in model.slotssm.layers)
+    model(frames).loss.backward()
+    for name, p in model.named_parameters():
+        if name in grads:
+            torch.testing.assert_close(p.grad, grads[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize(
+    "shape,dtype",
+    [
+        ((2, 3, 32, 32), torch.float32),  # a batch of images, no frame axis
+        ((2, 5, 1, 32, 32), torch.float32),  # wrong channel count
+        ((2, 5, 3, 64, 64), torch.float32),  # another resolution
+        ((2, 0, 3, 32, 32), torch.float32),  # no frames
+        ((2, 5, 3, 32, 32), torch.uint8),  # raw pixels
+    ],
+    ids=["rank", "channels", "size", "no-frames", "integer"],
+)
+def test_bad_video_names_the_expected_shape(shape, dtype):
+    model = SlotSSMModel(tiny_config())
+    bad = torch.zeros(shape, dtype=dtype)
+    with pytest.raises(ValueError, match=r"expected pixel_values_videos of shape \(batch, frames, 3, 32, 32\)") as error:
+        model(bad)
+    assert str(tuple(shape)) in str(error.value)
+
+
+# Registration, saving and loading
+
+
+def test_auto_classes_resolve_and_registration_is_idempotent():
+    importlib.reload(slotssm_hf)
+    config = AutoConfig.for_model("slotssm", **TINY)
+    assert type(AutoModel.from_config(config)).__name__ == "SlotSSMModel"
+    assert type(AutoModelForPreTraining.from_config(config)).__name__ == "SlotSSMForVideoReconstruction"
+
+
+def test_save_and_load_give_identical_outputs(tmp_path):
+    config = tiny_config()
+    model = SlotSSMForVideoReconstruction(config).eval()
+    model.save_pretrained(tmp_path)
+    files = set(os.listdir(tmp_path))
+    assert {"config.json", "model.safetensors"} <= files
+    assert not any(name.endswith((".bin", ".pt", ".pth", ".pkl")) for name in files)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForPreTraining"}
+    frames = video(config)
+    with torch.no_grad():
+        expected = model(frames)
+        loaded = AutoModelForPreTraining.from_pretrained(tmp_path).eval()
+        assert torch.equal(loaded(frames).reconstruction, expected.reconstruction)
+        backbone = AutoModel.from_pretrained(tmp_path).eval()
+        assert torch.equal(backbone(frames).last_hidden_state, expected.last_hidden_state)
+
+
+def test_a_new_head_on_a_saved_backbone_loads(tmp_path):
+    model = SlotSSMModel(tiny_config())
+    model.save_pretrained(tmp_path)
+    head = SlotSSMForVideoReconstruction.from_pretrained(tmp_path)
+    assert torch.equal(head.slotssm.initial_slots, model.initial_slots)
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused_by_name(tmp_path):
+    SlotSSMForVideoReconstruction(tiny_config()).save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    weights.pop("slotssm.layers.1.time_mixer.A_log")
+    weights["slotssm.layers.1.surprise.weight"] = torch.zeros(2)
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"missing backbone keys \['slotssm.layers.1.time_mixer.A_log'\].*"
+                       r"unexpected backbone keys \['slotssm.layers.1.surprise.weight'\]"):  # fmt: skip
+        SlotSSMForVideoReconstruction.from_pretrained(tmp_path)
+    _, info = SlotSSMForVideoReconstruction.from_pretrained(tmp_path, output_loading_info=True)
+    assert info["missing_keys"] == {"slotssm.layers.1.time_mixer.A_log"}
+
+
+def test_a_mis_shaped_weight_is_refused_unless_ignored(tmp_path):
+    SlotSSMForVideoReconstruction(tiny_config()).save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    weights["slotssm.initial_slots"] = torch.zeros(1, 1, 4, 64)
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+        SlotSSMForVideoReconstruction.from_pretrained(tmp_path)
+    model = SlotSSMForVideoReconstruction.from_pretrained(tmp_path, ignore_mismatched_sizes=True)
+    assert model.slotssm.initial_slots.shape == (1, 1, 3, 64)
+
+
+def test_half_precision_loading_keeps_a_log_in_float32(tmp_path):
+    SlotSSMForVideoReconstruction(tiny_config()).save_pretrained(tmp_path)
+    model = SlotSSMForVideoReconstruction.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert model.slotssm.layers[0].time_mixer.A_log.dtype == torch.float32
+    assert model.slotssm.layers[0].time_mixer.in_proj.weight.dtype == torch.bfloat16
+    out = model(video(model.config).to(torch.bfloat16))
+    assert out.reconstruction.dtype == torch.bfloat16 and bool(out.reconstruction.isfinite().all())
+
+
+def test_saved_folder_loads_with_remote_code_where_the_package_is_absent(tmp_path):
+    config = tiny_config(decoder_type="spatial_broadcast", decoder_initial_size=4)
+    model = SlotSSMForVideoReconstruction(config).eval()
+    model.save_pretrained(tmp_path / "model")
+    frames = video(config)
+    with torch.no_grad():
+        torch.save({"frames": frames, "expected": model(frames).reconstruction}, tmp_path / "io.pt")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["slotssm_hf"] = None  # any import of the package now fails
+        import torch
+        from transformers import AutoModel, AutoModelForPreTraining
+        folder = {str(tmp_path / "model")!r}
+        model = AutoModelForPreTraining.from_pretrained(folder, trust_remote_code=True).eval()
+        assert "slotssm_hf" not in type(model).__module__, type(model).__module__
+        io = torch.load({str(tmp_path / "io.pt")!r})
+        with torch.no_grad():
+            assert torch.equal(model(io["frames"]).reconstruction, io["expected"])
+        backbone = AutoModel.from_pretrained(folder, trust_remote_code=True)
+        print(type(model).__name__, type(backbone).__name__)
+        """
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["SlotSSMForVideoReconstruction", "SlotSSMModel"]
