@@ -1,11 +1,23 @@
-"""Mapping from the official SlotSSM checkpoint layout (three HF-style sub-models) to `slotssm_hf`.
+"""Conversion of checkpoints trained with the official SlotSSM code into `slotssm_hf` checkpoints.
 
-`convert_official_config` maps the three official config.json dicts to a `SlotSSMConfig`, refusing what cannot
-be represented; `convert_official_state_dicts` maps the three state dicts to `SlotSSMForVideoReconstruction`'s
-keys with a strict ledger: every source key is consumed exactly once and tensors keep their dtype.
+An official checkpoint step folder (`checkpoint_step_N/` or `final_checkpoint/`) holds three HF-style sub-models,
+`vitencoder/` (or `cnnencoder/`), `slotssm/` and `vitdecoder/` (or `sbdecoder/`), each with `config.json` and
+`model.safetensors` (or `pytorch_model.bin`). `convert_official_config` maps the three configs to a
+`SlotSSMConfig`, refusing what cannot be represented; `convert_official_state_dicts` maps the three state dicts to
+`SlotSSMForVideoReconstruction`'s keys with a strict ledger (every source key consumed exactly once, every target
+filled, shapes checked, dtypes kept); `convert_checkpoint` does the whole job atomically, optionally verifying the
+result against `official_reference` computed from the source weights.
 """
 
+import argparse
+import json
+import os
+import pickle
 import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -255,3 +267,168 @@ def convert_official_state_dicts(config: SlotSSMConfig, encoder: dict, slotssm: 
     if problems:
         raise ConversionError("the official weights do not fit the converted config; " + "; ".join(problems))
     return converted
+
+
+# Official sub-model folder names (the saving class's name, lower-cased), by role.
+SUB_MODEL_FOLDERS = {
+    "encoder": ("vitencoder", "cnnencoder"),
+    "slotssm": ("slotssm",),
+    "decoder": ("vitdecoder", "sbdecoder"),
+}
+
+
+def find_step_folder(path) -> Path:
+    """`path` when it holds the sub-model folders, else the latest checkpoint inside it (`final_checkpoint/`, or
+    the `checkpoint_step_N/` with the largest N)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ConversionError(f"{path} is not a folder")
+    if (path / "slotssm").is_dir():
+        return path
+    steps = sorted(
+        (int(m.group(1)), child)
+        for child in path.iterdir()
+        if child.is_dir() and (m := re.fullmatch(r"checkpoint_step_(\d+)", child.name))
+    )
+    if (path / "final_checkpoint").is_dir():
+        return path / "final_checkpoint"
+    if steps:
+        return steps[-1][1]
+    raise ConversionError(
+        f"{path} holds neither the official sub-model folders (vitencoder/, slotssm/, vitdecoder/) nor "
+        "checkpoint_step_N/ or final_checkpoint/ folders"
+    )
+
+
+def read_weights(folder: Path) -> dict:
+    """A sub-model's state dict: model.safetensors, else pytorch_model.bin read with weights_only=True."""
+    from safetensors.torch import load_file
+
+    safetensors_file, pickle_file = folder / "model.safetensors", folder / "pytorch_model.bin"
+    if safetensors_file.is_file():
+        try:
+            return load_file(safetensors_file)
+        except Exception as error:
+            raise ConversionError(f"{safetensors_file} is not a readable safetensors file ({error})") from error
+    if pickle_file.is_file():
+        try:
+            state = torch.load(pickle_file, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise ConversionError(
+                f"{pickle_file} was refused: it holds more than tensors (loading it would run code); "
+                f"only plain state dicts are read ({error})"
+            ) from error
+        except Exception as error:
+            raise ConversionError(f"{pickle_file} is not a readable PyTorch file ({error})") from error
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ConversionError(f"{pickle_file} does not hold a state dict of tensors")
+        return state
+    raise ConversionError(f"{folder} has neither model.safetensors nor pytorch_model.bin")
+
+
+def read_official_checkpoint(step_folder: Path) -> dict:
+    """{"encoder" | "slotssm" | "decoder": (config dict, state dict)} from an official checkpoint step folder."""
+    parts = {}
+    for part, names in SUB_MODEL_FOLDERS.items():
+        found = [step_folder / name for name in names if (step_folder / name).is_dir()]
+        if len(found) != 1:
+            raise ConversionError(f"{step_folder} must hold exactly one of the sub-model folders {'/, '.join(names)}/")
+        config_file = found[0] / "config.json"
+        try:
+            config = json.loads(config_file.read_text())
+        except (OSError, ValueError) as error:
+            raise ConversionError(f"{config_file} is missing or not valid JSON ({error})") from error
+        parts[part] = (config, read_weights(found[0]))
+    return parts
+
+
+def verify_conversion(folder: Path, parts: dict, num_frames: int = 4, seed: int = 0) -> float:
+    """Max abs difference between the converted model in `folder` and the official reference computed from the
+    source weights, over the reconstruction and the slots of a seeded clip (float32)."""
+    from .modeling_slotssm import SlotSSMForVideoReconstruction
+    from .official_reference import OfficialReference
+
+    reference = OfficialReference(*(parts[p][0] for p in SUB_MODEL_FOLDERS)).float().eval()
+    reference.load_official_state_dicts(*(parts[p][1] for p in SUB_MODEL_FOLDERS))
+    model = SlotSSMForVideoReconstruction.from_pretrained(folder).float().eval()
+    config = model.config
+    generator = torch.Generator().manual_seed(seed)
+    frames = torch.randn(1, num_frames, config.num_channels, config.image_size, config.image_size, generator=generator)
+    with torch.no_grad():
+        recon, _, slots, _ = reference(frames)
+        ours = model(frames)
+    return max((ours.reconstruction - recon).abs().max().item(), (ours.last_hidden_state - slots).abs().max().item())
+
+
+def convert_checkpoint(source, output, verify: bool = False, overwrite: bool = False, tolerance: float = 1e-4,
+                       log=print) -> Path:  # fmt: skip
+    """Convert the official checkpoint at `source` (a step folder or a run folder) into `output`.
+
+    The result is written to a temporary folder beside `output` and renamed into place only once complete (and
+    verified, with `verify=True`), so a failure leaves nothing behind. An existing `output` is replaced only
+    with `overwrite=True`.
+    """
+    from .modeling_slotssm import SlotSSMForVideoReconstruction
+    from .model_card import render_model_card
+
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise ConversionError(f"{output} already exists; pass --overwrite to replace it")
+    step_folder = find_step_folder(source)
+    if step_folder != Path(source):
+        log(f"converting the latest checkpoint in {source}: {step_folder.name}")
+    parts = read_official_checkpoint(step_folder)
+    config = convert_official_config(*(parts[p][0] for p in SUB_MODEL_FOLDERS))
+    state = convert_official_state_dicts(config, *(parts[p][1] for p in SUB_MODEL_FOLDERS))
+    with torch.device("meta"):
+        model = SlotSSMForVideoReconstruction(config)
+    model.load_state_dict(state, strict=True, assign=True)  # assign keeps the source tensors and their dtypes
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.incomplete-", dir=output.parent))
+    try:
+        model.save_pretrained(staging)
+        provenance = (
+            f"Converted from a checkpoint trained with the official SlotSSM code (`{step_folder.name}`) by "
+            "`slotssm-hf convert-official`."
+        )
+        render_model_card(model, output.name, provenance).save(staging / "README.md")
+        if verify:
+            difference = verify_conversion(staging, parts)
+            log(f"max abs difference against the official reference: {difference:.3g}")
+            if not difference <= tolerance:
+                raise ConversionError(f"verification failed: max abs difference {difference:.3g} > {tolerance:g}")
+        if output.exists():  # swap, then delete the old folder: the output path is never left empty or partial
+            old = output.with_name(f".{output.name}.replaced-{os.getpid()}")
+            output.rename(old)
+            staging.rename(output)
+            shutil.rmtree(old)
+        else:
+            staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log(f"wrote {output}")
+    return output
+
+
+def add_arguments(parser: argparse.ArgumentParser):
+    parser.add_argument("source", help="an official checkpoint step folder, or a run folder (its latest step is used)")
+    parser.add_argument("output", help="folder to write the slotssm_hf checkpoint to")
+    parser.add_argument("--verify", action="store_true", help="compare with the official reference; fail above 1e-4")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        convert_checkpoint(args.source, args.output, verify=args.verify, overwrite=args.overwrite)
+    except ConversionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Convert an official SlotSSM checkpoint into a slotssm_hf checkpoint.")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -243,8 +243,8 @@ class OfficialSBDecoder(nn.Module):
         self.pos = nn.Module()
         axis = torch.linspace(-1, 1, initial_size)
         grid_y, grid_x = torch.meshgrid(axis, axis, indexing="ij")
-        self.pos.register_buffer("grid_x", grid_x[None])
-        self.pos.register_buffer("grid_y", grid_y[None])
+        self.pos.register_buffer("grid_x", grid_x[None].clone())
+        self.pos.register_buffer("grid_y", grid_y[None].clone())
 
         layers = []
         for i in range(3):

@@ -1,0 +1,1 @@
+"""Model card templates, shipped inside the package as `slotssm_hf.model_cards`."""

@@ -1,0 +1,233 @@
+"""Converting official-layout checkpoints (random weights under exactly the official key names, shapes and
+config.json fields) and comparing the result with the official reference computed from the source weights."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import OFFICIAL_VARIANTS, official_configs
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel, AutoModelForPreTraining
+
+from slotssm_hf import SlotSSMForVideoReconstruction
+from slotssm_hf.convert_official import ConversionError, convert_checkpoint, convert_official_config
+from slotssm_hf.official_reference import OfficialReference
+
+REPO = Path(__file__).resolve().parents[1]
+ARCHITECTURES = {
+    "vit_encoder": ("vitencoder", "VitEncoder"),
+    "cnn_encoder": ("cnnencoder", "CNNEncoder"),
+    "slot_ssm": ("slotssm", "SlotSSM"),
+    "vit_decoder": ("vitdecoder", "VitDecoder"),
+    "spatial_broadcast_decoder": ("sbdecoder", "SBDecoder"),
+}
+
+
+def write_official_checkpoint(step_folder: Path, configs, weights_format="safetensors", dtype=None):
+    """Save an official-layout checkpoint with random weights; return the reference holding them."""
+    reference = OfficialReference(*configs).eval()
+    with torch.no_grad():
+        for param in reference.parameters():
+            param.add_(torch.randn_like(param) * 0.05)
+    for config, module in zip(configs, (reference.encoder, reference.slotssm, reference.decoder)):
+        folder_name, architecture = ARCHITECTURES[config["model_type"]]
+        folder = step_folder / folder_name
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({**config, "architectures": [architecture]}))
+        state = {k: v.contiguous() for k, v in module.state_dict().items()}
+        if dtype is not None:
+            state = {k: v if k.endswith("A_log") else v.to(dtype) for k, v in state.items()}
+        if weights_format == "safetensors":
+            save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+        else:
+            torch.save(state, folder / "pytorch_model.bin")
+    return reference
+
+
+def assert_loaded_model_matches(output: Path, reference, atol=1e-4):
+    model = SlotSSMForVideoReconstruction.from_pretrained(output).eval()
+    size, channels = model.config.image_size, model.config.num_channels
+    frames = torch.randn(2, 3, channels, size, size)
+    with torch.no_grad():
+        recon, masks, slots, _ = reference(frames)
+        out = model(frames)
+    torch.testing.assert_close(out.reconstruction, recon, rtol=0, atol=atol)
+    torch.testing.assert_close(out.last_hidden_state, slots, rtol=0, atol=atol)
+    if masks is not None:
+        torch.testing.assert_close(out.masks, masks, rtol=0, atol=atol)
+
+
+def leftovers(folder: Path, before: set) -> set:
+    return set(os.listdir(folder)) - before
+
+
+def test_official_layout_has_the_documented_parameter_counts():
+    reference = OfficialReference(*official_configs())
+    counts = [sum(p.numel() for p in part.parameters()) for part in (reference.encoder, reference.slotssm, reference.decoder)]
+    assert counts == [4_919_808, 4_238_944, 3_342_016]
+    assert reference.slotssm.state_dict()["blocks.0.time_mixer.in_proj.weight"].shape == (1288, 256)
+
+
+@pytest.mark.parametrize("variant", ["train.py-default", *OFFICIAL_VARIANTS])
+def test_converted_checkpoint_matches_official_reference(tmp_path, variant):
+    configs = official_configs() if variant == "train.py-default" else official_configs(**OFFICIAL_VARIANTS[variant])
+    reference = write_official_checkpoint(tmp_path / "run" / "checkpoint_step_1000", configs)
+    messages = []
+    output = convert_checkpoint(tmp_path / "run" / "checkpoint_step_1000", tmp_path / "out", verify=True, log=messages.append)
+    assert any(m.startswith("max abs difference against the official reference") for m in messages)
+    assert {"config.json", "model.safetensors", "README.md"} <= set(os.listdir(output))
+    assert_loaded_model_matches(output, reference)
+    assert type(AutoModel.from_pretrained(output)).__name__ == "SlotSSMModel"
+    assert type(AutoModelForPreTraining.from_pretrained(output)).__name__ == "SlotSSMForVideoReconstruction"
+
+
+def test_run_folder_converts_its_latest_checkpoint(tmp_path):
+    configs = official_configs(**OFFICIAL_VARIANTS["cnn-encoder-spatial-broadcast-x8"])
+    write_official_checkpoint(tmp_path / "run" / "checkpoint_step_900", configs)
+    latest = write_official_checkpoint(tmp_path / "run" / "checkpoint_step_10000", configs)
+    messages = []
+    convert_checkpoint(tmp_path / "run", tmp_path / "out", log=messages.append)
+    assert "checkpoint_step_10000" in messages[0]
+    assert_loaded_model_matches(tmp_path / "out", latest)
+    final = write_official_checkpoint(tmp_path / "run" / "final_checkpoint", configs)
+    convert_checkpoint(tmp_path / "run", tmp_path / "out", overwrite=True, log=messages.append)
+    assert_loaded_model_matches(tmp_path / "out", final)
+
+
+def test_pickle_weights_and_dtypes_are_kept(tmp_path):
+    configs = official_configs(**OFFICIAL_VARIANTS["mamba1-ffn-standard-cross-attention"])
+    write_official_checkpoint(tmp_path / "step", configs, weights_format="bin", dtype=torch.float16)
+    convert_checkpoint(tmp_path / "step", tmp_path / "out")
+    weights = load_file(tmp_path / "out" / "model.safetensors")
+    assert weights["slotssm.layers.0.time_mixer.A_log"].dtype == torch.float32
+    assert weights["slotssm.layers.0.time_mixer.in_proj.weight"].dtype == torch.float16
+    assert weights["decoder.head.weight"].dtype == torch.float16
+
+
+def corrupt_missing_folder(step):
+    import shutil
+
+    shutil.rmtree(step / "vitdecoder")
+
+
+def corrupt_truncated_safetensors(step):
+    path = step / "slotssm" / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+def corrupt_extra_key(step):
+    path = step / "slotssm" / "model.safetensors"
+    state = load_file(path)
+    state["blocks.0.surprise"] = torch.zeros(3)
+    save_file(state, path)
+
+
+def corrupt_wrong_shape(step):
+    path = step / "vitencoder" / "model.safetensors"
+    state = load_file(path)
+    state["output_proj.weight"] = torch.zeros(64, 32)
+    save_file(state, path)
+
+
+class RunsCode:
+    """A pickle that would create a file when unpickled."""
+
+    def __reduce__(self):
+        return (Path.touch, (Path(os.environ["PWNED_FILE"]),))
+
+
+def corrupt_code_pickle(step):
+    (step / "vitencoder" / "model.safetensors").unlink()
+    torch.save({"patch_embedding.weight": RunsCode()}, step / "vitencoder" / "pytorch_model.bin")
+
+
+def corrupt_config(step):
+    (step / "slotssm" / "config.json").write_text("{not json")
+
+
+CORRUPTIONS = {
+    "missing-sub-folder": (corrupt_missing_folder, r"exactly one of the sub-model folders vitdecoder/, sbdecoder/"),
+    "truncated-safetensors": (corrupt_truncated_safetensors, r"slotssm/model.safetensors is not a readable safetensors"),
+    "extra-key": (corrupt_extra_key, r"slotssm: keys the official layout does not have: \['blocks.0.surprise'\]"),
+    "wrong-shape": (corrupt_wrong_shape, r"wrong shape: \['slotssm.encoder.output_proj.weight: \(64, 32\) instead of \(64, 64\)'\]"),
+    "code-pickle": (corrupt_code_pickle, r"vitencoder/pytorch_model.bin was refused: it holds more than tensors"),
+    "bad-config": (corrupt_config, r"slotssm/config.json is missing or not valid JSON"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS)
+def test_corrupt_checkpoint_fails_clearly_and_leaves_nothing(tmp_path, monkeypatch, corruption):
+    corrupt, message = CORRUPTIONS[corruption]
+    small = official_configs(**OFFICIAL_VARIANTS["mamba1-ffn-standard-cross-attention"])
+    step = tmp_path / "step"
+    write_official_checkpoint(step, small)
+    monkeypatch.setenv("PWNED_FILE", str(tmp_path / "pwned"))
+    corrupt(step)
+    before = set(os.listdir(tmp_path))
+    with pytest.raises(ConversionError, match=message):
+        convert_checkpoint(step, tmp_path / "out", verify=True)
+    assert leftovers(tmp_path, before) == set()
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_failed_verification_leaves_nothing(tmp_path, monkeypatch):
+    configs = official_configs(**OFFICIAL_VARIANTS["mamba1-ffn-standard-cross-attention"])
+    write_official_checkpoint(tmp_path / "step", configs)
+    monkeypatch.setattr("slotssm_hf.convert_official.verify_conversion", lambda folder, parts: 0.5)
+    before = set(os.listdir(tmp_path))
+    with pytest.raises(ConversionError, match=r"verification failed: max abs difference 0.5 > 0.0001"):
+        convert_checkpoint(tmp_path / "step", tmp_path / "out", verify=True)
+    assert leftovers(tmp_path, before) == set()
+
+
+def test_existing_output_is_kept_without_overwrite(tmp_path):
+    configs = official_configs(**OFFICIAL_VARIANTS["mamba1-ffn-standard-cross-attention"])
+    write_official_checkpoint(tmp_path / "step", configs)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("keep me")
+    with pytest.raises(ConversionError, match="already exists; pass --overwrite"):
+        convert_checkpoint(tmp_path / "step", tmp_path / "out")
+    assert (tmp_path / "out" / "mine.txt").read_text() == "keep me"
+    convert_checkpoint(tmp_path / "step", tmp_path / "out", overwrite=True)
+    assert not (tmp_path / "out" / "mine.txt").exists()
+    assert sorted(p for p in os.listdir(tmp_path) if p.startswith(".")) == []
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"encoder": {"learn_initial_cls_tokens": False}}, "learn_initial_cls_tokens=False"),
+        ({"slotssm": {"attn_impl": "eager"}}, "attn_impl='eager' cannot run in the official code"),
+        ({"slotssm": {"input_d_model": None}}, r"input_d_model \(None\) must equal the encoder's output width"),
+        ({"decoder": {"patch_size": 16}}, r"vitdecoder config: patch_size \(16\) differs from the encoder's \(8\)"),
+        ({"decoder": {"num_cls_tokens": 4}}, r"num_cls_tokens \(4\) must equal num_slots \(6\)"),
+        ({"slotssm": {"d_model": 250}, "decoder": {"input_size": 250}}, r"(?s)invalid SlotSSMConfig.*hidden_size \(250\)"),
+    ],
+)
+def test_unrepresentable_official_config_is_refused(overrides, message):
+    with pytest.raises(ConversionError, match=message):
+        convert_official_config(*official_configs(**overrides))
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [str(Path(sys.executable).parent / "slotssm-hf"), "convert-official"],
+        [sys.executable, str(REPO / "conversion" / "convert_official_slotssm.py")],
+    ],
+    ids=["console-script", "conversion-script"],
+)
+def test_command_line(tmp_path, command):
+    configs = official_configs(**OFFICIAL_VARIANTS["mamba1-ffn-standard-cross-attention"])
+    write_official_checkpoint(tmp_path / "run" / "checkpoint_step_5", configs)
+    result = subprocess.run(
+        [*command, str(tmp_path / "run"), str(tmp_path / "out"), "--verify"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "checkpoint_step_5" in result.stdout and "max abs difference" in result.stdout
+    again = subprocess.run([*command, str(tmp_path / "run"), str(tmp_path / "out")], capture_output=True, text=True)
+    assert again.returncode == 2 and "already exists" in again.stderr
