@@ -3,20 +3,23 @@
 Importing the package registers its classes with the transformers Auto classes (idempotently).
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoVideoProcessor
 
 from .configuration_slotssm import SlotSSMConfig
 from .modeling_slotssm import SlotSSMForVideoReconstruction, SlotSSMModel, SlotSSMPreTrainedModel
 from .ssm import Mamba1Mixer, Mamba2Mixer, MambaState
+from .video_processing_slotssm import SlotSSMVideoProcessor
 
 AutoConfig.register(SlotSSMConfig.model_type, SlotSSMConfig, exist_ok=True)
 AutoModel.register(SlotSSMConfig, SlotSSMModel, exist_ok=True)
 AutoModelForPreTraining.register(SlotSSMConfig, SlotSSMForVideoReconstruction, exist_ok=True)
+AutoVideoProcessor.register(SlotSSMConfig, video_processor_class=SlotSSMVideoProcessor, exist_ok=True)
 
 # Saved folders carry the model code and an auto_map, so they load with trust_remote_code=True without this package.
 SlotSSMConfig.register_for_auto_class()
 SlotSSMModel.register_for_auto_class("AutoModel")
 SlotSSMForVideoReconstruction.register_for_auto_class("AutoModelForPreTraining")
+SlotSSMVideoProcessor.register_for_auto_class()
 
 __all__ = [
     "SlotSSMConfig",
@@ -26,4 +29,5 @@ __all__ = [
     "Mamba1Mixer",
     "Mamba2Mixer",
     "MambaState",
+    "SlotSSMVideoProcessor",
 ]

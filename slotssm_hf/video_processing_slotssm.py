@@ -1,0 +1,226 @@
+"""SlotSSM video processor: video files, arrays or frame lists -> `pixel_values_videos` (batch, frames, 3, H, W)."""
+
+import os
+
+import numpy as np
+import torch
+from huggingface_hub.dataclasses import validate_typed_dict
+from transformers.image_processing_utils import BatchFeature
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, validate_kwargs
+from transformers.processing_utils import Unpack, VideosKwargs
+from transformers.video_processing_utils import BaseVideoProcessor
+from transformers.video_utils import VideoMetadata
+
+SAMPLING_MODES = ("start", "random", "uniform")
+VIDEO_BACKENDS = ("pyav", "torchcodec", "decord")
+
+
+class SlotSSMVideoProcessorKwargs(VideosKwargs, total=False):
+    """frame_stride: step between consecutive sampled frames (overridden by `fps` when the video's rate is known).
+    sampling: "start" (consecutive frames from the first), "random" (consecutive frames from a random start, for
+    training) or "uniform" (evenly spaced over the whole video).
+    video_backend: decoder for video files: "pyav" (default), "torchcodec" or "decord"."""
+
+    frame_stride: int
+    sampling: str
+    video_backend: str
+
+
+def clip_positions(total_frames: int, num_frames: int, stride: int, sampling: str) -> np.ndarray:
+    """Positions of a clip's frames in a video of `total_frames`; positions past the end mean the video is
+    shorter than the clip (they become repeats of the last frame)."""
+    if sampling not in SAMPLING_MODES:
+        raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
+    if sampling == "uniform" and total_frames >= num_frames:
+        return np.linspace(0, total_frames - 1, num_frames).round().astype(np.int64)
+    span = (num_frames - 1) * stride + 1
+    start = np.random.randint(0, total_frames - span + 1) if sampling == "random" and total_frames > span else 0
+    return start + np.arange(num_frames) * stride
+
+
+def clip_metadata(positions: np.ndarray, total_frames: int, fps: float | None, backend: str | None) -> VideoMetadata:
+    """Metadata of a clip whose `positions` were asked of a video of `total_frames`; `padded_frames` counts the
+    positions past the end, which repeat the last frame."""
+    metadata = VideoMetadata(total_num_frames=total_frames, fps=fps, video_backend=backend)
+    metadata.frames_indices = np.minimum(positions, total_frames - 1).tolist()
+    metadata.padded_frames = int((positions >= total_frames).sum())
+    return metadata
+
+
+def decode_with_pyav(path: str, positions_for) -> tuple[np.ndarray, VideoMetadata]:
+    """Decode the frames at `positions_for(total_frames, fps)` with PyAV's threaded decoder, stopping after the last
+    one needed. Returns the clip's frames, uint8 (T, H, W, 3), and its metadata."""
+    import av
+
+    with av.open(path) as container:
+        if not container.streams.video:
+            raise ValueError("it holds no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fps = float(stream.average_rate) if stream.average_rate else None
+        # Containers without a frame count (some webm / gif) are decoded whole to learn their length.
+        positions = positions_for(stream.frames, fps) if stream.frames > 0 else None
+        wanted = None if positions is None else set(np.minimum(positions, stream.frames - 1).tolist())
+        kept, last = {}, -1
+        for last, frame in enumerate(container.decode(stream)):
+            if wanted is None or last in wanted:
+                kept[last] = frame.to_ndarray(format="rgb24")
+            if wanted is not None and last == max(wanted):
+                break
+    if last < 0:
+        raise ValueError("it holds no video frames")
+    # The frame count may be missing or overstated: the frames decoded are the truth.
+    total = stream.frames if positions is not None and last == max(wanted) else last + 1
+    if positions is None:
+        positions = positions_for(total, fps)
+    metadata = clip_metadata(positions, total, fps, "pyav")
+    return np.stack([kept[i] for i in metadata.frames_indices]), metadata
+
+
+def read_with_transformers(path: str, backend: str, positions_for) -> tuple[np.ndarray, VideoMetadata]:
+    """Decode with transformers' torchcodec / decord readers."""
+    from transformers.video_utils import load_video
+
+    asked = {}
+
+    def sample_indices_fn(metadata, **kwargs):
+        asked["positions"] = positions_for(metadata.total_num_frames, metadata.fps)
+        asked["metadata"] = clip_metadata(asked["positions"], metadata.total_num_frames, metadata.fps, backend)
+        return np.asarray(asked["metadata"].frames_indices)
+
+    frames, _ = load_video(path, backend=backend, sample_indices_fn=sample_indices_fn)
+    return np.asarray(frames), asked["metadata"]
+
+
+def as_video_list(videos) -> list:
+    """One video (a path, a 4-D array / tensor, a list of frames) or a batch of them, as a list of videos."""
+    if isinstance(videos, (str, os.PathLike)):
+        return [videos]
+    if isinstance(videos, (np.ndarray, torch.Tensor)):
+        return list(videos) if videos.ndim == 5 else [videos]
+    if isinstance(videos, (list, tuple)):
+        if not videos:
+            raise ValueError("expected at least one video, got an empty list")
+        first = videos[0]
+        if isinstance(first, (str, os.PathLike, list, tuple)) or getattr(first, "ndim", 0) == 4:
+            return list(videos)
+        return [videos]  # the frames of one video
+    raise ValueError(f"expected a video path, an array or tensor, or a list of frames, got {type(videos).__name__}")
+
+
+def as_video_tensor(video, name: str) -> torch.Tensor:
+    """A video as a (T, 3, H, W) uint8 tensor; floating-point pixels are taken as [0, 1]."""
+    if isinstance(video, (list, tuple)):
+        video = np.stack([np.asarray(frame) for frame in video]) if video else np.zeros((0, 1, 1, 3), np.uint8)
+    video = video if isinstance(video, torch.Tensor) else torch.from_numpy(np.asarray(video))
+    if video.dim() == 3:  # (T, H, W): grayscale frames
+        video = video[:, None]
+    elif video.dim() == 4 and video.shape[1] not in (1, 3) and video.shape[-1] in (1, 3):
+        video = video.permute(0, 3, 1, 2)
+    if video.dim() != 4 or video.shape[1] not in (1, 3):
+        raise ValueError(
+            f"{name}: expected frames of shape (frames, height, width, 3) or (frames, 3, height, width) (or one "
+            f"channel), got shape {tuple(video.shape)}"
+        )
+    if video.shape[0] == 0:
+        raise ValueError(f"{name}: the video has no frames")
+    if video.is_floating_point():  # [0, 1]: quantised like decoded pixels, so both resize (and clamp) alike
+        video = (video * 255).round_().clamp_(0, 255).to(torch.uint8)
+    elif video.dtype != torch.uint8:
+        raise ValueError(f"{name}: expected uint8 or floating-point pixels, got {video.dtype}")
+    return video.expand(-1, 3, -1, -1) if video.shape[1] == 1 else video
+
+
+class SlotSSMVideoProcessor(BaseVideoProcessor):
+    r"""
+    Turns videos into `pixel_values_videos` of shape (batch, frames, 3, crop height, crop width). The defaults follow
+    the official SlotSSM data pipeline: 16 consecutive frames, short-side bicubic resize to 128, centre crop 128,
+    rescale to [0, 1], ImageNet mean / std. `sampling="random"` takes the clip from a random start (training);
+    the default `"start"` takes it from the first frame, `"uniform"` spreads it over the whole video.
+
+    Videos are file paths (mp4, webm, avi, gif, ...; decoded with PyAV unless `video_backend` says otherwise),
+    arrays or tensors of shape (T, H, W, C) or (T, C, H, W) with uint8 or [0, 1] float pixels, or lists of frames
+    (PIL images or arrays); one video or a list of them. A video shorter than the clip is padded by repeating its
+    last frame, and `padded_frames` (batch,) in the output counts the repeated frames of each clip.
+    """
+
+    valid_kwargs = SlotSSMVideoProcessorKwargs
+    model_input_names = ["pixel_values_videos"]
+    resample = PILImageResampling.BICUBIC
+    image_mean = IMAGENET_DEFAULT_MEAN
+    image_std = IMAGENET_DEFAULT_STD
+    size = {"shortest_edge": 128}
+    default_to_square = False
+    crop_size = {"height": 128, "width": 128}
+    do_resize = True
+    do_center_crop = True
+    do_rescale = True
+    rescale_factor = 1 / 255
+    do_normalize = True
+    do_sample_frames = True
+    num_frames = 16
+    fps = None
+    frame_stride = 1
+    sampling = "start"
+    video_backend = "pyav"
+
+    def __init__(self, **kwargs: Unpack[SlotSSMVideoProcessorKwargs]):
+        super().__init__(**kwargs)
+
+    def preprocess(self, videos, **kwargs: Unpack[SlotSSMVideoProcessorKwargs]) -> BatchFeature:
+        valid_keys = [*self.valid_kwargs.__annotations__, "return_tensors"]
+        validate_kwargs(captured_kwargs=kwargs.keys(), valid_processor_keys=valid_keys)
+        validate_typed_dict(self.valid_kwargs, kwargs)
+        options = {name: kwargs.get(name, getattr(self, name, None)) for name in self.valid_kwargs.__annotations__}
+        return_tensors = kwargs.get("return_tensors", "pt")
+        videos, metadata = self._read_videos(videos, options)
+        options = self._standardize_kwargs(**options)
+        self._validate_preprocess_kwargs(**options)
+        for unused in ("data_format", "return_tensors", "return_metadata", "video_metadata", "device"):
+            options.pop(unused, None)
+        batch = self._preprocess(videos=videos, return_tensors=return_tensors, **options)
+        batch["padded_frames"] = torch.tensor([info.padded_frames for info in metadata])
+        if kwargs.get("return_metadata"):
+            batch["video_metadata"] = metadata
+        return batch
+
+    def _read_videos(self, videos, options: dict) -> tuple[list[torch.Tensor], list[VideoMetadata]]:
+        """Decode or convert every video to (T, 3, H, W) and take its clip: the sampled frames, padded."""
+        backend = options["video_backend"]
+        if backend not in VIDEO_BACKENDS:
+            raise ValueError(f"video_backend must be one of {VIDEO_BACKENDS}, got {backend!r}")
+
+        def positions_for(total: int, video_fps: float | None) -> np.ndarray:
+            if not options["do_sample_frames"]:
+                return np.arange(total)
+            fps = options["fps"]
+            stride = max(1, round(video_fps / fps)) if fps and video_fps else options["frame_stride"]
+            return clip_positions(total, options["num_frames"], stride, options["sampling"])
+
+        clips, metadata = [], []
+        for position, video in enumerate(as_video_list(videos)):
+            if isinstance(video, (str, os.PathLike)):
+                frames, info = self._read_file(os.fspath(video), backend, positions_for)
+                clip = as_video_tensor(frames, os.fspath(video))
+            else:
+                frames = as_video_tensor(video, f"video {position}")
+                info = clip_metadata(positions_for(len(frames), None), len(frames), None, None)
+                clip = frames[info.frames_indices]
+            info.height, info.width = clip.shape[-2:]
+            clips.append(clip)
+            metadata.append(info)
+        return clips, metadata
+
+    @staticmethod
+    def _read_file(path: str, backend: str, positions_for) -> tuple[np.ndarray, VideoMetadata]:
+        if not os.path.isfile(path):
+            raise ValueError(f"video file not found: {path}")
+        try:
+            if backend == "pyav":
+                return decode_with_pyav(path, positions_for)
+            return read_with_transformers(path, backend, positions_for)
+        except Exception as error:  # each decoder raises its own types for unreadable or corrupt files
+            raise ValueError(f"could not decode video file {path} with {backend}: {error}") from error
+
+
+__all__ = ["SlotSSMVideoProcessor"]

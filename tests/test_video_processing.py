@@ -1,0 +1,176 @@
+"""SlotSSMVideoProcessor against a slow per-frame reference (PyAV frames -> PIL bicubic resize -> PIL centre crop ->
+[0, 1] -> ImageNet normalisation), on real encoded files written here with PyAV (GIF with PIL)."""
+
+import json
+import os
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoVideoProcessor
+
+from slotssm_hf import SlotSSMVideoProcessor
+
+MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+
+
+def synthetic_frames(num_frames, height, width, seed=0):
+    """Smooth moving gradients plus a block: content that survives lossy coding recognisably."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    frames = []
+    for t in range(num_frames):
+        base = np.stack([(x * 2 + t * 7) % 256, (y * 3 + t * 5) % 256, ((x + y) + t * 11) % 256], axis=-1)
+        top, left = rng.integers(0, height // 2), rng.integers(0, width // 2)
+        base[top : top + height // 4, left : left + width // 4] = rng.integers(0, 256, 3)
+        frames.append(base.astype(np.uint8))
+    return np.stack(frames)
+
+
+def write_video(path, frames, codec="h264", fps=25):
+    if str(path).endswith(".gif"):
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=40, loop=0)
+        return path
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def decoded_frames(path):
+    """Every frame of a file as PIL images, decoded plainly (no threads, no early stop)."""
+    with av.open(str(path)) as container:
+        return [frame.to_image() for frame in container.decode(video=0)]
+
+
+def reference_clip(images, indices, short_side=128, crop=128):
+    """The official per-frame pipeline, one PIL image at a time."""
+    out = []
+    for i in indices:
+        image = images[i].convert("RGB")
+        w, h = image.size
+        scale = short_side / min(w, h)
+        size = (short_side, int(h * scale)) if w <= h else (int(w * scale), short_side)
+        image = image.resize(size, Image.BICUBIC)
+        left, top = int((image.width - crop) / 2), int((image.height - crop) / 2)
+        image = image.crop((left, top, left + crop, top + crop))
+        pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 255
+        out.append((pixels - MEAN) / STD)
+    return torch.stack(out)
+
+
+def assert_close_to_reference(ours, reference):
+    # torchvision's uint8 bicubic resize and PIL's agree to about one intensity level (1/255/0.225 after
+    # normalisation); on average they agree far better.
+    assert (ours - reference).abs().max() < 2.5 / 255 / 0.225
+    assert (ours - reference).abs().mean() < 0.2 / 255 / 0.225
+
+
+@pytest.mark.parametrize(
+    "name,codec",
+    [("clip.mp4", "h264"), ("clip.webm", "libvpx-vp9"), ("clip.avi", "mpeg4"), ("clip.mkv", "ffv1"), ("clip.gif", None)],
+)
+def test_files_match_the_per_frame_reference(tmp_path, name, codec):
+    path = write_video(tmp_path / name, synthetic_frames(24, 96, 160), codec)
+    out = SlotSSMVideoProcessor()(str(path))
+    pixels = out["pixel_values_videos"]
+    assert pixels.shape == (1, 16, 3, 128, 128) and pixels.dtype == torch.float32
+    assert out["padded_frames"].tolist() == [0]
+    assert_close_to_reference(pixels[0], reference_clip(decoded_frames(path), range(16)))
+
+
+def test_batch_of_files_with_stride_and_uniform_sampling(tmp_path):
+    paths = [str(write_video(tmp_path / f"{i}.mp4", synthetic_frames(40, 128, 176, seed=i))) for i in range(2)]
+    processor = SlotSSMVideoProcessor(num_frames=8, frame_stride=3)
+    pixels = processor(paths)["pixel_values_videos"]
+    assert pixels.shape == (2, 8, 3, 128, 128)
+    for i, path in enumerate(paths):
+        assert_close_to_reference(pixels[i], reference_clip(decoded_frames(path), range(0, 24, 3)))
+    uniform = processor(paths[0], sampling="uniform")["pixel_values_videos"][0]
+    indices = np.linspace(0, 39, 8).round().astype(int)
+    assert_close_to_reference(uniform, reference_clip(decoded_frames(paths[0]), indices))
+
+
+def test_random_sampling_takes_consecutive_frames_from_random_starts(tmp_path):
+    frames = np.repeat(np.arange(60, dtype=np.uint8)[:, None, None, None] * 4, 3, axis=-1) * np.ones((1, 8, 8, 1), np.uint8)
+    processor = SlotSSMVideoProcessor(num_frames=5, do_resize=False, do_center_crop=False, do_normalize=False)
+    starts = set()
+    for _ in range(20):
+        clip = processor(frames, sampling="random")["pixel_values_videos"][0, :, 0, 0, 0] * 255 / 4
+        index = clip.round().long()
+        assert torch.equal(index, index[0] + torch.arange(5))
+        starts.add(int(index[0]))
+    assert len(starts) > 5 and max(starts) <= 55
+
+
+def test_arrays_tensors_and_frame_lists_give_the_same_result():
+    frames = synthetic_frames(16, 96, 128)
+    processor = SlotSSMVideoProcessor()
+    expected = processor(frames)["pixel_values_videos"]
+    assert_close_to_reference(expected[0], reference_clip([Image.fromarray(f) for f in frames], range(16)))
+    channels_first = torch.from_numpy(frames).permute(0, 3, 1, 2)
+    assert torch.equal(processor(channels_first)["pixel_values_videos"], expected)
+    assert torch.equal(processor([Image.fromarray(f) for f in frames])["pixel_values_videos"], expected)
+    assert torch.equal(processor(channels_first.float() / 255)["pixel_values_videos"], expected)
+    batch = processor(np.stack([frames, frames[::-1].copy()]))["pixel_values_videos"]
+    assert batch.shape == (2, 16, 3, 128, 128) and torch.equal(batch[0], expected[0])
+
+
+def test_short_video_is_padded_with_its_last_frame_and_says_so(tmp_path):
+    path = write_video(tmp_path / "short.mp4", synthetic_frames(6, 128, 128))
+    out = SlotSSMVideoProcessor()(str(path))
+    pixels = out["pixel_values_videos"][0]
+    assert out["padded_frames"].tolist() == [10]
+    assert all(torch.equal(pixels[t], pixels[5]) for t in range(6, 16))
+    assert_close_to_reference(pixels, reference_clip(decoded_frames(path), [0, 1, 2, 3, 4, 5] + [5] * 10))
+
+
+def test_round_trip_through_auto_video_processor(tmp_path):
+    processor = SlotSSMVideoProcessor(num_frames=8, size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64})
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "video_preprocessor_config.json").read_text())
+    assert saved["num_frames"] == 8 and saved["sampling"] == "start" and saved["video_processor_type"] == "SlotSSMVideoProcessor"
+    loaded = AutoVideoProcessor.from_pretrained(tmp_path)
+    assert isinstance(loaded, SlotSSMVideoProcessor)
+    frames = synthetic_frames(10, 80, 80)
+    assert torch.equal(loaded(frames)["pixel_values_videos"], processor(frames)["pixel_values_videos"])
+
+
+def test_defaults_are_the_official_pipeline():
+    processor = SlotSSMVideoProcessor()
+    assert processor.num_frames == 16 and processor.frame_stride == 1
+    assert processor.size == {"shortest_edge": 128} and processor.crop_size == {"height": 128, "width": 128}
+    assert list(processor.image_mean) == [0.485, 0.456, 0.406] and list(processor.image_std) == [0.229, 0.224, 0.225]
+    assert int(processor.resample) == int(Image.BICUBIC)
+
+
+def test_corrupt_empty_and_wrong_inputs_name_the_problem(tmp_path):
+    processor = SlotSSMVideoProcessor()
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    with pytest.raises(ValueError, match=rf"could not decode video file {corrupt}"):
+        processor(str(corrupt))
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(write_video(tmp_path / "full.mp4", synthetic_frames(20, 64, 64)).read_bytes()[:300])
+    with pytest.raises(ValueError, match=rf"could not decode video file {truncated}"):
+        processor(str(truncated))
+    with pytest.raises(ValueError, match="video file not found: .*missing.mp4"):
+        processor(str(tmp_path / "missing.mp4"))
+    with pytest.raises(ValueError, match="the video has no frames"):
+        processor(np.zeros((0, 32, 32, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"expected frames of shape \(frames, height, width, 3\).*got shape \(4, 32, 32, 4\)"):
+        processor(np.zeros((4, 32, 32, 4), np.uint8))
+    with pytest.raises(ValueError, match="expected uint8 or floating-point pixels, got torch.int32"):
+        processor(np.zeros((4, 32, 32, 3), np.int32))
+    with pytest.raises(ValueError, match="sampling must be one of"):
+        processor(np.zeros((4, 32, 32, 3), np.uint8), sampling="middle")
+    with pytest.raises(ValueError, match="video_backend must be one of"):
+        processor(np.zeros((4, 32, 32, 3), np.uint8), video_backend="opencv2")
