@@ -8,6 +8,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoVid
 from .configuration_slotssm import SlotSSMConfig
 from .modeling_slotssm import SlotSSMForVideoReconstruction, SlotSSMModel, SlotSSMPreTrainedModel
 from .ssm import Mamba1Mixer, Mamba2Mixer, MambaState
+from .streaming import stream
 from .video_processing_slotssm import SlotSSMVideoProcessor
 
 AutoConfig.register(SlotSSMConfig.model_type, SlotSSMConfig, exist_ok=True)
@@ -30,4 +31,5 @@ __all__ = [
     "Mamba2Mixer",
     "MambaState",
     "SlotSSMVideoProcessor",
+    "stream",
 ]

@@ -55,6 +55,8 @@ class SlotSSMConfig(PreTrainedConfig):
     decoder_hidden_act (`str`, defaults to `"relu"`): ViT decoder MLP activation.
     decoder_initial_size (`int`, defaults to 8): broadcast grid of the spatial-broadcast decoder; `image_size`
         must be 8 or 16 times this.
+    use_cache (`bool`, defaults to `False`): return `cache_params` (the recurrent state of every slot block) from
+        forward passes, to continue a video frame by frame later.
 
     Example:
 
@@ -106,6 +108,7 @@ class SlotSSMConfig(PreTrainedConfig):
     decoder_intermediate_size: int | None = None
     decoder_hidden_act: str = "relu"
     decoder_initial_size: int = 8
+    use_cache: bool = False
 
     def __post_init__(self, **kwargs):
         self.encoder_intermediate_size = self.encoder_intermediate_size or 4 * self.encoder_hidden_size
@@ -113,6 +116,11 @@ class SlotSSMConfig(PreTrainedConfig):
         self.intermediate_size = self.intermediate_size or 4 * self.hidden_size
         self.decoder_intermediate_size = self.decoder_intermediate_size or 4 * self.decoder_hidden_size
         super().__post_init__(**kwargs)
+
+    @property
+    def layer_types(self) -> list[str]:
+        """Every slot block keeps a recurrent (conv + SSM) state, which transformers' caches call linear attention."""
+        return ["linear_attention"] * self.num_hidden_layers
 
     @property
     def num_tokens(self) -> int:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -16,7 +16,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from .configuration_slotssm import SlotSSMConfig
-from .ssm import GatedRMSNorm, Mamba1Mixer, Mamba2Mixer, MambaMixerBase
+from .ssm import GatedRMSNorm, Mamba1Mixer, Mamba2Mixer, MambaMixerBase, MambaState
 
 # Added to the per-slot sums before the inverted attention's renormalisation over tokens.
 INVERTED_ATTENTION_EPS = 1e-5
@@ -217,10 +217,11 @@ class SlotSSMBlock(GradientCheckpointingLayer):
     cross-attention slots <- frame tokens, per-slot SSM over time, self-attention across the slots of a frame,
     optional MLP."""
 
-    def __init__(self, config: SlotSSMConfig):
+    def __init__(self, config: SlotSSMConfig, layer_idx: int):
         super().__init__()
         dim = config.hidden_size
         eps = config.layer_norm_eps
+        self.layer_idx = layer_idx
         self.cross_attention_input_proj = nn.Linear(config.encoder_output_size, dim)
         self.cross_attention_input_norm = nn.LayerNorm(dim, eps=eps)
         self.cross_attention_slot_norm = nn.LayerNorm(dim, eps=eps)
@@ -247,9 +248,11 @@ class SlotSSMBlock(GradientCheckpointingLayer):
         else:
             self.mlp = None
 
-    def forward(self, slots, tokens):
-        """slots (batch, frames, num_slots, dim); tokens (batch, frames, num_tokens, encoder_output_size).
-        Returns the new slots and the cross-attention weights (batch, frames, heads, num_slots, num_tokens)."""
+    def forward(self, slots, tokens, cache_params=None):
+        """slots (batch, frames, num_slots, dim); tokens (batch, frames, num_tokens, encoder_output_size);
+        cache_params: a cache whose layer `layer_idx` holds the SSM state after the frames seen so far, continued
+        and updated in place. Returns the new slots and the cross-attention weights (batch, frames, heads,
+        num_slots, num_tokens)."""
         batch, frames, num_slots, dim = slots.shape
         inputs = self.cross_attention_input_norm(self.cross_attention_input_proj(tokens.flatten(0, 1)))
         update, weights = self.cross_attention(self.cross_attention_slot_norm(slots.flatten(0, 1)), inputs)
@@ -257,7 +260,7 @@ class SlotSSMBlock(GradientCheckpointingLayer):
 
         # Slots fold into the batch: each follows its own trajectory through the shared SSM.
         per_slot = self.time_mixer_norm(slots.transpose(1, 2).reshape(batch * num_slots, frames, dim))
-        slots = slots + self.time_mixer(per_slot).view(batch, num_slots, frames, dim).transpose(1, 2)
+        slots = slots + self.mix_time(per_slot, cache_params).view(batch, num_slots, frames, dim).transpose(1, 2)
 
         per_frame = self.self_attention_norm(slots.flatten(0, 1))
         slots = slots + self.self_attention(per_frame)[0].view(batch, frames, num_slots, dim)
@@ -266,6 +269,16 @@ class SlotSSMBlock(GradientCheckpointingLayer):
         if weights is not None:
             weights = weights.unflatten(0, (batch, frames))
         return slots, weights
+
+    def mix_time(self, per_slot, cache_params):
+        if cache_params is None:
+            return self.time_mixer(per_slot)
+        conv_state = cache_params.get_conv_state(self.layer_idx)
+        state = None if conv_state is None else MambaState(conv_state, cache_params.get_recurrent_state(self.layer_idx))
+        mixed, state = self.time_mixer(per_slot, state=state, return_state=True)
+        cache_params.update_conv_state(state.conv_state, self.layer_idx)
+        cache_params.update_recurrent_state(state.ssm_state, self.layer_idx)
+        return mixed
 
 
 class SlotSSMViTDecoder(nn.Module):
@@ -353,11 +366,14 @@ class SlotSSMModelOutput(ModelOutput):
     """
     last_hidden_state: slots after the last block, (batch, frames, num_slots, hidden_size).
     hidden_states: the initial slots and the slots after every block, each like `last_hidden_state`.
+    cache_params: with `use_cache=True`, the recurrent state of every slot block after the last frame; pass it
+        back with the next frames to continue the video.
     attentions: per block, the cross-attention weights (batch, frames, heads, num_slots, num_tokens): which slot
         looks where (for inverted attention, each token's distribution over the slots).
     """
 
     last_hidden_state: torch.FloatTensor | None = None
+    cache_params: DynamicCache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
@@ -368,13 +384,14 @@ class SlotSSMReconstructionOutput(ModelOutput):
     loss: mean squared error between `reconstruction` and the input frames (or `labels`).
     reconstruction: decoded frames (batch, frames, channels, height, width).
     masks: per-slot alpha masks (batch, frames, num_slots, 1, height, width), spatial-broadcast decoder only.
-    last_hidden_state, hidden_states, attentions: as in `SlotSSMModelOutput`.
+    last_hidden_state, cache_params, hidden_states, attentions: as in `SlotSSMModelOutput`.
     """
 
     loss: torch.FloatTensor | None = None
     reconstruction: torch.FloatTensor | None = None
     masks: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
+    cache_params: DynamicCache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
@@ -468,13 +485,15 @@ class SlotSSMModel(SlotSSMPreTrainedModel):
         self.encoder = SlotSSMViTEncoder(config) if config.encoder_type == "vit" else SlotSSMCNNEncoder(config)
         # Learned per-slot starting vectors, shared by every video and frame (as in the reference).
         self.initial_slots = nn.Parameter(torch.randn(1, 1, config.num_slots, config.hidden_size))
-        self.layers = nn.ModuleList(SlotSSMBlock(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(SlotSSMBlock(config, i) for i in range(config.num_hidden_layers))
         self.gradient_checkpointing = False
         self.post_init()
 
     def forward(
         self,
         pixel_values_videos: torch.Tensor,
+        cache_params: DynamicCache | None = None,
+        use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -483,8 +502,16 @@ class SlotSSMModel(SlotSSMPreTrainedModel):
         r"""
         pixel_values_videos (`torch.FloatTensor` of shape `(batch, frames, num_channels, image_size, image_size)`):
             Normalised frames, e.g. from `SlotSSMVideoProcessor`.
+        cache_params (`DynamicCache`, *optional*):
+            The state after earlier frames of the same videos (from a previous call with `use_cache=True`): these
+            frames continue them, and the cache is updated in place.
+        use_cache (`bool`, *optional*):
+            Return `cache_params` (a new cache when none was passed), as transformers' Mamba2Model does.
         """
         check_pixel_values_videos(pixel_values_videos, self.config)
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache and cache_params is None:
+            cache_params = DynamicCache(config=self.config)
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
@@ -496,12 +523,17 @@ class SlotSSMModel(SlotSSMPreTrainedModel):
         all_slots = (slots,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for layer in self.layers:
-            slots, weights = layer(slots, tokens)
+            slots, weights = layer(slots, tokens, cache_params)
             if output_hidden_states:
                 all_slots += (slots,)
             if output_attentions:
                 all_attentions += (weights,)
-        output = SlotSSMModelOutput(last_hidden_state=slots, hidden_states=all_slots, attentions=all_attentions)
+        output = SlotSSMModelOutput(
+            last_hidden_state=slots,
+            cache_params=cache_params if use_cache else None,
+            hidden_states=all_slots,
+            attentions=all_attentions,
+        )
         return output if return_dict else output.to_tuple()
 
 
@@ -522,6 +554,8 @@ class SlotSSMForVideoReconstruction(SlotSSMPreTrainedModel):
         self,
         pixel_values_videos: torch.Tensor,
         labels: torch.Tensor | None = None,
+        cache_params: DynamicCache | None = None,
+        use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -532,10 +566,13 @@ class SlotSSMForVideoReconstruction(SlotSSMPreTrainedModel):
             Normalised frames.
         labels (`torch.FloatTensor` of the same shape, *optional*):
             Target frames; the loss compares the reconstruction with the input frames when None.
+        cache_params, use_cache: frame-by-frame continuation, as in `SlotSSMModel`.
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
         outputs = self.slotssm(
             pixel_values_videos,
+            cache_params=cache_params,
+            use_cache=use_cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
             return_dict=True,
@@ -556,6 +593,7 @@ class SlotSSMForVideoReconstruction(SlotSSMPreTrainedModel):
             reconstruction=reconstruction,
             masks=masks,
             last_hidden_state=slots,
+            cache_params=outputs.cache_params,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )

@@ -401,12 +401,12 @@ def _class_folder_names(dataset):
     """Sub-folder name per example from the `label` column."""
     import datasets
 
-    labels = dataset.with_format("numpy", columns=["label"])["label"]
+    labels = [int(label) for label in dataset["label"]]
     feature = dataset.features["label"]
     if isinstance(feature, datasets.ClassLabel):
-        return [feature.int2str(int(label)) for label in labels]
-    width = len(str(int(labels.max()))) if len(labels) else 1
-    return [f"{int(label):0{width}d}" for label in labels]
+        return [feature.int2str(label) for label in labels]
+    width = len(str(max(labels, default=0)))
+    return [f"{label:0{width}d}" for label in labels]
 
 
 def _as_uint8_video(video, index):

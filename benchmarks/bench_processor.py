@@ -1,0 +1,118 @@
+"""Frames per second from mp4 files to `pixel_values_videos`: SlotSSMVideoProcessor against transformers'
+VideoMAE video processor, on the same files and settings.
+
+Settings for both: 16-frame clips, short-side bicubic resize to 128, centre crop 128, rescale, ImageNet mean/std,
+float32 output (batch, 16, 3, 128, 128). The files are written first (H.264, yuv420p, 25 fps) at two sizes
+(320x240 and 640x480) and 128 frames each. transformers' video processors decode files with torchcodec only,
+which cannot load without system FFmpeg libraries here, so the baseline decodes with transformers' own PyAV
+reader (`transformers.video_utils.load_video(..., backend="pyav")`) and then runs `VideoMAEVideoProcessor` on the
+decoded frames: the pipeline a transformers user has on this machine. Two clip choices: the first 16 frames
+("start"), and 16 frames spread over the whole video ("uniform", which decodes every frame).
+
+Each cell is the median over `--repeats` passes over all files (one warm-up pass first), the two pipelines
+interleaved; the ratio is ours / transformers in frames per second. Goal: at least 2x.
+
+Usage: python benchmarks/bench_processor.py [--threads 2] [--files 8] [--repeats 3]
+"""
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import transformers
+from measure import environment_line
+from transformers import VideoMAEVideoProcessor
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
+from transformers.video_utils import load_video
+
+from slotssm_hf import SlotSSMVideoProcessor
+
+NUM_FRAMES = 16
+
+
+def write_file(path: Path, width: int, height: int, frames: int, seed: int):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("h264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for t in range(frames):
+            image = np.stack([(x + 3 * t) % 256, (y + 2 * t) % 256, (x + y + t) % 256], axis=-1).astype(np.uint8)
+            top, left = rng.integers(0, height // 2), rng.integers(0, width // 2)
+            image[top : top + height // 3, left : left + width // 3] = rng.integers(0, 256, 3)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def transformers_pipeline(processor, sampling):
+    def indices(metadata, **kwargs):
+        if sampling == "start":
+            return np.arange(NUM_FRAMES)
+        return np.linspace(0, metadata.total_num_frames - 1, NUM_FRAMES).round().astype(int)
+
+    def run(paths):
+        clips = [load_video(str(path), backend="pyav", sample_indices_fn=indices)[0] for path in paths]
+        return processor(clips, return_tensors="pt")["pixel_values"]
+
+    return run
+
+
+def ours_pipeline(processor, sampling):
+    def run(paths):
+        return processor([str(path) for path in paths], sampling=sampling)["pixel_values_videos"]
+
+    return run
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    transformers.logging.set_verbosity_error()
+
+    ours = SlotSSMVideoProcessor()
+    videomae = VideoMAEVideoProcessor(
+        size={"shortest_edge": 128},
+        crop_size={"height": 128, "width": 128},
+        resample=PILImageResampling.BICUBIC,
+        image_mean=IMAGENET_DEFAULT_MEAN,
+        image_std=IMAGENET_DEFAULT_STD,
+    )
+    print(environment_line())
+    print(f"{args.files} H.264 files of 128 frames per size; {NUM_FRAMES}-frame clips; median of {args.repeats} passes")
+    header = f"{'frame size':>10}  {'clip':>7}  {'ours frames/s':>13}  {'transformers frames/s':>21}  {'ours / transformers':>19}  {'max |diff|':>10}"
+    print(header)
+    print("-" * len(header))
+    with tempfile.TemporaryDirectory() as folder:
+        for width, height in [(320, 240), (640, 480)]:
+            paths = [Path(folder) / f"{width}x{height}-{i}.mp4" for i in range(args.files)]
+            for seed, path in enumerate(paths):
+                write_file(path, width, height, 128, seed)
+            for sampling in ["start", "uniform"]:
+                pipelines = {"ours": ours_pipeline(ours, sampling), "hf": transformers_pipeline(videomae, sampling)}
+                outputs = {name: run(paths) for name, run in pipelines.items()}  # warm-up, and the same result
+                difference = (outputs["ours"] - outputs["hf"]).abs().max().item()
+                times = {name: [] for name in pipelines}
+                for _ in range(args.repeats):
+                    for name, run in pipelines.items():
+                        start = time.perf_counter()
+                        run(paths)
+                        times[name].append(time.perf_counter() - start)
+                rate = {name: args.files * NUM_FRAMES / statistics.median(t) for name, t in times.items()}
+                print(
+                    f"{f'{width}x{height}':>10}  {sampling:>7}  {rate['ours']:>13.0f}  {rate['hf']:>21.0f}  "
+                    f"{rate['ours'] / rate['hf']:>18.2f}x  {difference:>10.3g}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

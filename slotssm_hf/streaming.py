@@ -1,0 +1,44 @@
+"""Frame-by-frame inference with constant memory: the recurrent form of a SlotSSM model."""
+
+import itertools
+import os
+from collections.abc import Iterator
+
+import torch
+
+from .video_processing_slotssm import SlotSSMVideoProcessor
+
+
+def iter_video_frames(path) -> Iterator:
+    """The frames of a video file, decoded one at a time with PyAV, as uint8 (H, W, 3) arrays."""
+    import av
+
+    with av.open(os.fspath(path)) as container:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            yield frame.to_ndarray(format="rgb24")
+
+
+@torch.no_grad()
+def stream(model, video, processor: SlotSSMVideoProcessor | None = None, chunk_size: int = 1) -> Iterator:
+    """Run a SlotSSM model (the backbone or any head) over `video`, `chunk_size` frames at a time, yielding the
+    model's output for each chunk: per frame by default. Memory stays constant however long the video is: only the
+    recurrent state of every slot block is carried from one chunk to the next.
+
+    video: a file path, or any iterable of frames (uint8 (H, W, 3) arrays, PIL images, or tensors), e.g. a live
+    camera feed. processor: prepares each chunk (resize, crop, normalise); the default processor otherwise.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+    processor = processor or SlotSSMVideoProcessor()
+    frames = iter_video_frames(video) if isinstance(video, (str, os.PathLike)) else iter(video)
+    parameter = next(model.parameters())
+    cache = None
+    while chunk := list(itertools.islice(frames, chunk_size)):
+        pixel_values = processor(chunk, do_sample_frames=False)["pixel_values_videos"]
+        output = model(pixel_values.to(parameter.device, parameter.dtype), cache_params=cache, use_cache=True)
+        cache = output.cache_params
+        yield output
+
+
+__all__ = ["stream", "iter_video_frames"]
