@@ -6,6 +6,7 @@ Importing the package registers its classes with the transformers Auto classes (
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoVideoProcessor
 
 from .configuration_slotssm import SlotSSMConfig
+from .data import VideoCollator, video_folder_dataset
 from .modeling_slotssm import SlotSSMForVideoReconstruction, SlotSSMModel, SlotSSMPreTrainedModel
 from .ssm import Mamba1Mixer, Mamba2Mixer, MambaState
 from .streaming import stream
@@ -32,4 +33,6 @@ __all__ = [
     "MambaState",
     "SlotSSMVideoProcessor",
     "stream",
+    "VideoCollator",
+    "video_folder_dataset",
 ]

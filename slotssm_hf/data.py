@@ -1,0 +1,74 @@
+"""Video datasets for the Trainer: a folder of video files as a `datasets.Dataset`, and the collator that turns
+rows into model inputs with `SlotSSMVideoProcessor`.
+
+The video column is named `pixel_values_videos` and the label column `labels`, the model's own argument names,
+so the Trainer's default `remove_unused_columns=True` keeps them: rows hold file paths (or arrays), and the
+collator decodes and processes them only when a batch is built.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .video_processing_slotssm import SlotSSMVideoProcessor
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".gif", ".m4v", ".mpg", ".mpeg")
+VIDEO_COLUMN = "pixel_values_videos"
+LABEL_COLUMN = "labels"
+
+
+def video_folder_dataset(folder, extensions=VIDEO_EXTENSIONS):
+    """Every video file under `folder` (recursively, sorted) as a `datasets.Dataset` with a `pixel_values_videos`
+    column of paths. When every video sits in a sub-folder of `folder` (`folder/<class>/<video>`), the sub-folder
+    names become a `labels` ClassLabel column (classes in sorted order)."""
+    import datasets
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"video folder not found: {folder}")
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+    if not paths:
+        raise ValueError(f"no video files ({', '.join(extensions)}) under {folder}")
+    columns = {VIDEO_COLUMN: [str(p) for p in paths]}
+    features = {VIDEO_COLUMN: datasets.Value("string")}
+    class_names = [p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else None for p in paths]
+    if all(class_names):
+        names = sorted(set(class_names))
+        columns[LABEL_COLUMN] = [names.index(name) for name in class_names]
+        features[LABEL_COLUMN] = datasets.ClassLabel(names=names)
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+
+
+class VideoCollator:
+    """Builds a batch from dataset rows: the processor turns the `pixel_values_videos` entries (paths, arrays or
+    frame lists) into `pixel_values_videos` (batch, frames, 3, H, W); `labels`, when present, become a tensor.
+
+    processor_kwargs are handed to the processor on every call, e.g. `sampling="random"` for training.
+    """
+
+    def __init__(self, processor: SlotSSMVideoProcessor | None = None, **processor_kwargs):
+        self.processor = processor or SlotSSMVideoProcessor()
+        self.processor_kwargs = processor_kwargs
+
+    def __call__(self, rows: list[dict]) -> dict:
+        missing = [i for i, row in enumerate(rows) if VIDEO_COLUMN not in row]
+        if missing:
+            raise ValueError(f"rows {missing} have no '{VIDEO_COLUMN}' entry (a video path, array or frame list)")
+        videos = [self._as_video(row[VIDEO_COLUMN]) for row in rows]
+        batch = {VIDEO_COLUMN: self.processor(videos, **self.processor_kwargs)[VIDEO_COLUMN]}
+        if all(LABEL_COLUMN in row for row in rows):
+            batch[LABEL_COLUMN] = torch.as_tensor(np.stack([np.asarray(row[LABEL_COLUMN]) for row in rows]))
+        return batch
+
+    @staticmethod
+    def _as_video(value):
+        """Paths and arrays pass through; datasets hand array columns back as nested lists of numbers."""
+        if isinstance(value, (str, os.PathLike, np.ndarray, torch.Tensor)):
+            return value
+        array = np.asarray(value)
+        return array.astype(np.uint8) if array.dtype.kind in "iu" else array
+
+
+__all__ = ["video_folder_dataset", "VideoCollator"]
