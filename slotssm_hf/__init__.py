@@ -3,11 +3,24 @@
 Importing the package registers its classes with the transformers Auto classes (idempotently).
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoVideoProcessor
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForPreTraining,
+    AutoModelForVideoClassification,
+    AutoVideoProcessor,
+)
 
 from .configuration_slotssm import SlotSSMConfig
 from .data import VideoCollator, video_folder_dataset
-from .modeling_slotssm import SlotSSMForVideoReconstruction, SlotSSMModel, SlotSSMPreTrainedModel
+from .modeling_slotssm import (
+    SlotSSMForVideoClassification,
+    SlotSSMForVideoDepthEstimation,
+    SlotSSMForVideoPrediction,
+    SlotSSMForVideoReconstruction,
+    SlotSSMModel,
+    SlotSSMPreTrainedModel,
+)
 from .ssm import Mamba1Mixer, Mamba2Mixer, MambaState
 from .streaming import stream
 from .video_processing_slotssm import SlotSSMVideoProcessor
@@ -15,12 +28,14 @@ from .video_processing_slotssm import SlotSSMVideoProcessor
 AutoConfig.register(SlotSSMConfig.model_type, SlotSSMConfig, exist_ok=True)
 AutoModel.register(SlotSSMConfig, SlotSSMModel, exist_ok=True)
 AutoModelForPreTraining.register(SlotSSMConfig, SlotSSMForVideoReconstruction, exist_ok=True)
+AutoModelForVideoClassification.register(SlotSSMConfig, SlotSSMForVideoClassification, exist_ok=True)
 AutoVideoProcessor.register(SlotSSMConfig, video_processor_class=SlotSSMVideoProcessor, exist_ok=True)
 
 # Saved folders carry the model code and an auto_map, so they load with trust_remote_code=True without this package.
 SlotSSMConfig.register_for_auto_class()
 SlotSSMModel.register_for_auto_class("AutoModel")
 SlotSSMForVideoReconstruction.register_for_auto_class("AutoModelForPreTraining")
+SlotSSMForVideoClassification.register_for_auto_class("AutoModelForVideoClassification")
 SlotSSMVideoProcessor.register_for_auto_class()
 
 __all__ = [
@@ -28,6 +43,9 @@ __all__ = [
     "SlotSSMPreTrainedModel",
     "SlotSSMModel",
     "SlotSSMForVideoReconstruction",
+    "SlotSSMForVideoClassification",
+    "SlotSSMForVideoPrediction",
+    "SlotSSMForVideoDepthEstimation",
     "Mamba1Mixer",
     "Mamba2Mixer",
     "MambaState",

@@ -55,6 +55,12 @@ class SlotSSMConfig(PreTrainedConfig):
     decoder_hidden_act (`str`, defaults to `"relu"`): ViT decoder MLP activation.
     decoder_initial_size (`int`, defaults to 8): broadcast grid of the spatial-broadcast decoder; `image_size`
         must be 8 or 16 times this.
+    num_frames (`int`, defaults to 16): frames per clip in training; what the video-classification pipeline samples.
+    classifier_pooling (`"last"` or `"mean"`, defaults to `"last"`): the classification head reads the slots of the
+        last frame (which carry the whole clip through the SSM), or their mean over frames.
+    num_dense_channels (`int`, defaults to 1): channels per pixel of the dense (depth) head.
+    dense_loss (`"mse"` or `"scale_invariant"`, defaults to `"mse"`): loss of the dense head; the scale-invariant
+        log loss (Eigen et al.) treats the head's output as log-depth and ignores pixels whose label is <= 0.
     use_cache (`bool`, defaults to `False`): return `cache_params` (the recurrent state of every slot block) from
         forward passes, to continue a video frame by frame later.
 
@@ -108,6 +114,11 @@ class SlotSSMConfig(PreTrainedConfig):
     decoder_intermediate_size: int | None = None
     decoder_hidden_act: str = "relu"
     decoder_initial_size: int = 8
+
+    num_frames: int = 16
+    classifier_pooling: Literal["last", "mean"] = "last"
+    num_dense_channels: int = 1
+    dense_loss: Literal["mse", "scale_invariant"] = "mse"
     use_cache: bool = False
 
     def __post_init__(self, **kwargs):
@@ -136,7 +147,8 @@ class SlotSSMConfig(PreTrainedConfig):
             "cnn_downsampling_ratio", "cnn_blocks_per_stage", "num_slots", "hidden_size", "num_hidden_layers",
             "cross_attention_num_heads", "num_attention_heads", "intermediate_size", "mamba_d_state",
             "mamba_d_conv", "mamba_expand", "mamba_headdim", "decoder_hidden_size", "decoder_num_layers",
-            "decoder_num_attention_heads", "decoder_intermediate_size", "decoder_initial_size",
+            "decoder_num_attention_heads", "decoder_intermediate_size", "decoder_initial_size", "num_frames",
+            "num_dense_channels",
         ]  # fmt: skip
         for name in positive:
             if getattr(self, name) < 1:

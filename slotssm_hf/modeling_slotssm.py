@@ -11,6 +11,7 @@ from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
@@ -282,15 +283,15 @@ class SlotSSMBlock(GradientCheckpointingLayer):
 
 
 class SlotSSMViTDecoder(nn.Module):
-    """Slots (frames, num_slots, D) -> frames (frames, C, H, W): MAE-style pre-norm transformer over the slots
+    """Slots (frames, num_slots, D) -> maps (frames, out_channels, H, W): MAE-style pre-norm transformer over the slots
     followed by one mask token per patch; the fixed sin-cos table has zero rows for the slots, so the decoder
     treats slots as a set."""
 
-    def __init__(self, config: SlotSSMConfig):
+    def __init__(self, config: SlotSSMConfig, out_channels: int):
         super().__init__()
         dim = config.decoder_hidden_size
         self.grid_size = config.image_size // config.patch_size
-        self.patch_size, self.num_channels = config.patch_size, config.num_channels
+        self.patch_size, self.num_channels = config.patch_size, out_channels
         self.input_proj = nn.Linear(config.hidden_size, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.position_embeddings = nn.Parameter(
@@ -308,7 +309,7 @@ class SlotSSMViTDecoder(nn.Module):
             for _ in range(config.decoder_num_layers)
         )
         self.head_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.head = nn.Linear(dim, config.patch_size**2 * config.num_channels)
+        self.head = nn.Linear(dim, config.patch_size**2 * out_channels)
 
     def forward(self, slots):
         frames, num_slots, _ = slots.shape
@@ -324,11 +325,11 @@ class SlotSSMViTDecoder(nn.Module):
 
 
 class SlotSSMSpatialBroadcastDecoder(nn.Module):
-    """Slots (frames, num_slots, D) -> frames (frames, C, H, W) and alpha masks (frames, num_slots, 1, H, W):
-    each slot is broadcast to a grid, given x/y coordinates, upsampled by transposed convolutions to colour +
-    alpha logit; the masks are a softmax over slots."""
+    """Slots (frames, num_slots, D) -> maps (frames, out_channels, H, W) and alpha masks (frames, num_slots, 1, H, W):
+    each slot is broadcast to a grid, given x/y coordinates, upsampled by transposed convolutions to its own map
+    plus an alpha logit; the masks are a softmax over slots and the output is the masked sum."""
 
-    def __init__(self, config: SlotSSMConfig):
+    def __init__(self, config: SlotSSMConfig, out_channels: int):
         super().__init__()
         dim, hidden = config.hidden_size, config.decoder_hidden_size
         self.initial_size = config.decoder_initial_size
@@ -342,9 +343,9 @@ class SlotSSMSpatialBroadcastDecoder(nn.Module):
             for i in range(3)
         )
         if config.image_size // config.decoder_initial_size == 16:
-            self.output_conv = nn.ConvTranspose2d(hidden, config.num_channels + 1, 5, stride=2, padding=2, output_padding=1)
+            self.output_conv = nn.ConvTranspose2d(hidden, out_channels + 1, 5, stride=2, padding=2, output_padding=1)
         else:
-            self.output_conv = nn.Conv2d(hidden, config.num_channels + 1, 5, padding=2)
+            self.output_conv = nn.Conv2d(hidden, out_channels + 1, 5, padding=2)
 
     def forward(self, slots):
         frames, num_slots, dim = slots.shape
@@ -359,6 +360,20 @@ class SlotSSMSpatialBroadcastDecoder(nn.Module):
         output = self.output_conv(hidden_states).unflatten(0, (frames, num_slots))
         masks = output[:, :, -1:].softmax(dim=1)
         return (output[:, :, :-1] * masks).sum(dim=1), masks
+
+
+def build_decoder(config: SlotSSMConfig, out_channels: int) -> nn.Module:
+    kind = SlotSSMViTDecoder if config.decoder_type == "vit" else SlotSSMSpatialBroadcastDecoder
+    return kind(config, out_channels)
+
+
+def decode_frames(decoder: nn.Module, slots):
+    """Apply a per-frame decoder to slots (batch, frames, num_slots, D): maps (batch, frames, C, H, W) and, from
+    the spatial-broadcast decoder, masks (batch, frames, num_slots, 1, H, W), else None."""
+    batch, frames = slots.shape[:2]
+    decoded = decoder(slots.flatten(0, 1))
+    maps, masks = decoded if isinstance(decoded, tuple) else (decoded, None)
+    return maps.unflatten(0, (batch, frames)), None if masks is None else masks.unflatten(0, (batch, frames))
 
 
 @dataclass
@@ -402,11 +417,75 @@ AUTO_MAP = {
     "AutoConfig": "configuration_slotssm.SlotSSMConfig",
     "AutoModel": "modeling_slotssm.SlotSSMModel",
     "AutoModelForPreTraining": "modeling_slotssm.SlotSSMForVideoReconstruction",
+    "AutoModelForVideoClassification": "modeling_slotssm.SlotSSMForVideoClassification",
 }
 
 
 # Parameter names of the SlotSSMModel backbone (under "slotssm." inside the task heads).
 BACKBONE_KEY_PREFIXES = ("encoder.", "initial_slots", "layers.")
+
+
+@dataclass
+class SlotSSMVideoClassifierOutput(ModelOutput):
+    """
+    loss: classification (or regression) loss, when `labels` are given.
+    logits: (batch, num_labels).
+    last_hidden_state, cache_params, hidden_states, attentions: as in `SlotSSMModelOutput`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    cache_params: DynamicCache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class SlotSSMVideoPredictionOutput(ModelOutput):
+    """
+    loss: mean squared error of the predicted next frames, when there is a next frame to compare with.
+    predictions: (batch, frames, channels, height, width); entry t predicts frame t + 1 from the slots up to t.
+    masks: per-slot alpha masks of the predictions, spatial-broadcast decoder only.
+    last_hidden_state, cache_params, hidden_states, attentions: as in `SlotSSMModelOutput`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    predictions: torch.FloatTensor | None = None
+    masks: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    cache_params: DynamicCache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class SlotSSMDepthEstimatorOutput(ModelOutput):
+    """
+    loss: the configured dense loss, when `labels` are given.
+    predicted_depth: (batch, frames, num_dense_channels, height, width); with the scale-invariant loss, the
+        exponential of the head's log-depth output.
+    masks: per-slot alpha masks, spatial-broadcast decoder only.
+    last_hidden_state, cache_params, hidden_states, attentions: as in `SlotSSMModelOutput`.
+    """
+
+    loss: torch.FloatTensor | None = None
+    predicted_depth: torch.FloatTensor | None = None
+    masks: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    cache_params: DynamicCache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+def scale_invariant_log_loss(log_prediction, target, variance_focus: float = 0.5):
+    """Eigen et al.'s scale-invariant loss on the pixels with target > 0: mean(d^2) - variance_focus * mean(d)^2,
+    d = log_prediction - log(target)."""
+    valid = target > 0
+    if not valid.any():
+        raise ValueError("scale-invariant loss: no pixel of the labels is positive")
+    difference = log_prediction[valid] - target[valid].log()
+    return difference.pow(2).mean() - variance_focus * difference.mean().pow(2)
 
 
 class SlotSSMPreTrainedModel(PreTrainedModel):
@@ -421,6 +500,8 @@ class SlotSSMPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
+    # Every loss is a mean over its batch, so the Trainer's own division by the accumulation steps is the right one.
+    accepts_loss_kwargs = False
 
     @classmethod
     def from_pretrained(cls, *args, output_loading_info: bool = False, **kwargs):
@@ -445,7 +526,10 @@ class SlotSSMPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if self._auto_class is None:  # heads without a transformers Auto class for video still ship the model code
+            custom_object_save(self, save_directory)
+        return result
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -544,10 +628,7 @@ class SlotSSMForVideoReconstruction(SlotSSMPreTrainedModel):
     def __init__(self, config: SlotSSMConfig):
         super().__init__(config)
         self.slotssm = SlotSSMModel(config)
-        if config.decoder_type == "vit":
-            self.decoder = SlotSSMViTDecoder(config)
-        else:
-            self.decoder = SlotSSMSpatialBroadcastDecoder(config)
+        self.decoder = build_decoder(config, config.num_channels)
         self.post_init()
 
     def forward(
@@ -578,15 +659,9 @@ class SlotSSMForVideoReconstruction(SlotSSMPreTrainedModel):
             return_dict=True,
         )
         slots = outputs.last_hidden_state
-        batch, frames = slots.shape[:2]
-        decoded = self.decoder(slots.flatten(0, 1))
-        reconstruction, masks = decoded if isinstance(decoded, tuple) else (decoded, None)
-        reconstruction = reconstruction.unflatten(0, (batch, frames))
-        if masks is not None:
-            masks = masks.unflatten(0, (batch, frames))
+        reconstruction, masks = decode_frames(self.decoder, slots)
         target = pixel_values_videos if labels is None else labels
-        if target.shape != reconstruction.shape:
-            raise ValueError(f"expected labels of shape {tuple(reconstruction.shape)}, got {tuple(target.shape)}")
+        check_labels(target, reconstruction.shape, "the frames to reconstruct")
         loss = F.mse_loss(reconstruction.float(), target.float())
         output = SlotSSMReconstructionOutput(
             loss=loss,
@@ -600,4 +675,188 @@ class SlotSSMForVideoReconstruction(SlotSSMPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-__all__ = ["SlotSSMPreTrainedModel", "SlotSSMModel", "SlotSSMForVideoReconstruction"]
+def check_labels(labels, expected_shape, what: str):
+    if labels.shape != expected_shape:
+        raise ValueError(f"expected labels of shape {tuple(expected_shape)} ({what}), got {tuple(labels.shape)}")
+
+
+class SlotSSMForVideoClassification(SlotSSMPreTrainedModel):
+    """SlotSSM with a linear classifier on the slots (mean over slots, of the last frame or of all frames), for
+    single-label, multi-label classification or regression (`config.problem_type`, `config.num_labels`)."""
+
+    def __init__(self, config: SlotSSMConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.slotssm = SlotSSMModel(config)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values_videos: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        cache_params: DynamicCache | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SlotSSMVideoClassifierOutput | tuple:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch,)`, or `(batch, num_labels)` floats for multi-label / regression):
+            Targets of the classification or regression loss.
+        """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.slotssm(
+            pixel_values_videos,
+            cache_params=cache_params,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        slots = outputs.last_hidden_state
+        pooled = slots[:, -1] if self.config.classifier_pooling == "last" else slots.mean(dim=1)
+        logits = self.classifier(self.norm(pooled).mean(dim=1))
+        loss = None if labels is None else self.loss_function(labels, logits, self.config)
+        output = SlotSSMVideoClassifierOutput(
+            loss=loss,
+            logits=logits,
+            last_hidden_state=slots,
+            cache_params=outputs.cache_params,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class SlotSSMForVideoPrediction(SlotSSMPreTrainedModel):
+    """SlotSSM that predicts the next frame from the slots up to the current one (the paper's video prediction):
+    trained with teacher forcing on the clip itself, rolled out autoregressively with `rollout`."""
+
+    def __init__(self, config: SlotSSMConfig):
+        super().__init__(config)
+        self.slotssm = SlotSSMModel(config)
+        self.decoder = build_decoder(config, config.num_channels)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values_videos: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        cache_params: DynamicCache | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SlotSSMVideoPredictionOutput | tuple:
+        r"""
+        labels (`torch.FloatTensor` of the shape of `pixel_values_videos`, *optional*):
+            The frame that follows each input frame. When None, the clip supervises itself: the predictions for
+            frames 1..T-1 are compared with those frames (no loss for a single frame).
+        """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.slotssm(
+            pixel_values_videos,
+            cache_params=cache_params,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        predictions, masks = decode_frames(self.decoder, outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            check_labels(labels, predictions.shape, "the frame after each input frame")
+            loss = F.mse_loss(predictions.float(), labels.float())
+        elif pixel_values_videos.shape[1] > 1:
+            loss = F.mse_loss(predictions[:, :-1].float(), pixel_values_videos[:, 1:].float())
+        output = SlotSSMVideoPredictionOutput(
+            loss=loss,
+            predictions=predictions,
+            masks=masks,
+            last_hidden_state=outputs.last_hidden_state,
+            cache_params=outputs.cache_params,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+    @torch.no_grad()
+    def rollout(self, context: torch.Tensor, num_steps: int) -> torch.Tensor:
+        """Predict `num_steps` frames after `context` (batch, frames, C, H, W), feeding each prediction back as the
+        next input through the recurrent state. Returns (batch, num_steps, C, H, W)."""
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be a positive integer, got {num_steps}")
+        outputs = self(context, use_cache=True)
+        frames = [outputs.predictions[:, -1:]]
+        for _ in range(num_steps - 1):
+            outputs = self(frames[-1], cache_params=outputs.cache_params, use_cache=True)
+            frames.append(outputs.predictions)
+        return torch.cat(frames, dim=1)
+
+
+class SlotSSMForVideoDepthEstimation(SlotSSMPreTrainedModel):
+    """SlotSSM with a dense decoder to `num_dense_channels` values per pixel and frame (depth, or any per-pixel
+    map); trained with `config.dense_loss`."""
+
+    def __init__(self, config: SlotSSMConfig):
+        super().__init__(config)
+        self.slotssm = SlotSSMModel(config)
+        self.decoder = build_decoder(config, config.num_dense_channels)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values_videos: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        cache_params: DynamicCache | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SlotSSMDepthEstimatorOutput | tuple:
+        r"""
+        labels (`torch.FloatTensor` of shape `(batch, frames, num_dense_channels, height, width)`, *optional*):
+            Target maps (depth); with the scale-invariant loss, pixels whose label is <= 0 are ignored.
+        """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.slotssm(
+            pixel_values_videos,
+            cache_params=cache_params,
+            use_cache=use_cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
+        maps, masks = decode_frames(self.decoder, outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            check_labels(labels, maps.shape, "a map per frame")
+            if self.config.dense_loss == "mse":
+                loss = F.mse_loss(maps.float(), labels.float())
+            else:
+                loss = scale_invariant_log_loss(maps.float(), labels.float())
+        output = SlotSSMDepthEstimatorOutput(
+            loss=loss,
+            predicted_depth=maps if self.config.dense_loss == "mse" else maps.exp(),
+            masks=masks,
+            last_hidden_state=outputs.last_hidden_state,
+            cache_params=outputs.cache_params,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "SlotSSMPreTrainedModel",
+    "SlotSSMModel",
+    "SlotSSMForVideoReconstruction",
+    "SlotSSMForVideoClassification",
+    "SlotSSMForVideoPrediction",
+    "SlotSSMForVideoDepthEstimation",
+]

@@ -1,0 +1,98 @@
+"""FG-ARI and mIoU against brute-force definitions and scikit-learn."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from slotssm_hf.metrics import (
+    ObjectDiscoveryMetrics,
+    adjusted_rand_index,
+    foreground_ari,
+    mean_best_overlap_iou,
+    object_discovery_metrics,
+    slot_ids,
+)
+
+
+def brute_force_ari(a, b):
+    """The Rand index adjusted for chance by explicit pair counting over all pixel pairs."""
+    a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
+    n = len(a)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    same_a = np.array([a[i] == a[j] for i, j in pairs])
+    same_b = np.array([b[i] == b[j] for i, j in pairs])
+    index = np.sum(same_a & same_b)
+    expected = same_a.sum() * same_b.sum() / len(pairs)
+    maximum = (same_a.sum() + same_b.sum()) / 2
+    return 1.0 if maximum == expected else (index - expected) / (maximum - expected)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ari_matches_pair_counting_and_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, rng.integers(1, 5), size=40)
+    b = rng.integers(0, rng.integers(1, 5), size=40)
+    assert adjusted_rand_index(a, b) == pytest.approx(brute_force_ari(a, b), abs=1e-12)
+    assert adjusted_rand_index(a, b) == pytest.approx(adjusted_rand_score(a, b), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "a,b",
+    [([0, 0, 0, 0], [1, 1, 1, 1]), ([0, 1, 2, 3], [3, 2, 1, 0]), ([0, 0, 1, 1], [5, 5, 7, 7]), ([0, 0, 1, 1], [0, 1, 0, 1])],
+)
+def test_ari_edge_cases_follow_sklearn(a, b):
+    assert adjusted_rand_index(a, b) == pytest.approx(adjusted_rand_score(a, b), abs=1e-12)
+
+
+def test_fg_ari_ignores_how_the_background_is_split():
+    true = np.array([[0, 0, 1, 1], [0, 2, 2, 1]])
+    pred = np.array([[3, 4, 5, 5], [0, 6, 6, 5]])  # objects perfectly separated, background scattered
+    assert foreground_ari(true, pred) == 1.0
+    fg = true != 0
+    scrambled = pred.copy()
+    scrambled[fg] = [5, 6, 6, 5, 6]
+    assert foreground_ari(true, scrambled) == pytest.approx(adjusted_rand_score(true[fg], scrambled[fg]))
+    assert np.isnan(foreground_ari(np.zeros((2, 2)), pred[:, :2]))
+
+
+def brute_force_miou(true, pred, num_slots):
+    objects = [k for k in np.unique(true) if k != 0]
+    best = 0.0
+    for assignment in itertools.permutations(range(num_slots), min(len(objects), num_slots)):
+        ious = []
+        for obj, slot in zip(objects, assignment):
+            inter = np.sum((true == obj) & (pred == slot))
+            union = np.sum((true == obj) | (pred == slot))
+            ious.append(inter / union)
+        best = max(best, sum(ious) / len(objects))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_miou_matches_the_best_assignment_by_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    num_slots = int(rng.integers(2, 5))
+    true = rng.integers(0, int(rng.integers(2, 6)), size=(3, 6, 6))
+    pred = np.where(rng.random(true.shape) < 0.6, true % num_slots, rng.integers(0, num_slots, true.shape))
+    assert mean_best_overlap_iou(true, pred) == pytest.approx(brute_force_miou(true, pred, num_slots), abs=1e-12)
+
+
+def test_batch_metrics_average_videos_and_check_shapes():
+    true = np.array([[[[0, 1], [2, 2]]], [[[1, 1], [0, 0]]]])  # (2 videos, 1 frame, 2, 2)
+    pred = np.array([[[[0, 1], [2, 2]]], [[[3, 0], [0, 0]]]])
+    metrics = object_discovery_metrics(pred, true)
+    assert metrics["fg_ari"] == pytest.approx((1.0 + adjusted_rand_score([1, 1], [3, 0])) / 2)
+    assert metrics["miou"] == pytest.approx((1.0 + 0.5) / 2)
+    with pytest.raises(ValueError, match=r"predicted ids \(2, 1, 2, 2\) and true ids \(2, 1, 2, 3\) differ"):
+        object_discovery_metrics(pred, np.zeros((2, 1, 2, 3)))
+
+
+def test_trainer_hooks_reduce_masks_to_slot_ids():
+    masks = torch.rand(2, 3, 4, 1, 5, 5).softmax(dim=2)
+    ids = ObjectDiscoveryMetrics.preprocess_logits((torch.rand(2, 3, 3, 5, 5), masks, torch.rand(2, 3, 4, 8)), None)
+    assert ids.shape == (2, 3, 5, 5) and torch.equal(ids.long(), slot_ids(masks))
+    with pytest.raises(ValueError, match="outputs no per-slot masks"):
+        ObjectDiscoveryMetrics.preprocess_logits((torch.rand(2, 3, 3, 5, 5),), None)
