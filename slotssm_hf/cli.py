@@ -1,23 +1,25 @@
-"""The `slotssm-hf` command line."""
+"""The `slotssm-hf` command line: `slotssm-hf COMMAND [ARGS]`; `slotssm-hf COMMAND --help` for its arguments."""
 
-import argparse
 import sys
 
-from . import convert_official
+COMMANDS = {
+    "convert-official": "convert a checkpoint trained with the official SlotSSM code",
+    "train": "train a SlotSSM with the transformers Trainer (built-in data by default)",
+}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="slotssm-hf", description="SlotSSM models for the Hugging Face ecosystem.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    convert = commands.add_parser(
-        "convert-official",
-        help="convert a checkpoint trained with the official SlotSSM code",
-        description=convert_official.__doc__.split("\n\n")[0],
-    )
-    convert_official.add_arguments(convert)
-    convert.set_defaults(run=convert_official.run)
-    args = parser.parse_args(argv)
-    return args.run(args)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in COMMANDS:
+        listing = "\n".join(f"  {name:<18} {help}" for name, help in COMMANDS.items())
+        print(f"usage: slotssm-hf COMMAND [ARGS]\n\ncommands:\n{listing}", file=sys.stdout if argv[:1] in (["-h"], ["--help"]) else sys.stderr)
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    command, rest = argv[0], argv[1:]
+    if command == "convert-official":
+        from .convert_official import main as run
+    else:
+        from .train import main as run
+    return run(rest)
 
 
 if __name__ == "__main__":

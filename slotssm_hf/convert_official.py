@@ -429,6 +429,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Convert an official SlotSSM checkpoint into a slotssm_hf checkpoint.")
+    parser = argparse.ArgumentParser(
+        prog="slotssm-hf convert-official",
+        description="Convert an official SlotSSM checkpoint into a slotssm_hf checkpoint.",
+    )
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -43,13 +43,15 @@ def video_folder_dataset(folder, extensions=VIDEO_EXTENSIONS):
 
 class VideoCollator:
     """Builds a batch from dataset rows: the processor turns the `pixel_values_videos` entries (paths, arrays or
-    frame lists) into `pixel_values_videos` (batch, frames, 3, H, W); `labels`, when present, become a tensor.
+    frame lists) into `pixel_values_videos` (batch, frames, 3, H, W); `labels` and the `extra_columns` (e.g.
+    ground-truth `instance_masks`), when every row has them, are stacked into tensors.
 
     processor_kwargs are handed to the processor on every call, e.g. `sampling="random"` for training.
     """
 
-    def __init__(self, processor: SlotSSMVideoProcessor | None = None, **processor_kwargs):
+    def __init__(self, processor: SlotSSMVideoProcessor | None = None, extra_columns=(), **processor_kwargs):
         self.processor = processor or SlotSSMVideoProcessor()
+        self.stacked_columns = (LABEL_COLUMN, *extra_columns)
         self.processor_kwargs = processor_kwargs
 
     def __call__(self, rows: list[dict]) -> dict:
@@ -58,8 +60,9 @@ class VideoCollator:
             raise ValueError(f"rows {missing} have no '{VIDEO_COLUMN}' entry (a video path, array or frame list)")
         videos = [self._as_video(row[VIDEO_COLUMN]) for row in rows]
         batch = {VIDEO_COLUMN: self.processor(videos, **self.processor_kwargs)[VIDEO_COLUMN]}
-        if all(LABEL_COLUMN in row for row in rows):
-            batch[LABEL_COLUMN] = torch.as_tensor(np.stack([np.asarray(row[LABEL_COLUMN]) for row in rows]))
+        for column in self.stacked_columns:
+            if all(column in row for row in rows):
+                batch[column] = torch.as_tensor(np.stack([np.asarray(row[column]) for row in rows]))
         return batch
 
     @staticmethod

@@ -1,0 +1,281 @@
+"""`slotssm-hf train` (also `python -m slotssm_hf.train`): train a SlotSSM with the transformers Trainer.
+
+With no arguments it trains the object-centric variant (CNN encoder, inverted cross-attention, spatial-broadcast
+decoder with per-slot alpha masks) to reconstruct the built-in bouncing-shapes videos on the CPU, evaluates the
+reconstruction MSE and FG-ARI / mIoU of the slot masks against the ground-truth instance masks (before and after
+training), and writes to the output folder: the Trainer's checkpoints, the final model (`model.safetensors`,
+`config.json`, model code), the video processor, a model card, and pictures of frames, reconstructions and
+per-slot masks (`slots.png`, `slots.gif`).
+
+Arguments select the data (`--data builtin`, a folder of videos, or a `datasets` dataset saved with
+`save_to_disk`), the head, the model size, steps, batch size, precision, gradient accumulation and resuming. Under
+`torchrun --nproc_per_node N -m slotssm_hf.train` or `accelerate launch --multi_gpu --num_processes N -m
+slotssm_hf.train` (also without GPUs: accelerate's `--cpu` flag would start a single process) the same job trains
+with N processes (DDP; gloo on the CPU); FSDP and DeepSpeed go through the Trainer's own options (`--fsdp`,
+`--deepspeed`).
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+HEADS = ("reconstruction", "prediction", "classification")
+DEFAULT_OUTPUT = "slotssm-train"
+
+# Model sizes as data: overrides of SlotSSMConfig for the object-centric variant ("official" is the official
+# training run's architecture, with its ViT encoder and decoder).
+MODEL_SIZES = {
+    "tiny": dict(
+        encoder_type="cnn", cnn_downsampling_ratio=2, encoder_hidden_size=32, encoder_num_layers=1,
+        cnn_blocks_per_stage=1, num_slots=5, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+        mamba_d_state=32, mamba_headdim=32, decoder_type="spatial_broadcast", decoder_hidden_size=32,
+    ),
+    "small": dict(
+        encoder_type="cnn", cnn_downsampling_ratio=2, encoder_hidden_size=64, encoder_num_layers=2,
+        cnn_blocks_per_stage=1, num_slots=6, hidden_size=128, num_hidden_layers=3, num_attention_heads=4,
+        mamba_d_state=64, mamba_headdim=32, decoder_type="spatial_broadcast", decoder_hidden_size=64,
+    ),
+    "official": dict(),
+}  # fmt: skip
+
+
+def build_config(args, num_labels: int | None = None):
+    from .configuration_slotssm import SlotSSMConfig
+
+    fields = {**MODEL_SIZES[args.model_size], "image_size": args.image_size, "num_frames": args.num_frames}
+    if fields.get("decoder_type") == "spatial_broadcast":
+        fields["decoder_initial_size"] = args.image_size // 8
+    if num_labels is not None:
+        fields["num_labels"] = num_labels
+    return SlotSSMConfig(**fields)
+
+
+def builtin_datasets(args):
+    """Bouncing shapes: training videos, and held-out evaluation videos (another seed) with instance masks."""
+    from .synthetic import bouncing_shapes
+
+    def load(num_videos, seed):
+        data = bouncing_shapes(num_videos=num_videos, num_frames=args.num_frames, image_size=args.image_size, seed=seed)
+        return data.select_columns(["video", "masks"]).rename_columns(
+            {"video": "pixel_values_videos", "masks": "instance_masks"}
+        )
+
+    return load(args.train_videos, args.seed), load(args.eval_videos, args.seed + 10_000)
+
+
+def load_datasets(args):
+    """(train, eval, label names or None) for `--data`: builtin, a `save_to_disk` folder, or a folder of videos."""
+    import datasets
+
+    from .data import LABEL_COLUMN, VIDEO_COLUMN, video_folder_dataset
+
+    if args.data == "builtin":
+        return (*builtin_datasets(args), None)
+    path = Path(args.data)
+    if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+        data = datasets.load_from_disk(str(path))
+        if isinstance(data, datasets.DatasetDict):
+            train = data["train"]
+            held_out = next((data[name] for name in ("validation", "test") if name in data), None)
+        else:
+            train, held_out = data, None
+        if "video" in train.column_names and VIDEO_COLUMN not in train.column_names:
+            train = train.rename_column("video", VIDEO_COLUMN)
+            held_out = held_out.rename_column("video", VIDEO_COLUMN) if held_out is not None else None
+        if VIDEO_COLUMN not in train.column_names:
+            raise ValueError(f"{path}: expected a '{VIDEO_COLUMN}' or 'video' column, found {train.column_names}")
+    elif path.is_dir():
+        train, held_out = video_folder_dataset(path), None
+    else:
+        raise ValueError(f"--data must be 'builtin', a folder of videos or a dataset saved with save_to_disk: {path}")
+    if held_out is None:
+        split = train.train_test_split(test_size=max(1, len(train) // 10), seed=args.seed)
+        train, held_out = split["train"], split["test"]
+    label_feature = train.features.get(LABEL_COLUMN)
+    names = getattr(label_feature, "names", None)
+    return train, held_out, names
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+def make_trainer_class():
+    from transformers import Trainer
+
+    class GuardedTrainer(Trainer):
+        """Stops at the first non-finite training loss, before the optimizer applies it, so no checkpoint with
+        broken weights is ever written."""
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            if not torch.isfinite(loss).all():
+                raise NonFiniteLossError(
+                    f"the training loss became {loss.item()} at step {self.state.global_step + 1}; training stopped "
+                    f"before applying it. The last good checkpoint (if any) is in {self.args.output_dir}; lower the "
+                    "learning rate or use float32 precision."
+                )
+            return loss
+
+    return GuardedTrainer
+
+
+def write_pictures(model, processor, eval_data, output_dir: Path) -> list[str]:
+    """Slots of the first evaluation video: frames, reconstruction and masks, as PNG and GIF."""
+    from .data import VideoCollator
+    from .visualize import save_slot_pictures, to_uint8_frames
+
+    batch = VideoCollator(processor)([eval_data[0]])
+    model.eval()
+    parameter = next(model.parameters())
+    with torch.no_grad():
+        out = model(batch["pixel_values_videos"].to(parameter.device, parameter.dtype), output_attentions=True)
+    frames = to_uint8_frames(batch["pixel_values_videos"][0], processor.image_mean, processor.image_std)
+    reconstruction = getattr(out, "reconstruction", None)
+    if reconstruction is None:
+        reconstruction = getattr(out, "predictions", None)
+    reconstruction = None if reconstruction is None else to_uint8_frames(reconstruction[0], processor.image_mean, processor.image_std)
+    if out.masks is not None:
+        masks = out.masks[0]
+    else:  # attention of the last block: each token's distribution over the slots, upsampled to the frame
+        attention = out.attentions[-1][0].mean(dim=1)  # (T, num_slots, tokens)
+        side = int(math.isqrt(attention.shape[-1]))
+        masks = torch.nn.functional.interpolate(attention.unflatten(-1, (side, side)), size=frames.shape[1:3], mode="nearest")
+    return save_slot_pictures(str(output_dir / "slots"), frames, masks, reconstruction)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="slotssm-hf train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="builtin", help="builtin, a folder of videos, or a save_to_disk folder")
+    parser.add_argument("--head", choices=HEADS, default="reconstruction")
+    parser.add_argument("--model-size", choices=list(MODEL_SIZES), default="tiny")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--num-frames", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=4e-4)
+    parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    parser.add_argument("--train-videos", type=int, default=512, help="built-in data: training videos")
+    parser.add_argument("--eval-videos", type=int, default=32, help="built-in data: evaluation videos")
+    parser.add_argument("--eval-steps", type=int, default=0, help="evaluate every N steps (0: at the end only)")
+    parser.add_argument("--save-steps", type=int, default=250)
+    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT)
+    parser.add_argument("--resume-from-checkpoint", default=None, help="a checkpoint folder, or 'last'")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-from", default=None, help="start from this pretrained SlotSSM folder")
+    parser.add_argument("--fsdp", default="", help="the Trainer's fsdp option (multi-process runs)")
+    parser.add_argument("--deepspeed", default=None, help="a DeepSpeed config file for the Trainer")
+    parser.add_argument("--no-pictures", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from transformers import TrainingArguments, set_seed
+
+    from .data import VideoCollator
+    from .metrics import ObjectDiscoveryMetrics
+    from .model_card import render_model_card
+    from .modeling_slotssm import (
+        SlotSSMForVideoClassification,
+        SlotSSMForVideoPrediction,
+        SlotSSMForVideoReconstruction,
+    )
+    from .video_processing_slotssm import SlotSSMVideoProcessor
+
+    set_seed(args.seed)
+    output_dir = Path(args.output_dir)
+    train_data, eval_data, label_names = load_datasets(args)
+    heads = {
+        "reconstruction": SlotSSMForVideoReconstruction,
+        "prediction": SlotSSMForVideoPrediction,
+        "classification": SlotSSMForVideoClassification,
+    }
+    if args.head == "classification" and not label_names:
+        raise ValueError("--head classification needs labelled data: class sub-folders or a ClassLabel 'labels' column")
+    if args.head != "classification" and "labels" in train_data.column_names:
+        train_data, eval_data = train_data.remove_columns("labels"), eval_data.remove_columns("labels")
+    config = build_config(args, len(label_names) if args.head == "classification" else None)
+    if label_names and args.head == "classification":
+        config.id2label = dict(enumerate(label_names))
+        config.label2id = {name: i for i, name in enumerate(label_names)}
+    head = heads[args.head]
+    model = head.from_pretrained(args.init_from, config=config) if args.init_from else head(config)
+
+    # Built-in frames already have the model's size: no resize, no crop.
+    resize = args.data != "builtin"
+    processor = SlotSSMVideoProcessor(
+        size={"shortest_edge": args.image_size},
+        crop_size={"height": args.image_size, "width": args.image_size},
+        do_resize=resize,
+        do_center_crop=resize,
+        num_frames=args.num_frames,
+    )
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    object_metrics = "instance_masks" in eval_data.column_names and config.decoder_type == "spatial_broadcast"
+    training_args = TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        learning_rate=args.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=min(50, args.steps // 10),
+        max_grad_norm=1.0,
+        logging_steps=max(1, min(25, args.steps // 10)),
+        eval_strategy="steps" if args.eval_steps else "no",
+        eval_steps=args.eval_steps or None,
+        save_steps=args.save_steps,
+        save_total_limit=2,
+        bf16=args.precision == "bf16",
+        fp16=args.precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
+        label_names=["instance_masks"] if object_metrics else (["labels"] if args.head == "classification" else []),
+        fsdp=args.fsdp,
+        deepspeed=args.deepspeed,
+        seed=args.seed,
+        data_seed=args.seed,
+        report_to=[],
+        disable_tqdm=False,
+    )
+    trainer = make_trainer_class()(
+        model=model,
+        args=training_args,
+        train_dataset=train_data,
+        eval_dataset=eval_data,
+        data_collator=VideoCollator(processor, sampling="random", extra_columns=("instance_masks",)),
+        compute_metrics=ObjectDiscoveryMetrics() if object_metrics else None,
+        preprocess_logits_for_metrics=ObjectDiscoveryMetrics.preprocess_logits if object_metrics else None,
+    )
+    untrained = trainer.evaluate(metric_key_prefix="untrained")
+    resume = args.resume_from_checkpoint
+    trainer.train(resume_from_checkpoint=True if resume == "last" else resume)
+    trained = trainer.evaluate(metric_key_prefix="eval")
+    results = {"untrained": untrained, "trained": trained}
+    if trainer.is_world_process_zero():
+        final = output_dir / "final"
+        trainer.save_model(str(final))
+        processor.save_pretrained(str(final))
+        (final / "eval_results.json").write_text(json.dumps(results, indent=2))
+        provenance = f"Trained with `slotssm-hf train` on `{args.data}` data for {args.steps} steps."
+        render_model_card(trainer.model, final.name, provenance).save(final / "README.md")
+        pictures = [] if args.no_pictures else write_pictures(trainer.model, processor, eval_data, output_dir)
+        summary = {
+            "untrained": {k.removeprefix("untrained_"): v for k, v in untrained.items()},
+            "trained": {k.removeprefix("eval_"): v for k, v in trained.items()},
+        }
+        print(json.dumps(summary, indent=2))
+        print(f"model: {final}" + "".join(f"\npicture: {p}" for p in pictures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

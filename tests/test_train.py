@@ -1,0 +1,88 @@
+"""The main job (`slotssm-hf train`) on tiny settings: outputs, resuming, the non-finite loss guard and
+multi-process launches on the CPU."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_modeling import tiny_config
+from transformers import TrainingArguments
+
+from slotssm_hf import SlotSSMForVideoReconstruction
+from slotssm_hf.train import NonFiniteLossError, main, make_trainer_class
+
+TINY_RUN = ["--steps", "4", "--train-videos", "8", "--eval-videos", "2", "--batch-size", "2", "--num-frames", "4",
+            "--image-size", "32", "--save-steps", "2"]  # fmt: skip
+
+
+def test_default_job_writes_model_processor_card_metrics_and_pictures(tmp_path, capsys):
+    assert main([*TINY_RUN, "--output-dir", str(tmp_path)]) == 0
+    final = tmp_path / "final"
+    for name in ["config.json", "model.safetensors", "video_preprocessor_config.json", "README.md", "eval_results.json"]:
+        assert (final / name).is_file(), name
+    results = json.loads((final / "eval_results.json").read_text())
+    assert {"untrained_fg_ari", "untrained_miou", "untrained_loss"} <= set(results["untrained"])
+    assert {"eval_fg_ari", "eval_miou", "eval_loss"} <= set(results["trained"])
+    assert (tmp_path / "slots.png").stat().st_size > 0 and (tmp_path / "slots.gif").stat().st_size > 0
+    assert '"fg_ari"' in capsys.readouterr().out
+    model = SlotSSMForVideoReconstruction.from_pretrained(final)
+    assert model.config.decoder_type == "spatial_broadcast" and model.config.use_inverted_attention
+
+
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
+    arguments = [*TINY_RUN, "--no-pictures"]
+    main([*arguments, "--output-dir", str(tmp_path / "whole")])
+    # The interrupted run: what was on disk after its step-2 checkpoint, then a restart from it.
+    shutil.copytree(tmp_path / "whole" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
+    main([*arguments, "--output-dir", str(tmp_path / "resumed"), "--resume-from-checkpoint", "last"])
+    whole = load_file(tmp_path / "whole" / "final" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "final" / "model.safetensors")
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], rtol=0, atol=0, msg=key)
+
+
+def test_a_non_finite_loss_stops_training_before_any_checkpoint(tmp_path):
+    model = SlotSSMForVideoReconstruction(tiny_config())
+    rows = [{"x": i} for i in range(4)]
+
+    def poisoned_batches(batch):
+        pixels = torch.zeros(len(batch), 2, 3, 32, 32)
+        pixels[0, 0, 0, 0, 0] = float("nan")
+        return {"pixel_values_videos": pixels}
+
+    args = TrainingArguments(tmp_path, max_steps=3, per_device_train_batch_size=2, save_steps=1, report_to=[],
+                             use_cpu=True, remove_unused_columns=False)  # fmt: skip
+    trainer = make_trainer_class()(model=model, args=args, train_dataset=rows, data_collator=poisoned_batches)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(NonFiniteLossError, match="the training loss became nan at step 1; training stopped"):
+        trainer.train()
+    assert not any(p.name.startswith("checkpoint") for p in tmp_path.iterdir())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+LAUNCHERS = {
+    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"],
+    # accelerate's --cpu flag runs one process; --multi_gpu launches through torch's elastic launcher, which puts
+    # processes on the CPU when there is no GPU.
+    "accelerate": [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                   "--main_process_port", "29518"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_two_processes_on_the_cpu(tmp_path, launcher):
+    command = [*LAUNCHERS[launcher], "-m", "slotssm_hf.train", *TINY_RUN, "--no-pictures", "--output-dir", str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (tmp_path / "final" / "model.safetensors").is_file()
+    state = json.loads((tmp_path / "checkpoint-4" / "trainer_state.json").read_text())
+    # Each optimizer step saw one batch per process: 4 steps x 2 processes x batch 2 = 16 videos = 2 epochs of 8.
+    assert state["global_step"] == 4 and state["epoch"] == pytest.approx(2.0)
