@@ -430,12 +430,11 @@ class SlotSSMVideoClassifierOutput(ModelOutput):
     """
     loss: classification (or regression) loss, when `labels` are given.
     logits: (batch, num_labels).
-    last_hidden_state, cache_params, hidden_states, attentions: as in `SlotSSMModelOutput`.
+    cache_params, hidden_states, attentions: as in `SlotSSMModelOutput` (the slots are in `hidden_states`).
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
-    last_hidden_state: torch.FloatTensor | None = None
     cache_params: DynamicCache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
@@ -723,7 +722,6 @@ class SlotSSMForVideoClassification(SlotSSMPreTrainedModel):
         output = SlotSSMVideoClassifierOutput(
             loss=loss,
             logits=logits,
-            last_hidden_state=slots,
             cache_params=outputs.cache_params,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,

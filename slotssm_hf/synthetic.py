@@ -69,7 +69,9 @@ def bouncing_shapes(
     if not 1 <= min_objects <= max_objects <= 255:
         raise ValueError(f"need 1 <= min_objects <= max_objects <= 255 (uint8 masks), got {min_objects}, {max_objects}")
     if not 0 < radius_range[0] <= radius_range[1] < 0.5:
-        raise ValueError(f"radius_range must satisfy 0 < low <= high < 0.5 (fractions of image_size), got {radius_range}")
+        raise ValueError(
+            f"radius_range must satisfy 0 < low <= high < 0.5 (fractions of image_size), got {radius_range}"
+        )
     if not 0 <= speed_range[0] <= speed_range[1]:
         raise ValueError(f"speed_range must satisfy 0 <= low <= high, got {speed_range}")
     gen_kwargs = {
@@ -77,7 +79,9 @@ def bouncing_shapes(
         "max_objects": max_objects, "radius_range": tuple(radius_range), "speed_range": tuple(speed_range),
         "seed": seed,
     }  # fmt: skip
-    return _dataset_from_generator(_bouncing_shapes_examples, gen_kwargs, _bouncing_shapes_features(num_frames, image_size), cache_dir)
+    return _dataset_from_generator(
+        _bouncing_shapes_examples, gen_kwargs, _bouncing_shapes_features(num_frames, image_size), cache_dir
+    )
 
 
 def blinking_color_balls(
@@ -205,7 +209,9 @@ def _bouncing_shapes_features(num_frames, image_size):
     )
 
 
-def _bouncing_shapes_examples(num_videos, num_frames, image_size, min_objects, max_objects, radius_range, speed_range, seed):
+def _bouncing_shapes_examples(
+    num_videos, num_frames, image_size, min_objects, max_objects, radius_range, speed_range, seed
+):
     for index in range(num_videos):
         rng = _video_rng(seed, index)
         num_objects = int(rng.integers(min_objects, max_objects + 1))

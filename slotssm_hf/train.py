@@ -17,7 +17,6 @@ with N processes (DDP; gloo on the CPU); FSDP and DeepSpeed go through the Train
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -126,9 +125,9 @@ def make_trainer_class():
 
 
 def write_pictures(model, processor, eval_data, output_dir: Path) -> list[str]:
-    """Slots of the first evaluation video: frames, reconstruction and masks, as PNG and GIF."""
+    """Slots of the first evaluation video: frames, reconstruction (or prediction) and masks, as PNG and GIF."""
     from .data import VideoCollator
-    from .visualize import save_slot_pictures, to_uint8_frames
+    from .visualize import save_slot_pictures, slot_masks, to_uint8_frames
 
     batch = VideoCollator(processor)([eval_data[0]])
     model.eval()
@@ -136,17 +135,10 @@ def write_pictures(model, processor, eval_data, output_dir: Path) -> list[str]:
     with torch.no_grad():
         out = model(batch["pixel_values_videos"].to(parameter.device, parameter.dtype), output_attentions=True)
     frames = to_uint8_frames(batch["pixel_values_videos"][0], processor.image_mean, processor.image_std)
-    reconstruction = getattr(out, "reconstruction", None)
-    if reconstruction is None:
-        reconstruction = getattr(out, "predictions", None)
-    reconstruction = None if reconstruction is None else to_uint8_frames(reconstruction[0], processor.image_mean, processor.image_std)
-    if out.masks is not None:
-        masks = out.masks[0]
-    else:  # attention of the last block: each token's distribution over the slots, upsampled to the frame
-        attention = out.attentions[-1][0].mean(dim=1)  # (T, num_slots, tokens)
-        side = int(math.isqrt(attention.shape[-1]))
-        masks = torch.nn.functional.interpolate(attention.unflatten(-1, (side, side)), size=frames.shape[1:3], mode="nearest")
-    return save_slot_pictures(str(output_dir / "slots"), frames, masks, reconstruction)
+    decoded = next((getattr(out, name) for name in ("reconstruction", "predictions") if hasattr(out, name)), None)
+    decoded = None if decoded is None else to_uint8_frames(decoded[0], processor.image_mean, processor.image_std)
+    masks = slot_masks(out, 0, frames.shape[1:3])
+    return save_slot_pictures(str(output_dir / "slots"), frames, masks, decoded)
 
 
 def parse_args(argv=None):

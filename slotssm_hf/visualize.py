@@ -1,6 +1,7 @@
 """Pictures of what the slots do: input frames, reconstructions and per-slot masks over time, as a PNG grid or a
 GIF, drawn with PIL only."""
 
+import math
 import os
 import tempfile
 
@@ -24,6 +25,20 @@ def to_uint8_frames(pixel_values, mean, std) -> np.ndarray:
     std = torch.as_tensor(std, dtype=torch.float32)[:, None, None]
     pixels = (pixel_values * std + mean).clamp(0, 1) * 255
     return pixels.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def slot_masks(output, video_index: int, frame_size: tuple[int, int]) -> torch.Tensor:
+    """Per-slot masks (T, num_slots, H, W) of one video from a model output: the decoder's alpha masks when it has
+    them, else the last block's cross-attention (each token's weight per slot, mean over heads), upsampled from
+    the token grid to the frame (run the model with `output_attentions=True`)."""
+    if getattr(output, "masks", None) is not None:
+        return output.masks[video_index, :, :, 0]
+    if not output.attentions:
+        raise ValueError("the output has neither masks nor attentions; run the model with output_attentions=True")
+    attention = output.attentions[-1][video_index].mean(dim=1)  # (T, num_slots, tokens)
+    side = math.isqrt(attention.shape[-1])
+    grid = attention.unflatten(-1, (side, side))
+    return torch.nn.functional.interpolate(grid, size=frame_size, mode="nearest")
 
 
 def slot_rows(frames: np.ndarray, masks, reconstruction: np.ndarray | None = None) -> list[np.ndarray]:
@@ -82,4 +97,4 @@ def save_slot_pictures(path_stem: str, frames: np.ndarray, masks, reconstruction
     return paths
 
 
-__all__ = ["save_slot_pictures", "slot_rows", "grid_image", "to_uint8_frames"]
+__all__ = ["save_slot_pictures", "slot_masks", "slot_rows", "grid_image", "to_uint8_frames"]

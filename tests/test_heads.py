@@ -42,8 +42,8 @@ def test_classifier_reads_the_configured_frames(pooling):
     model = SlotSSMForVideoClassification(tiny_config(num_labels=4, classifier_pooling=pooling)).eval()
     frames = video(model.config)
     with torch.no_grad():
-        out = model(frames)
-        slots = out.last_hidden_state
+        out = model(frames, output_hidden_states=True)
+        slots = out.hidden_states[-1]
         pooled = slots[:, -1] if pooling == "last" else slots.mean(1)
         torch.testing.assert_close(out.logits, model.classifier(model.norm(pooled).mean(1)))
 

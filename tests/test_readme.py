@@ -16,4 +16,6 @@ def test_readme_python_blocks_run(capsys):
     assert "slots (1, 16, 6, 256)" in printed
     assert "reconstruction (1, 16, 3, 128, 128)" in printed
     assert "SlotSSMModel SlotSSMForVideoReconstruction" in printed
-    assert printed.rstrip().endswith("True")
+    assert "(1, 16, 3, 128, 128) [6]" in printed
+    assert printed.count("(1, 1, 3, 128, 128)") == 5
+    assert "True" in printed.splitlines()[-1]

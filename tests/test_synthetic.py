@@ -207,7 +207,8 @@ def test_target_frame_colours_each_ball_by_the_rule_read_from_the_context_pixels
 
 def test_most_frequent_rule_differs_from_earliest_on_some_videos(cache_dir):
     earliest, most_frequent = (
-        blinking_color_balls(**BALLS_KWARGS, rule=rule, seed=5, cache_dir=cache_dir) for rule in ("earliest", "most_frequent")
+        blinking_color_balls(**BALLS_KWARGS, rule=rule, seed=5, cache_dir=cache_dir)
+        for rule in ("earliest", "most_frequent")
     )
     assert list(earliest["label"]) != list(most_frequent["label"])
 
