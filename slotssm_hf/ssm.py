@@ -73,6 +73,67 @@ def causal_conv1d(x, weight, bias, conv_state=None):
     return out.transpose(1, 2), x[..., -d_conv:]
 
 
+def _scan_steps(u, delta, A, B, C, state, start: int, stop: int, y=None):
+    """Run the Mamba1 recurrence over steps [start, stop) from `state`; write y_t into `y` when given.
+    Returns the states after each step."""
+    states = []
+    for t in range(start, stop):
+        inflow = (delta[:, t] * u[:, t])[:, :, None] * B[:, t, None, :]
+        state = torch.addcmul(inflow, torch.exp(delta[:, t, :, None] * A), state)
+        if y is not None:
+            y[:, t] = torch.bmm(state, C[:, t, :, None])[..., 0]
+        states.append(state)
+    return states
+
+
+class SelectiveScan(torch.autograd.Function):
+    """The Mamba1 recurrence with a hand-written backward pass. Autograd through the step loop would keep several
+    (batch, d_inner, d_state) tensors per step (gigabytes at d_state 128) and allocate them afresh; here the
+    forward keeps only the state entering every chunk of about sqrt(T) steps, and the backward recomputes one
+    chunk's states at a time and walks it in reverse."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, initial_state):
+        batch, seq_len, d_inner = u.shape
+        chunk = max(16, math.isqrt(seq_len))
+        y = u.new_empty(batch, seq_len, d_inner)
+        state, entering = initial_state, []
+        for start in range(0, seq_len, chunk):
+            entering.append(state)
+            state = _scan_steps(u, delta, A, B, C, state, start, min(start + chunk, seq_len), y)[-1]
+        ctx.chunk = chunk
+        ctx.save_for_backward(u, delta, A, B, C, *entering)
+        return y, state
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y, grad_last):
+        u, delta, A, B, C, *entering = ctx.saved_tensors
+        seq_len, chunk = u.shape[1], ctx.chunk
+        grad_state = torch.zeros_like(entering[0]) if grad_last is None else grad_last.clone()
+        grad_y = torch.zeros_like(u) if grad_y is None else grad_y
+        grads = {name: torch.zeros_like(t) for name, t in (("u", u), ("delta", delta), ("B", B), ("C", C))}
+        grad_A = torch.zeros_like(A)
+        for index in reversed(range(len(entering))):
+            start = index * chunk
+            states = [entering[index], *_scan_steps(u, delta, A, B, C, entering[index], start, min(start + chunk, seq_len))]
+            for t in reversed(range(start, start + len(states) - 1)):
+                state, previous = states[t - start + 1], states[t - start]
+                # y_t = state . C_t
+                grads["C"][:, t] = torch.bmm(grad_y[:, t, None, :], state)[:, 0]
+                grad_state.addcmul_(grad_y[:, t, :, None], C[:, t, None, :])
+                # state = exp(delta_t A) * previous + (delta_t u_t) B_t
+                decay = torch.exp(delta[:, t, :, None] * A)
+                grad_exponent = grad_state * previous * decay
+                grad_A.add_(torch.einsum("bdn,bd->dn", grad_exponent, delta[:, t]))
+                grad_inflow = torch.bmm(grad_state, B[:, t, :, None])[..., 0]  # d loss / d (delta_t u_t)
+                grads["B"][:, t] = torch.bmm((delta[:, t] * u[:, t])[:, None, :], grad_state)[:, 0]
+                grads["delta"][:, t] = (grad_exponent * A).sum(-1) + grad_inflow * u[:, t]
+                grads["u"][:, t] = grad_inflow * delta[:, t]
+                grad_state.mul_(decay)
+        return grads["u"], grads["delta"], grad_A, grads["B"], grads["C"], grad_state
+
+
 def selective_scan(u, delta, A, B, C, initial_state=None):
     """Mamba1 selective scan, float32: h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t, y_t = h_t C_t.
 
@@ -81,15 +142,12 @@ def selective_scan(u, delta, A, B, C, initial_state=None):
 
     Mamba1's decay differs per channel and per state, so no matrix (SSD) form exists; the stable parallel scans
     are memory-bound on a CPU and several times slower than this recurrence, which forms exp(delta A) one step
-    at a time instead of materialising it for the whole sequence (see the project's CPU measurements).
+    at a time instead of materialising it for the whole sequence (see the project's CPU measurements), and
+    whose backward pass (`SelectiveScan`) keeps memory to about 2 sqrt(T) states.
     """
-    batch, _, d_inner = u.shape
-    state = initial_state if initial_state is not None else u.new_zeros(batch, d_inner, A.shape[-1])
-    outputs = []
-    for delta_t, du_t, B_t, C_t in zip(delta.unbind(1), (delta * u).unbind(1), B.unbind(1), C.unbind(1)):
-        state = torch.addcmul(du_t[:, :, None] * B_t[:, None, :], torch.exp(delta_t[:, :, None] * A), state)
-        outputs.append(torch.bmm(state, C_t[:, :, None]))
-    return torch.cat(outputs, dim=-1).transpose(1, 2), state
+    if initial_state is None:
+        initial_state = u.new_zeros(u.shape[0], u.shape[2], A.shape[-1])
+    return SelectiveScan.apply(u, delta, A, B, C, initial_state)
 
 
 def ssd_scan(x, dt, A, B, C, chunk_size=None, initial_state=None):
