@@ -29,10 +29,13 @@ call of each, then `--repeats` rounds that call ours then transformers, and the 
 single call takes longer than `--baseline-budget` seconds (in practice only transformers' Mamba1, whose
 backward through its per-step loop is extremely slow) that one call is the measurement, with no repeats; and
 an implementation that exceeded the budget at some T is skipped at every larger T of that mixer, shown as
-"skipped (> budget)". Memory of both implementations grows about linearly with T, and the Mamba1 scans keep
-per-step states of (48, 512, d_state) floats for the backward, so at large T and d_state 128 a single call
-can exhaust the machine: an implementation is also skipped, as "skipped (> memory)", where its peak at the
-previous T scaled by the ratio of the T's exceeds MEMORY_HEADROOM of the memory the system reports available.
+"skipped (> budget)". Memory grows with T (transformers' Mamba1 keeps (48, 512, T, d_state) tensors for its
+backward), so at large T and d_state 128 a single call can exhaust the machine: an implementation is also
+skipped, as "skipped (> memory)", where its peak at the previous T scaled by the ratio of the T's exceeds
+MEMORY_HEADROOM of the memory the system reports available.
+
+The machine matters: with 2 threads, a core taken by another process can slow the many small per-step
+operations of the Mamba1 recurrences by up to 10x. Run it on an otherwise idle machine.
 That projection only decides what to skip; every number printed was measured. Rows print as they complete.
 
 Goals: Mamba2 forward+backward >= 5x faster than transformers at T=16 and >= 2x at T=256; Mamba1
@@ -43,18 +46,13 @@ Usage: python benchmarks/bench_ssm.py [--threads 2] [--repeats 3] [--baseline-bu
 """
 
 import argparse
-import ctypes
-import ctypes.util
-import gc
-import os
 import statistics
-import sys
-import threading
 import time
 from dataclasses import dataclass
 
 import torch
 import transformers
+from measure import PeakAnonymousMemory, available_memory_bytes, environment_line
 from transformers import Mamba2Config, MambaConfig
 from transformers.models.mamba.modeling_mamba import MambaMixer as HFMamba1Mixer
 from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer as HFMamba2Mixer
@@ -68,9 +66,6 @@ IMPLEMENTATIONS = ("ours", "hf")
 OVER_BUDGET = "skipped (> budget)"
 OVER_MEMORY = "skipped (> memory)"
 MEMORY_HEADROOM = 0.8  # fraction of the available memory one call may be projected to use
-SAMPLE_INTERVAL_S = 0.001
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
 
 
 def build_pair(mixer_name: str):
@@ -120,41 +115,6 @@ def run_forward(mixer, x):
 def run_forward_backward(mixer, x):
     mixer.zero_grad(set_to_none=True)
     mixer(x.detach().requires_grad_()).sum().backward()
-
-
-class PeakAnonymousMemory:
-    """Context manager: peak anonymous RSS inside the block minus its value on entry, in `peak_bytes`."""
-
-    def __enter__(self):
-        gc.collect()
-        LIBC.malloc_trim(0)
-        self._statm = os.open("/proc/self/statm", os.O_RDONLY)
-        self._baseline = self._peak = self._anonymous_bytes()
-        self._stop = threading.Event()
-        self._sampler = threading.Thread(target=self._sample, daemon=True)
-        self._sampler.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        self._sampler.join()
-        self._peak = max(self._peak, self._anonymous_bytes())
-        os.close(self._statm)
-        self.peak_bytes = self._peak - self._baseline
-
-    def _anonymous_bytes(self) -> int:
-        resident, shared = os.pread(self._statm, 128, 0).split()[1:3]
-        return (int(resident) - int(shared)) * PAGE_SIZE
-
-    def _sample(self):
-        while not self._stop.wait(SAMPLE_INTERVAL_S):
-            self._peak = max(self._peak, self._anonymous_bytes())
-
-
-def available_memory_bytes() -> int:
-    with open("/proc/meminfo") as meminfo:
-        fields = dict(line.split(":", 1) for line in meminfo)
-    return int(fields["MemAvailable"].split()[0]) * 1024
 
 
 @dataclass
@@ -280,13 +240,7 @@ def main():
     args = parse_args()
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
-    malloc_env = " ".join(
-        f"{key}={value}" for key, value in sorted(os.environ.items()) if key.startswith(("MALLOC", "GLIBC_TUNABLES"))
-    )
-    print(
-        f"python {sys.version.split()[0]}, torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"threads {torch.get_num_threads()}, cpus {os.cpu_count()}, malloc env: {malloc_env or 'none'}"
-    )
+    print(environment_line())
     print(
         f"input ({BATCH}, T, {D_MODEL}) float32; median of {args.repeats} after 1 warm-up; baseline budget "
         f"{args.baseline_budget:g} s; x = hf / ours; peak = anonymous RSS above its pre-call value (warm-up call)"
