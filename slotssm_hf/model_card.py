@@ -1,14 +1,59 @@
 """Model cards for saved SlotSSM checkpoints, rendered from the templates in `model_cards/`."""
 
+import math
+import re
 from importlib import resources
+from typing import NamedTuple
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-TASK_DESCRIPTIONS = {
-    "SlotSSMForVideoReconstruction": "This checkpoint carries the reconstruction head: each frame is decoded back to "
-    "pixels from that frame's slots (the official pre-training objective).",
-    "SlotSSMModel": "This checkpoint is the backbone: video in, slots per frame out.",
-}
+
+class HeadCard(NamedTuple):
+    """What a card says about one model class: a sentence, how its output reads, the transformers Auto class that
+    loads it without this package (None: only the backbone loads that way), the Hub pipeline tag (None where no
+    transformers pipeline runs it), and the Hub task id and name its evaluation results are filed under."""
+
+    description: str
+    output: str
+    auto_class: str | None
+    pipeline_tag: str | None
+    task_type: str
+    task_name: str
+
+
+HEAD_CARDS = {
+    "SlotSSMModel": HeadCard(
+        "This checkpoint is the backbone: video in, slots per frame out.",
+        "outputs.last_hidden_state  # slots: (batch, frames, slots, width)",
+        "AutoModel", None, "other", "Video object-centric representation",
+    ),
+    "SlotSSMForVideoReconstruction": HeadCard(
+        "This checkpoint carries the reconstruction head: each frame is decoded back to pixels from that frame's "
+        "slots (the official pre-training objective).",
+        "outputs.reconstruction  # (batch, frames, channels, height, width); outputs.last_hidden_state: the slots",
+        "AutoModelForPreTraining", None, "other", "Video reconstruction and unsupervised object discovery",
+    ),
+    "SlotSSMForVideoClassification": HeadCard(
+        "This checkpoint carries a classification head on the pooled slots.",
+        "outputs.logits  # (batch, num_labels)",
+        "AutoModelForVideoClassification", "video-classification", "video-classification", "Video classification",
+    ),
+    "SlotSSMForVideoPrediction": HeadCard(
+        "This checkpoint carries a next-frame prediction head: entry t predicts frame t + 1 from the slots up to t.",
+        "outputs.predictions  # (batch, frames, channels, height, width)",
+        None, None, "other", "Next-frame prediction",
+    ),
+    "SlotSSMForVideoDepthEstimation": HeadCard(
+        "This checkpoint carries a dense head predicting a per-pixel map (such as depth) for every frame.",
+        "outputs.predicted_depth  # (batch, frames, num_dense_channels, height, width)",
+        None, None, "depth-estimation", "Per-frame dense prediction",
+    ),
+}  # fmt: skip
+
+# Metric keys of `Trainer.evaluate` that measure the machine, not the model.
+TIMING_METRICS = ("runtime", "samples_per_second", "steps_per_second", "epoch")
+METRIC_NAMES = {"loss": "Loss", "fg_ari": "FG-ARI", "miou": "mIoU", "accuracy": "Accuracy"}
+PROVENANCE = re.compile(r"<!-- provenance -->\n(.*?)\n<!-- /provenance -->", flags=re.DOTALL)
 
 
 def describe(config) -> dict:
@@ -40,23 +85,86 @@ def describe(config) -> dict:
     }
 
 
-def render_model_card(model, repo_id: str, provenance: str, datasets=None, base_model=None) -> ModelCard:
-    """A model card for `model` (a SlotSSM model) to be published as `repo_id`."""
+def model_metrics(results: dict, prefix: str) -> dict[str, float]:
+    """The finite model metrics among `Trainer.evaluate` results, keyed without `prefix` ("eval_": {"loss": ...})."""
+    metrics = {key.removeprefix(prefix): value for key, value in results.items() if key.startswith(prefix)}
+    return {
+        key: value for key, value in metrics.items()
+        if key not in TIMING_METRICS and isinstance(value, (int, float)) and math.isfinite(value)
+    }  # fmt: skip
+
+
+def evaluation_results(eval_results: dict, head: HeadCard, dataset: str | None) -> list[EvalResult]:
+    """The trained model's metrics from `eval_results` (the train job's eval_results.json:
+    {"untrained": {"untrained_loss": ...}, "trained": {"eval_loss": ...}}) as model-index entries."""
+    return [
+        EvalResult(
+            task_type=head.task_type,
+            task_name=head.task_name,
+            dataset_type=dataset or "custom",
+            dataset_name=dataset or "held-out split of the training data",
+            metric_type=key,
+            metric_name=METRIC_NAMES.get(key, key),
+            metric_value=value,
+        )
+        for key, value in model_metrics(eval_results.get("trained", {}), "eval_").items()
+    ]
+
+
+def evaluation_table(eval_results: dict) -> str:
+    """Markdown rows `| metric | untrained | trained |` for the metrics the trained model has."""
+    trained = model_metrics(eval_results.get("trained", {}), "eval_")
+    untrained = model_metrics(eval_results.get("untrained", {}), "untrained_")
+    return "\n".join(
+        f"| {METRIC_NAMES.get(key, key)} | {untrained[key]:.4g} | {value:.4g} |" if key in untrained
+        else f"| {METRIC_NAMES.get(key, key)} | | {value:.4g} |"
+        for key, value in trained.items()
+    )  # fmt: skip
+
+
+def provenance_of(card_text: str) -> str | None:
+    """The provenance paragraph of a card rendered by `render_model_card`, or None."""
+    found = PROVENANCE.search(card_text)
+    return found.group(1) if found else None
+
+
+def render_model_card(model, repo_id: str, provenance: str, datasets=None, base_model=None, eval_results=None,
+                      has_processor: bool = False) -> ModelCard:  # fmt: skip
+    """A model card for `model` (a SlotSSM model; the meta device is enough) to be published as `repo_id`.
+
+    provenance: a paragraph on where the weights come from (training run, conversion).
+    datasets, base_model: Hub ids for the metadata. eval_results: the train job's eval_results.json contents, which
+    become the card's `model-index` and an evaluation table. has_processor: whether a video processor is
+    published beside the model (the card then shows how to load it).
+    """
+    class_name = type(model).__name__
+    head = HEAD_CARDS[class_name]
+    model_name = repo_id.split("/")[-1]
+    datasets = [datasets] if isinstance(datasets, str) else datasets
+    results = evaluation_results(eval_results, head, (datasets or [None])[0]) if eval_results else None
     card_data = ModelCardData(
         library_name="transformers",
+        pipeline_tag=head.pipeline_tag,
         license="mit",
         tags=["slotssm", "video", "object-centric", "state-space-model", "mamba"],
         datasets=datasets,
         base_model=base_model,
+        model_name=model_name if results else None,
+        eval_results=results or None,
     )
     template = resources.files("slotssm_hf.model_cards").joinpath("slotssm.md").read_text()
     return ModelCard.from_template(
         card_data,
         template_str=template,
-        model_name=repo_id.split("/")[-1],
+        model_name=model_name,
         repo_id=repo_id,
         provenance=provenance,
-        task_description=TASK_DESCRIPTIONS.get(type(model).__name__, ""),
+        model_class=class_name,
+        auto_class=head.auto_class,
+        output=head.output,
+        has_processor=has_processor,
+        evaluation_rows=evaluation_table(eval_results) if eval_results else "",
+        task_description=head.description,
         num_parameters=f"{sum(p.numel() for p in model.parameters()):,}",
         **describe(model.config),
     )
