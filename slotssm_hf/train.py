@@ -258,7 +258,8 @@ def main(argv=None) -> int:
         processor.save_pretrained(str(final))
         (final / "eval_results.json").write_text(json.dumps(results, indent=2))
         provenance = f"Trained with `slotssm-hf train` on `{args.data}` data for {args.steps} steps."
-        render_model_card(trainer.model, final.name, provenance).save(final / "README.md")
+        card = render_model_card(trainer.model, final.name, provenance, eval_results=results, has_processor=True)
+        card.save(final / "README.md")
         pictures = [] if args.no_pictures else write_pictures(trainer.model, processor, eval_data, output_dir)
         summary = {
             "untrained": {k.removeprefix("untrained_"): v for k, v in untrained.items()},
