@@ -23,6 +23,7 @@ from .modeling_slotssm import (
 )
 from .ssm import Mamba1Mixer, Mamba2Mixer, MambaState
 from .streaming import stream
+from .timm_encoder import timm_video_processor_kwargs
 from .video_processing_slotssm import SlotSSMVideoProcessor
 
 AutoConfig.register(SlotSSMConfig.model_type, SlotSSMConfig, exist_ok=True)
@@ -51,6 +52,7 @@ __all__ = [
     "MambaState",
     "SlotSSMVideoProcessor",
     "stream",
+    "timm_video_processor_kwargs",
     "VideoCollator",
     "video_folder_dataset",
 ]

@@ -16,19 +16,35 @@ class SlotSSMConfig(PreTrainedConfig):
 
     image_size (`int`, defaults to 128): height and width of the (square) input frames.
     num_channels (`int`, defaults to 3): channels of the input frames.
-    encoder_type (`"vit"` or `"cnn"`, defaults to `"vit"`): post-norm ViT with a CLS token and a trainable 2-D
-        sin-cos position table, or a CNN of residual GroupNorm stages.
+    encoder_type (`"vit"`, `"cnn"` or `"timm"`, defaults to `"vit"`): post-norm ViT with a CLS token and a trainable
+        2-D sin-cos position table, a CNN of residual GroupNorm stages, or any timm image model (`timm_model_name`),
+        read through timm's `forward_intermediates`.
     patch_size (`int`, defaults to 8): patch size of the ViT encoder and of the ViT decoder.
     encoder_hidden_size (`int`, defaults to 256): width of the ViT tokens or of the CNN stages.
     encoder_num_layers (`int`, defaults to 6): ViT layers, or CNN stages.
     encoder_num_attention_heads (`int`, defaults to 4): heads of the ViT encoder.
     encoder_intermediate_size (`int`, *optional*): ViT MLP width; 4 x `encoder_hidden_size` when None.
     encoder_hidden_act (`str`, defaults to `"gelu"`): ViT MLP activation.
-    encoder_output_size (`int`, *optional*): width of the tokens handed to the slots (the ViT's output projection
-        or the CNN's final 1x1 convolution); `encoder_hidden_size` when None.
+    encoder_output_size (`int`, *optional*): width of the tokens handed to the slots (the ViT's output projection,
+        the CNN's final 1x1 convolution, or a linear projection of the timm features when their width differs);
+        `encoder_hidden_size` when None.
     cnn_kernel_size (`int`, defaults to 5): kernel of the CNN's residual convolutions.
     cnn_downsampling_ratio (`int`, defaults to 2): stride of the CNN's first convolution.
     cnn_blocks_per_stage (`int`, defaults to 2): residual blocks per CNN stage.
+    timm_model_name (`str`, *optional*): the timm model of `encoder_type="timm"`, as `timm.create_model` takes it
+        (`"vit_small_patch14_dinov2.lvd142m"`, `"resnet50"`, `"hf-hub:org/name"`, `"local-dir:/path"`).
+    timm_model_kwargs (`dict`, *optional*): further `timm.create_model` arguments (`drop_path_rate`, `depth`, ...).
+        `in_chans` is `num_channels`, and models with a fixed input size get `img_size=image_size` unless given here
+        (needed for `"hf-hub:"` / `"local-dir:"` names, whose defaults are not known before they are built).
+    timm_feature_index (`int`, defaults to -1): which of the model's feature maps the slots read, an index into its
+        `feature_info` (a ViT's blocks, a CNN's stages; negative from the end), as `forward_intermediates` takes it.
+        Prefix (CLS, register) tokens are dropped; layers after that map, the final norm and the classifier are
+        pruned away.
+    timm_pretrained (`bool`, defaults to `True`): fill the backbone with timm's pretrained weights (through timm's own
+        Hub loading) when a model is built from this config. `from_pretrained` never fetches them: a saved
+        `model.safetensors` holds the whole model, backbone included, and the model is built on the meta device.
+    timm_frozen (`bool`, defaults to `True`): the backbone's weights take no gradients (no optimizer state either, as
+        optimizers are given the parameters that require gradients) and it stays in eval mode while the rest trains.
     num_slots (`int`, defaults to 6): slots per frame.
     hidden_size (`int`, defaults to 256): slot width.
     num_hidden_layers (`int`, defaults to 4): slot blocks.
@@ -49,12 +65,19 @@ class SlotSSMConfig(PreTrainedConfig):
     decoder_type (`"vit"` or `"spatial_broadcast"`, defaults to `"vit"`): MAE-style transformer decoder with the
         slots as prefix tokens, or a spatial-broadcast CNN decoder with per-slot alpha masks.
     decoder_hidden_size (`int`, defaults to 256): width of the decoder tokens or convolutions.
-    decoder_num_layers (`int`, defaults to 4): ViT decoder layers.
+    decoder_num_layers (`int`, defaults to 4): ViT decoder layers, or hidden layers of the MLP that decodes encoder
+        features with the spatial-broadcast decoder.
     decoder_num_attention_heads (`int`, defaults to 4): ViT decoder heads.
     decoder_intermediate_size (`int`, *optional*): ViT decoder MLP width; 4 x `decoder_hidden_size` when None.
-    decoder_hidden_act (`str`, defaults to `"relu"`): ViT decoder MLP activation.
+    decoder_hidden_act (`str`, defaults to `"relu"`): activation of the ViT decoder's MLP and of the feature MLP.
     decoder_initial_size (`int`, defaults to 8): broadcast grid of the spatial-broadcast decoder; `image_size`
         must be 8 or 16 times this.
+    reconstruction_target (`"pixels"` or `"features"`, defaults to `"pixels"`): what the reconstruction head decodes:
+        the frames, or (with a timm encoder) the encoder's feature map, against which the loss is the MSE to the
+        detached features (the DINOSAUR / VideoSAUR objective). The spatial-broadcast decoder then broadcasts each
+        slot over the feature grid with a learned position embedding, a shared MLP gives features plus an alpha
+        logit, and the alpha masks are upsampled to frame size; the ViT decoder reads one mask token per feature
+        position. The other heads always decode pixels, so the pixel-decoder settings are still validated.
     num_frames (`int`, defaults to 16): frames per clip in training; what the video-classification pipeline samples.
     classifier_pooling (`"last"` or `"mean"`, defaults to `"last"`): the classification head reads the slots of the
         last frame (which carry the whole clip through the SSM), or their mean over frames.
@@ -77,7 +100,7 @@ class SlotSSMConfig(PreTrainedConfig):
     image_size: int = 128
     num_channels: int = 3
 
-    encoder_type: Literal["vit", "cnn"] = "vit"
+    encoder_type: Literal["vit", "cnn", "timm"] = "vit"
     patch_size: int = 8
     encoder_hidden_size: int = 256
     encoder_num_layers: int = 6
@@ -88,6 +111,11 @@ class SlotSSMConfig(PreTrainedConfig):
     cnn_kernel_size: int = 5
     cnn_downsampling_ratio: int = 2
     cnn_blocks_per_stage: int = 2
+    timm_model_name: str | None = None
+    timm_model_kwargs: dict | None = None
+    timm_feature_index: int = -1
+    timm_pretrained: bool = True
+    timm_frozen: bool = True
 
     num_slots: int = 6
     hidden_size: int = 256
@@ -114,6 +142,7 @@ class SlotSSMConfig(PreTrainedConfig):
     decoder_intermediate_size: int | None = None
     decoder_hidden_act: str = "relu"
     decoder_initial_size: int = 8
+    reconstruction_target: Literal["pixels", "features"] = "pixels"
 
     num_frames: int = 16
     classifier_pooling: Literal["last", "mean"] = "last"
@@ -135,7 +164,11 @@ class SlotSSMConfig(PreTrainedConfig):
 
     @property
     def num_tokens(self) -> int:
-        """Tokens per frame that the slots attend to."""
+        """Tokens per frame that the slots attend to (for a timm encoder, from a build of it on the meta device)."""
+        if self.encoder_type == "timm":
+            from .timm_encoder import timm_feature_shape
+
+            return timm_feature_shape(self)[1] ** 2
         stride = self.patch_size if self.encoder_type == "vit" else self.cnn_downsampling_ratio
         return (self.image_size // stride) ** 2
 
@@ -173,10 +206,15 @@ class SlotSSMConfig(PreTrainedConfig):
                     f"encoder_hidden_size ({self.encoder_hidden_size}) must be a multiple of 4: the 2-D sin-cos "
                     "position table gives a quarter of the channels to each of sin/cos of rows/columns"
                 )
-        else:
+        elif self.encoder_type == "cnn":
             divides("image_size", "cnn_downsampling_ratio", "the CNN's first convolution downsamples by this stride")
             if self.cnn_kernel_size % 2 == 0:
                 raise ValueError(f"cnn_kernel_size must be odd to keep the feature size, got {self.cnn_kernel_size}")
+        if self.reconstruction_target == "features" and self.encoder_type != "timm":
+            raise ValueError(
+                f"reconstruction_target='features' decodes the features of a timm encoder: it needs "
+                f"encoder_type='timm', got {self.encoder_type!r}"
+            )
         if self.decoder_type == "vit":
             divides("decoder_hidden_size", "decoder_num_attention_heads", "the decoder splits its width into heads")
             if self.decoder_hidden_size % 4:
@@ -202,6 +240,30 @@ class SlotSSMConfig(PreTrainedConfig):
                     f"mamba_expand * hidden_size ({self.mamba_expand * self.hidden_size}) must be a multiple of "
                     f"mamba_headdim ({self.mamba_headdim}): Mamba2 splits its inner width into heads"
                 )
+
+    def validate_timm_encoder(self):
+        """Part of `@strict` validation, what can be checked without timm; the model name, feature index and feature
+        stride are checked when the encoder is built."""
+        if self.encoder_type != "timm":
+            return
+        if not self.timm_model_name:
+            raise ValueError(
+                "timm_model_name must name a timm image model (e.g. 'vit_small_patch14_dinov2.lvd142m') when "
+                "encoder_type is 'timm'"
+            )
+        reserved = sorted(set(self.timm_model_kwargs or {}) & set(TIMM_KWARGS_SET_BY_THE_CONFIG))
+        if reserved:
+            fields = ", ".join(f"{key} by {TIMM_KWARGS_SET_BY_THE_CONFIG[key]}" for key in reserved)
+            raise ValueError(f"timm_model_kwargs may not set {reserved}: the config sets {fields}")
+
+
+# timm.create_model arguments that follow from other fields, so timm_model_kwargs may not set them.
+TIMM_KWARGS_SET_BY_THE_CONFIG = {
+    "pretrained": "timm_pretrained",
+    "in_chans": "num_channels",
+    "features_only": "the encoder (it reads forward_intermediates)",
+    "out_indices": "timm_feature_index",
+}
 
 
 __all__ = ["SlotSSMConfig"]

@@ -63,11 +63,14 @@ def describe(config) -> dict:
             f"ViT, {config.encoder_num_layers} layers of width {config.encoder_hidden_size}, "
             f"patch {config.patch_size}"
         )
-    else:
+    elif config.encoder_type == "cnn":
         encoder = (
             f"CNN, {config.encoder_num_layers} residual stages of width {config.encoder_hidden_size}, "
             f"stride {config.cnn_downsampling_ratio}"
         )
+    else:
+        frozen = "frozen" if config.timm_frozen else "trained"
+        encoder = f"timm `{config.timm_model_name}` ({frozen}), feature map {config.timm_feature_index}"
     if config.decoder_type == "vit":
         decoder = f"ViT, {config.decoder_num_layers} layers of width {config.decoder_hidden_size}"
     else:

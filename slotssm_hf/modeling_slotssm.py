@@ -1,5 +1,5 @@
-"""SlotSSM models: per-frame image encoder, slot blocks (cross-attention, per-slot SSM over time, slot
-self-attention, optional MLP) and decoders back to pixels."""
+"""SlotSSM models: per-frame image encoder (ViT, CNN or a timm model), slot blocks (cross-attention, per-slot SSM
+over time, slot self-attention, optional MLP) and decoders back to pixels or to the encoder's features."""
 
 import math
 from collections.abc import Callable
@@ -18,6 +18,7 @@ from transformers.utils import ModelOutput
 
 from .configuration_slotssm import SlotSSMConfig
 from .ssm import GatedRMSNorm, Mamba1Mixer, Mamba2Mixer, MambaMixerBase, MambaState
+from .timm_encoder import create_timm_backbone
 
 # Added to the per-slot sums before the inverted attention's renormalisation over tokens.
 INVERTED_ATTENTION_EPS = 1e-5
@@ -213,6 +214,49 @@ class SlotSSMCNNEncoder(nn.Module):
         return self.final_conv(self.final_norm(hidden_states)).flatten(2).transpose(1, 2)
 
 
+class SlotSSMTimmEncoder(nn.Module):
+    """Frames (frames, C, H, W) -> tokens (frames, grid**2, encoder_output_size), row-major, and the feature map they
+    come from (frames, feature_size, grid, grid): a timm model's map at `timm_feature_index`, read through
+    `forward_intermediates` (prefix tokens dropped), then a linear projection where its width differs from
+    `encoder_output_size`. A frozen backbone runs without gradients and stays in eval mode."""
+
+    def __init__(self, config: SlotSSMConfig):
+        super().__init__()
+        # from_pretrained builds the model on the meta device and fills every weight from the checkpoint, so
+        # fetching timm's pretrained weights there would be wasted (and needs a network).
+        pretrained = config.timm_pretrained and torch.get_default_device().type != "meta"
+        self.backbone, self.feature_index, self.feature_size, self.grid_size = create_timm_backbone(config, pretrained)
+        # timm initialised the backbone or loaded its pretrained weights: post_init must leave them as they are.
+        for tensor in (*self.backbone.parameters(), *self.backbone.buffers()):
+            tensor._is_hf_initialized = True
+        self.frozen = config.timm_frozen
+        self.backbone.requires_grad_(not self.frozen)
+        if self.frozen:
+            self.backbone.eval()
+        if self.feature_size == config.encoder_output_size:
+            self.output_proj = nn.Identity()
+        else:
+            self.output_proj = nn.Linear(self.feature_size, config.encoder_output_size)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:  # no dropout or drop-path, and fixed normalisation statistics, in a frozen backbone
+            self.backbone.eval()
+        return self
+
+    def forward(self, pixel_values):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            features = self.backbone.forward_intermediates(
+                pixel_values, indices=[self.feature_index], intermediates_only=True
+            )[0]
+        return self.output_proj(features.flatten(2).transpose(1, 2)), features
+
+
+def build_encoder(config: SlotSSMConfig) -> nn.Module:
+    kinds = {"vit": SlotSSMViTEncoder, "cnn": SlotSSMCNNEncoder, "timm": SlotSSMTimmEncoder}
+    return kinds[config.encoder_type](config)
+
+
 class SlotSSMBlock(GradientCheckpointingLayer):
     """One slot block; every sub-layer is a pre-norm residual, in the reference order:
     cross-attention slots <- frame tokens, per-slot SSM over time, self-attention across the slots of a frame,
@@ -285,13 +329,17 @@ class SlotSSMBlock(GradientCheckpointingLayer):
 class SlotSSMViTDecoder(nn.Module):
     """Slots (frames, num_slots, D) -> maps (frames, out_channels, H, W): MAE-style pre-norm transformer over the slots
     followed by one mask token per patch; the fixed sin-cos table has zero rows for the slots, so the decoder
-    treats slots as a set."""
+    treats slots as a set. By default the patches tile the frame; `grid_size` and `patch_size=1` make it decode a
+    (frames, out_channels, grid_size, grid_size) feature map instead."""
 
-    def __init__(self, config: SlotSSMConfig, out_channels: int):
+    def __init__(
+        self, config: SlotSSMConfig, out_channels: int, grid_size: int | None = None, patch_size: int | None = None
+    ):
         super().__init__()
         dim = config.decoder_hidden_size
-        self.grid_size = config.image_size // config.patch_size
-        self.patch_size, self.num_channels = config.patch_size, out_channels
+        self.patch_size = patch_size or config.patch_size
+        self.grid_size = grid_size or config.image_size // self.patch_size
+        self.num_channels = out_channels
         self.input_proj = nn.Linear(config.hidden_size, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.position_embeddings = nn.Parameter(
@@ -309,7 +357,7 @@ class SlotSSMViTDecoder(nn.Module):
             for _ in range(config.decoder_num_layers)
         )
         self.head_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.head = nn.Linear(dim, config.patch_size**2 * out_channels)
+        self.head = nn.Linear(dim, self.patch_size**2 * out_channels)
 
     def forward(self, slots):
         frames, num_slots, _ = slots.shape
@@ -362,9 +410,49 @@ class SlotSSMSpatialBroadcastDecoder(nn.Module):
         return (output[:, :, :-1] * masks).sum(dim=1), masks
 
 
+class SlotSSMFeatureBroadcastDecoder(nn.Module):
+    """Slots (frames, num_slots, D) -> an encoder feature map (frames, feature_size, grid, grid) and alpha masks at
+    frame size (frames, num_slots, 1, H, W); DINOSAUR's MLP decoder. Each slot is broadcast to the grid x grid
+    feature positions, a learned position embedding is added, and a shared MLP maps every position to features plus
+    an alpha logit; the masks are a softmax over slots, the output their weighted sum. The masks are upsampled
+    (bilinearly, so they stay a distribution over slots) to compare with pictures and instance masks."""
+
+    def __init__(self, config: SlotSSMConfig, feature_size: int, grid_size: int):
+        super().__init__()
+        dim, hidden = config.hidden_size, config.decoder_hidden_size
+        self.grid_size, self.image_size = grid_size, config.image_size
+        self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.position_embeddings = nn.Parameter(torch.zeros(1, 1, grid_size**2, dim))
+        layers = []
+        for width in [dim] + [hidden] * (config.decoder_num_layers - 1):
+            layers += [nn.Linear(width, hidden), ACT2FN[config.decoder_hidden_act]]
+        self.mlp = nn.Sequential(*layers, nn.Linear(hidden, feature_size + 1))
+
+    def forward(self, slots):
+        frames, num_slots, _ = slots.shape
+        output = self.mlp(self.norm(slots)[:, :, None] + self.position_embeddings)  # (frames, slots, positions, C+1)
+        masks = output[..., -1:].softmax(dim=1)
+        grid = (self.grid_size, self.grid_size)
+        features = (output[..., :-1] * masks).sum(dim=1).transpose(1, 2).unflatten(2, grid)
+        masks = F.interpolate(
+            masks.transpose(2, 3).unflatten(3, grid).flatten(0, 1),
+            size=(self.image_size, self.image_size),
+            mode="bilinear",
+            align_corners=False,
+        )
+        return features, masks.unflatten(0, (frames, num_slots))
+
+
 def build_decoder(config: SlotSSMConfig, out_channels: int) -> nn.Module:
     kind = SlotSSMViTDecoder if config.decoder_type == "vit" else SlotSSMSpatialBroadcastDecoder
     return kind(config, out_channels)
+
+
+def build_feature_decoder(config: SlotSSMConfig, feature_size: int, grid_size: int) -> nn.Module:
+    """A decoder from slots to the encoder's (frames, feature_size, grid_size, grid_size) feature map."""
+    if config.decoder_type == "vit":
+        return SlotSSMViTDecoder(config, feature_size, grid_size=grid_size, patch_size=1)
+    return SlotSSMFeatureBroadcastDecoder(config, feature_size, grid_size)
 
 
 def decode_frames(decoder: nn.Module, slots):
@@ -385,20 +473,26 @@ class SlotSSMModelOutput(ModelOutput):
         back with the next frames to continue the video.
     attentions: per block, the cross-attention weights (batch, frames, heads, num_slots, num_tokens): which slot
         looks where (for inverted attention, each token's distribution over the slots).
+    encoder_features: with a timm encoder, the feature map the slots read, before the projection to
+        `encoder_output_size` (batch, frames, feature_size, grid, grid); the target of feature reconstruction.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     cache_params: DynamicCache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    encoder_features: torch.FloatTensor | None = None
 
 
 @dataclass
 class SlotSSMReconstructionOutput(ModelOutput):
     """
-    loss: mean squared error between `reconstruction` and the input frames (or `labels`).
-    reconstruction: decoded frames (batch, frames, channels, height, width).
-    masks: per-slot alpha masks (batch, frames, num_slots, 1, height, width), spatial-broadcast decoder only.
+    loss: mean squared error between `reconstruction` and the input frames (or `labels`); with
+        `reconstruction_target="features"`, between `reconstruction` and the detached encoder features.
+    reconstruction: decoded frames (batch, frames, channels, height, width), or the decoded encoder feature map
+        (batch, frames, feature_size, grid, grid).
+    masks: per-slot alpha masks (batch, frames, num_slots, 1, height, width), spatial-broadcast decoder only (when
+        decoding features, the masks over the feature grid upsampled to frame size).
     last_hidden_state, cache_params, hidden_states, attentions: as in `SlotSSMModelOutput`.
     """
 
@@ -509,6 +603,10 @@ class SlotSSMPreTrainedModel(PreTrainedModel):
         raises unless `ignore_mismatched_sizes=True`). Opt out with `output_loading_info=True`, which returns the
         loading report instead for the caller to judge."""
         model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        # transformers' loading makes every floating-point parameter trainable: freeze again what the model keeps fixed
+        # (a frozen timm backbone, the ViT decoder's sin-cos table).
+        for name in model._fixed_parameter_names:
+            model.get_parameter(name).requires_grad_(False)
         if output_loading_info:
             return model, info
         backbone = {
@@ -522,6 +620,10 @@ class SlotSSMPreTrainedModel(PreTrainedModel):
                 "anyway and receive the report)"
             )
         return model
+
+    def post_init(self):
+        super().post_init()
+        self._fixed_parameter_names = [name for name, param in self.named_parameters() if not param.requires_grad]
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
@@ -555,8 +657,14 @@ class SlotSSMPreTrainedModel(PreTrainedModel):
             num_slots = module.position_embeddings.shape[1] - module.grid_size**2
             table = sincos_position_table(module.position_embeddings.shape[-1], module.grid_size, num_slots)
             init.copy_(module.position_embeddings, table)
+        elif isinstance(module, SlotSSMFeatureBroadcastDecoder):
+            init.normal_(module.position_embeddings, std=0.02)
         elif isinstance(module, SlotSSMModel):
             init.normal_(module.initial_slots)
+        elif hasattr(module, "init_non_persistent_buffers"):
+            # timm modules (RoPE tables, relative-position indices): from_pretrained builds on the meta device and
+            # leaves buffers that no checkpoint holds empty.
+            module.init_non_persistent_buffers()
 
 
 class SlotSSMModel(SlotSSMPreTrainedModel):
@@ -565,7 +673,7 @@ class SlotSSMModel(SlotSSMPreTrainedModel):
 
     def __init__(self, config: SlotSSMConfig):
         super().__init__(config)
-        self.encoder = SlotSSMViTEncoder(config) if config.encoder_type == "vit" else SlotSSMCNNEncoder(config)
+        self.encoder = build_encoder(config)
         # Learned per-slot starting vectors, shared by every video and frame (as in the reference).
         self.initial_slots = nn.Parameter(torch.randn(1, 1, config.num_slots, config.hidden_size))
         self.layers = nn.ModuleList(SlotSSMBlock(config, i) for i in range(config.num_hidden_layers))
@@ -601,7 +709,10 @@ class SlotSSMModel(SlotSSMPreTrainedModel):
         )
         return_dict = self.config.return_dict if return_dict is None else return_dict
         batch, frames = pixel_values_videos.shape[:2]
-        tokens = self.encoder(pixel_values_videos.flatten(0, 1)).unflatten(0, (batch, frames))
+        encoded = self.encoder(pixel_values_videos.flatten(0, 1))
+        # The timm encoder also returns the feature map behind its tokens.
+        tokens, features = encoded if isinstance(encoded, tuple) else (encoded, None)
+        tokens = tokens.unflatten(0, (batch, frames))
         slots = self.initial_slots.expand(batch, frames, -1, -1)
         all_slots = (slots,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
@@ -616,18 +727,24 @@ class SlotSSMModel(SlotSSMPreTrainedModel):
             cache_params=cache_params if use_cache else None,
             hidden_states=all_slots,
             attentions=all_attentions,
+            encoder_features=None if features is None else features.unflatten(0, (batch, frames)),
         )
         return output if return_dict else output.to_tuple()
 
 
 class SlotSSMForVideoReconstruction(SlotSSMPreTrainedModel):
     """SlotSSM with a decoder from each frame's slots back to that frame's pixels: the reference pre-training
-    objective (a causal video autoencoder)."""
+    objective (a causal video autoencoder). With `reconstruction_target="features"` it decodes the timm encoder's
+    feature map instead (DINOSAUR / VideoSAUR)."""
 
     def __init__(self, config: SlotSSMConfig):
         super().__init__(config)
         self.slotssm = SlotSSMModel(config)
-        self.decoder = build_decoder(config, config.num_channels)
+        if config.reconstruction_target == "features":
+            encoder = self.slotssm.encoder
+            self.decoder = build_feature_decoder(config, encoder.feature_size, encoder.grid_size)
+        else:
+            self.decoder = build_decoder(config, config.num_channels)
         self.post_init()
 
     def forward(
@@ -644,8 +761,9 @@ class SlotSSMForVideoReconstruction(SlotSSMPreTrainedModel):
         r"""
         pixel_values_videos (`torch.FloatTensor` of shape `(batch, frames, num_channels, image_size, image_size)`):
             Normalised frames.
-        labels (`torch.FloatTensor` of the same shape, *optional*):
-            Target frames; the loss compares the reconstruction with the input frames when None.
+        labels (`torch.FloatTensor` of the shape of `reconstruction`, *optional*):
+            Target frames (or feature maps); the loss compares the reconstruction with the input frames (or the
+            encoder's features) when None.
         cache_params, use_cache: frame-by-frame continuation, as in `SlotSSMModel`.
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
@@ -659,8 +777,13 @@ class SlotSSMForVideoReconstruction(SlotSSMPreTrainedModel):
         )
         slots = outputs.last_hidden_state
         reconstruction, masks = decode_frames(self.decoder, slots)
-        target = pixel_values_videos if labels is None else labels
-        check_labels(target, reconstruction.shape, "the frames to reconstruct")
+        if self.config.reconstruction_target == "features":
+            # Detached: the decoder chases the encoder's features, never the other way round.
+            target, what = outputs.encoder_features.detach(), "the encoder features to reconstruct"
+        else:
+            target, what = pixel_values_videos, "the frames to reconstruct"
+        target = target if labels is None else labels
+        check_labels(target, reconstruction.shape, what)
         loss = F.mse_loss(reconstruction.float(), target.float())
         output = SlotSSMReconstructionOutput(
             loss=loss,

@@ -230,7 +230,7 @@ def test_tuple_outputs_and_loss_against_input_or_labels():
     torch.testing.assert_close(model(frames, labels=labels).loss, out.reconstruction.pow(2).mean())
     as_tuple = model(frames, return_dict=False)
     torch.testing.assert_close(as_tuple[0], out.loss)
-    with pytest.raises(ValueError, match=r"expected labels of shape \(2, 5, 3, 32, 32\), got \(2, 5, 3, 16, 16\)"):
+    with pytest.raises(ValueError, match=r"expected labels of shape \(2, 5, 3, 32, 32\) \(the frames to reconstruct\), got \(2, 5, 3, 16, 16\)"):
         model(frames, labels=torch.zeros(2, 5, 3, 16, 16))
 
 
@@ -293,7 +293,7 @@ def test_save_and_load_give_identical_outputs(tmp_path):
     assert {"config.json", "model.safetensors"} <= files
     assert not any(name.endswith((".bin", ".pt", ".pth", ".pkl")) for name in files)
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
-    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForPreTraining"}
+    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForPreTraining", "AutoModelForVideoClassification"}
     frames = video(config)
     with torch.no_grad():
         expected = model(frames)
