@@ -582,6 +582,9 @@ def scale_invariant_log_loss(log_prediction, target, variance_focus: float = 0.5
 
 
 class SlotSSMPreTrainedModel(PreTrainedModel):
+    """Base of the SlotSSM family. Every task head runs `SlotSSMModel` (as `self.slotssm`) and passes it its
+    keyword arguments (`cache_params`, `use_cache`, `output_attentions`, `output_hidden_states`)."""
+
     config_class = SlotSSMConfig
     config: SlotSSMConfig
     base_model_prefix = "slotssm"
@@ -751,12 +754,8 @@ class SlotSSMForVideoReconstruction(SlotSSMPreTrainedModel):
         self,
         pixel_values_videos: torch.Tensor,
         labels: torch.Tensor | None = None,
-        cache_params: DynamicCache | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        **backbone_kwargs,
     ) -> SlotSSMReconstructionOutput | tuple:
         r"""
         pixel_values_videos (`torch.FloatTensor` of shape `(batch, frames, num_channels, image_size, image_size)`):
@@ -764,17 +763,11 @@ class SlotSSMForVideoReconstruction(SlotSSMPreTrainedModel):
         labels (`torch.FloatTensor` of the shape of `reconstruction`, *optional*):
             Target frames (or feature maps); the loss compares the reconstruction with the input frames (or the
             encoder's features) when None.
-        cache_params, use_cache: frame-by-frame continuation, as in `SlotSSMModel`.
+        backbone_kwargs: `cache_params`, `use_cache`, `output_attentions`, `output_hidden_states`, as in
+            `SlotSSMModel`.
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        outputs = self.slotssm(
-            pixel_values_videos,
-            cache_params=cache_params,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
+        outputs = self.slotssm(pixel_values_videos, return_dict=True, **backbone_kwargs)
         slots = outputs.last_hidden_state
         reconstruction, masks = decode_frames(self.decoder, slots)
         if self.config.reconstruction_target == "features":
@@ -790,11 +783,14 @@ class SlotSSMForVideoReconstruction(SlotSSMPreTrainedModel):
             reconstruction=reconstruction,
             masks=masks,
             last_hidden_state=slots,
-            cache_params=outputs.cache_params,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
+            **backbone_outputs(outputs),
         )
         return output if return_dict else output.to_tuple()
+
+
+def backbone_outputs(outputs: SlotSSMModelOutput) -> dict:
+    """The backbone's outputs that every head passes on unchanged."""
+    return {"cache_params": outputs.cache_params, "hidden_states": outputs.hidden_states, "attentions": outputs.attentions}
 
 
 def check_labels(labels, expected_shape, what: str):
@@ -818,26 +814,15 @@ class SlotSSMForVideoClassification(SlotSSMPreTrainedModel):
         self,
         pixel_values_videos: torch.Tensor,
         labels: torch.Tensor | None = None,
-        cache_params: DynamicCache | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        **backbone_kwargs,
     ) -> SlotSSMVideoClassifierOutput | tuple:
         r"""
         labels (`torch.LongTensor` of shape `(batch,)`, or `(batch, num_labels)` floats for multi-label / regression):
             Targets of the classification or regression loss.
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        outputs = self.slotssm(
-            pixel_values_videos,
-            cache_params=cache_params,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
+        outputs = self.slotssm(pixel_values_videos, return_dict=True, **backbone_kwargs)
         slots = outputs.last_hidden_state
         pooled = slots[:, -1] if self.config.classifier_pooling == "last" else slots.mean(dim=1)
         logits = self.classifier(self.norm(pooled).mean(dim=1))
@@ -845,9 +830,7 @@ class SlotSSMForVideoClassification(SlotSSMPreTrainedModel):
         output = SlotSSMVideoClassifierOutput(
             loss=loss,
             logits=logits,
-            cache_params=outputs.cache_params,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
+            **backbone_outputs(outputs),
         )
         return output if return_dict else output.to_tuple()
 
@@ -866,12 +849,8 @@ class SlotSSMForVideoPrediction(SlotSSMPreTrainedModel):
         self,
         pixel_values_videos: torch.Tensor,
         labels: torch.Tensor | None = None,
-        cache_params: DynamicCache | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        **backbone_kwargs,
     ) -> SlotSSMVideoPredictionOutput | tuple:
         r"""
         labels (`torch.FloatTensor` of the shape of `pixel_values_videos`, *optional*):
@@ -879,14 +858,7 @@ class SlotSSMForVideoPrediction(SlotSSMPreTrainedModel):
             frames 1..T-1 are compared with those frames (no loss for a single frame).
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        outputs = self.slotssm(
-            pixel_values_videos,
-            cache_params=cache_params,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
+        outputs = self.slotssm(pixel_values_videos, return_dict=True, **backbone_kwargs)
         predictions, masks = decode_frames(self.decoder, outputs.last_hidden_state)
         loss = None
         if labels is not None:
@@ -899,9 +871,7 @@ class SlotSSMForVideoPrediction(SlotSSMPreTrainedModel):
             predictions=predictions,
             masks=masks,
             last_hidden_state=outputs.last_hidden_state,
-            cache_params=outputs.cache_params,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
+            **backbone_outputs(outputs),
         )
         return output if return_dict else output.to_tuple()
 
@@ -933,26 +903,15 @@ class SlotSSMForVideoDepthEstimation(SlotSSMPreTrainedModel):
         self,
         pixel_values_videos: torch.Tensor,
         labels: torch.Tensor | None = None,
-        cache_params: DynamicCache | None = None,
-        use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs,
+        **backbone_kwargs,
     ) -> SlotSSMDepthEstimatorOutput | tuple:
         r"""
         labels (`torch.FloatTensor` of shape `(batch, frames, num_dense_channels, height, width)`, *optional*):
             Target maps (depth); with the scale-invariant loss, pixels whose label is <= 0 are ignored.
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        outputs = self.slotssm(
-            pixel_values_videos,
-            cache_params=cache_params,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-            return_dict=True,
-        )
+        outputs = self.slotssm(pixel_values_videos, return_dict=True, **backbone_kwargs)
         maps, masks = decode_frames(self.decoder, outputs.last_hidden_state)
         loss = None
         if labels is not None:
@@ -966,9 +925,7 @@ class SlotSSMForVideoDepthEstimation(SlotSSMPreTrainedModel):
             predicted_depth=maps if self.config.dense_loss == "mse" else maps.exp(),
             masks=masks,
             last_hidden_state=outputs.last_hidden_state,
-            cache_params=outputs.cache_params,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
+            **backbone_outputs(outputs),
         )
         return output if return_dict else output.to_tuple()
 
