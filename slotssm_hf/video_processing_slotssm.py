@@ -1,6 +1,7 @@
 """SlotSSM video processor: video files, arrays or frame lists -> `pixel_values_videos` (batch, frames, 3, H, W)."""
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -26,15 +27,15 @@ class SlotSSMVideoProcessorKwargs(VideosKwargs, total=False):
     video_backend: str
 
 
-def clip_positions(total_frames: int, num_frames: int, stride: int, sampling: str) -> np.ndarray:
+def clip_positions(total_frames: int, num_frames: int, stride: int, sampling: str, rng=np.random) -> np.ndarray:
     """Positions of a clip's frames in a video of `total_frames`; positions past the end mean the video is
-    shorter than the clip (they become repeats of the last frame)."""
+    shorter than the clip (they become repeats of the last frame). `rng` draws the random start."""
     if sampling not in SAMPLING_MODES:
         raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
     if sampling == "uniform" and total_frames >= num_frames:
         return np.linspace(0, total_frames - 1, num_frames).round().astype(np.int64)
     span = (num_frames - 1) * stride + 1
-    start = np.random.randint(0, total_frames - span + 1) if sampling == "random" and total_frames > span else 0
+    start = rng.randint(0, total_frames - span + 1) if sampling == "random" and total_frames > span else 0
     return start + np.arange(num_frames) * stride
 
 
@@ -48,15 +49,14 @@ def clip_metadata(positions: np.ndarray, total_frames: int, fps: float | None, b
 
 
 def decode_with_pyav(path: str, positions_for) -> tuple[np.ndarray, VideoMetadata]:
-    """Decode the frames at `positions_for(total_frames, fps)` with PyAV's threaded decoder, stopping after the last
-    one needed. Returns the clip's frames, uint8 (T, H, W, 3), and its metadata."""
+    """Decode the frames at `positions_for(total_frames, fps)` with PyAV, stopping after the last one needed.
+    Returns the clip's frames, uint8 (T, H, W, 3), and its metadata."""
     import av
 
     with av.open(path) as container:
         if not container.streams.video:
             raise ValueError("it holds no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
         fps = float(stream.average_rate) if stream.average_rate else None
         # Containers without a frame count (some webm / gif) are decoded whole to learn their length.
         positions = positions_for(stream.frames, fps) if stream.frames > 0 else None
@@ -190,15 +190,16 @@ class SlotSSMVideoProcessor(BaseVideoProcessor):
         if backend not in VIDEO_BACKENDS:
             raise ValueError(f"video_backend must be one of {VIDEO_BACKENDS}, got {backend!r}")
 
-        def positions_for(total: int, video_fps: float | None) -> np.ndarray:
-            if not options["do_sample_frames"]:
-                return np.arange(total)
-            fps = options["fps"]
-            stride = max(1, round(video_fps / fps)) if fps and video_fps else options["frame_stride"]
-            return clip_positions(total, options["num_frames"], stride, options["sampling"])
+        def read(position: int, video, seed: int):
+            rng = np.random.RandomState(seed)
 
-        clips, metadata = [], []
-        for position, video in enumerate(as_video_list(videos)):
+            def positions_for(total: int, video_fps: float | None) -> np.ndarray:
+                if not options["do_sample_frames"]:
+                    return np.arange(total)
+                fps = options["fps"]
+                stride = max(1, round(video_fps / fps)) if fps and video_fps else options["frame_stride"]
+                return clip_positions(total, options["num_frames"], stride, options["sampling"], rng)
+
             if isinstance(video, (str, os.PathLike)):
                 frames, info = self._read_file(os.fspath(video), backend, positions_for)
                 clip = as_video_tensor(frames, os.fspath(video))
@@ -207,9 +208,15 @@ class SlotSSMVideoProcessor(BaseVideoProcessor):
                 info = clip_metadata(positions_for(len(frames), None), len(frames), None, None)
                 clip = frames[info.frames_indices]
             info.height, info.width = clip.shape[-2:]
-            clips.append(clip)
-            metadata.append(info)
-        return clips, metadata
+            return clip, info
+
+        videos = as_video_list(videos)
+        # One seed per video, drawn in order from the global generator: random clips stay reproducible under
+        # transformers' set_seed although the files are decoded concurrently (PyAV releases the GIL).
+        seeds = np.random.randint(0, 2**31, size=len(videos))
+        with ThreadPoolExecutor(max_workers=min(len(videos), os.cpu_count() or 1)) as pool:
+            results = list(pool.map(read, range(len(videos)), videos, seeds))
+        return [clip for clip, _ in results], [info for _, info in results]
 
     @staticmethod
     def _read_file(path: str, backend: str, positions_for) -> tuple[np.ndarray, VideoMetadata]:
