@@ -196,9 +196,11 @@ def ssd_scan(x, dt, A, B, C, chunk_size=None, initial_state=None):
     )
     chunk_decay = torch.exp(A_cumsum[..., -1])[..., None, None]  # (b, c, g, hg, 1, 1)
     entering = []
-    for index in range(num_chunks):
+    # unbind, not indexing: autograd would give every indexed chunk a gradient the size of the whole tensor, which
+    # makes the backward pass quadratic in the number of chunks.
+    for decay, added in zip(chunk_decay.unbind(1), chunk_states.unbind(1)):
         entering.append(state)
-        state = chunk_decay[:, index] * state + chunk_states[:, index]
+        state = decay * state + added
     entering = torch.stack(entering, dim=1)  # (b, c, g, hg, p, n)
 
     # Contribution of the entering state: exp(A_cumsum_i) C_i S.
