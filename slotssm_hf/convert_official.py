@@ -368,8 +368,9 @@ def convert_checkpoint(source, output, verify: bool = False, overwrite: bool = F
     verified, with `verify=True`), so a failure leaves nothing behind. An existing `output` is replaced only
     with `overwrite=True`.
     """
-    from .modeling_slotssm import SlotSSMForVideoReconstruction
     from .model_card import render_model_card
+    from .modeling_slotssm import SlotSSMForVideoReconstruction
+    from .video_processing_slotssm import SlotSSMVideoProcessor
 
     output = Path(output)
     if output.exists() and not overwrite:
@@ -388,11 +389,16 @@ def convert_checkpoint(source, output, verify: bool = False, overwrite: bool = F
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.incomplete-", dir=output.parent))
     try:
         model.save_pretrained(staging)
+        # The official data pipeline: short-side bicubic resize and centre crop to the model's size, ImageNet
+        # mean / std, 16 consecutive frames (the processor's defaults at this size).
+        size = config.image_size
+        processor = SlotSSMVideoProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+        processor.save_pretrained(staging)
         provenance = (
             f"Converted from a checkpoint trained with the official SlotSSM code (`{step_folder.name}`) by "
             "`slotssm-hf convert-official`."
         )
-        render_model_card(model, output.name, provenance).save(staging / "README.md")
+        render_model_card(model, output.name, provenance, has_processor=True).save(staging / "README.md")
         if verify:
             difference = verify_conversion(staging, parts)
             log(f"max abs difference against the official reference: {difference:.3g}")

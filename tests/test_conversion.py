@@ -13,7 +13,7 @@ from conftest import OFFICIAL_VARIANTS, official_configs
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoModelForPreTraining
 
-from slotssm_hf import SlotSSMForVideoReconstruction
+from slotssm_hf import SlotSSMForVideoReconstruction, SlotSSMVideoProcessor
 from slotssm_hf.convert_official import ConversionError, convert_checkpoint, convert_official_config
 from slotssm_hf.official_reference import OfficialReference
 
@@ -79,7 +79,12 @@ def test_converted_checkpoint_matches_official_reference(tmp_path, variant):
     messages = []
     output = convert_checkpoint(tmp_path / "run" / "checkpoint_step_1000", tmp_path / "out", verify=True, log=messages.append)
     assert any(m.startswith("max abs difference against the official reference") for m in messages)
-    assert {"config.json", "model.safetensors", "README.md"} <= set(os.listdir(output))
+    assert {"config.json", "model.safetensors", "README.md", "video_preprocessor_config.json"} <= set(os.listdir(output))
+    processor = SlotSSMVideoProcessor.from_pretrained(output)
+    size = SlotSSMForVideoReconstruction.config_class.from_pretrained(output).image_size
+    assert processor.size["shortest_edge"] == size
+    assert (processor.crop_size["height"], processor.crop_size["width"]) == (size, size)
+    assert processor.num_frames == 16 and int(processor.resample) == 3  # bicubic
     assert_loaded_model_matches(output, reference)
     assert type(AutoModel.from_pretrained(output)).__name__ == "SlotSSMModel"
     assert type(AutoModelForPreTraining.from_pretrained(output)).__name__ == "SlotSSMForVideoReconstruction"

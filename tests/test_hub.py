@@ -267,8 +267,8 @@ def test_pull_of_a_missing_repo_or_revision_names_it(published):
 def test_converted_official_checkpoint_pushes_with_the_same_command(published):
     files = files_at(published, f"{USER}/converted", published.converted.oid)
     assert {"config.json", "model.safetensors", "README.md", "configuration_slotssm.py", "modeling_slotssm.py",
-            "ssm.py"} <= set(files)  # fmt: skip
-    assert "video_preprocessor_config.json" not in files  # the converter writes no processor, and none is invented
+            "ssm.py", "video_preprocessor_config.json"} <= set(files)  # fmt: skip
+    assert "video_processing_slotssm.py" in files  # the processor the converter writes ships with its code
     card = ModelCard(files["README.md"].decode())
     assert "Converted from a checkpoint trained with the official SlotSSM code" in card.text  # kept from the folder
     assert f'from_pretrained("{USER}/converted"' in card.text and card.data.eval_results is None
