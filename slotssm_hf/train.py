@@ -267,6 +267,11 @@ def main(argv=None) -> int:
         }
         print(json.dumps(summary, indent=2))
         print(f"model: {final}" + "".join(f"\npicture: {p}" for p in pictures))
+    if torch.distributed.is_initialized():
+        # Every process waits for the first to finish writing, then the process group is torn down in order
+        # (a process that exits while gloo's threads still run aborts).
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return 0
 
 
