@@ -52,7 +52,11 @@ def decode_with_pyav(path: str, positions_for) -> tuple[np.ndarray, VideoMetadat
     """Decode the frames at `positions_for(total_frames, fps)` with PyAV, stopping after the last one needed.
     Returns the clip's frames, uint8 (T, H, W, 3), and its metadata."""
     import av
+    from av.video.reformatter import VideoReformatter
 
+    # One converter for the whole clip: each frame's own would set up a new libswscale context, which costs
+    # several times the conversion itself.
+    to_rgb = VideoReformatter()
     with av.open(path) as container:
         if not container.streams.video:
             raise ValueError("it holds no video stream")
@@ -64,7 +68,7 @@ def decode_with_pyav(path: str, positions_for) -> tuple[np.ndarray, VideoMetadat
         kept, last = {}, -1
         for last, frame in enumerate(container.decode(stream)):
             if wanted is None or last in wanted:
-                kept[last] = frame.to_ndarray(format="rgb24")
+                kept[last] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
             if wanted is not None and last == max(wanted):
                 break
     if last < 0:
@@ -172,51 +176,52 @@ class SlotSSMVideoProcessor(BaseVideoProcessor):
         validate_kwargs(captured_kwargs=kwargs.keys(), valid_processor_keys=valid_keys)
         validate_typed_dict(self.valid_kwargs, kwargs)
         options = {name: kwargs.get(name, getattr(self, name, None)) for name in self.valid_kwargs.__annotations__}
-        return_tensors = kwargs.get("return_tensors", "pt")
-        videos, metadata = self._read_videos(videos, options)
-        options = self._standardize_kwargs(**options)
-        self._validate_preprocess_kwargs(**options)
+        if options["video_backend"] not in VIDEO_BACKENDS:
+            raise ValueError(f"video_backend must be one of {VIDEO_BACKENDS}, got {options['video_backend']!r}")
+        transforms = self._standardize_kwargs(**options)
+        self._validate_preprocess_kwargs(**transforms)
         for unused in ("data_format", "return_tensors", "return_metadata", "video_metadata", "device"):
-            options.pop(unused, None)
-        batch = self._preprocess(videos=videos, return_tensors=return_tensors, **options)
-        batch["padded_frames"] = torch.tensor([info.padded_frames for info in metadata])
-        if kwargs.get("return_metadata"):
-            batch["video_metadata"] = metadata
-        return batch
+            transforms.pop(unused, None)
 
-    def _read_videos(self, videos, options: dict) -> tuple[list[torch.Tensor], list[VideoMetadata]]:
-        """Decode or convert every video to (T, 3, H, W) and take its clip: the sampled frames, padded."""
-        backend = options["video_backend"]
-        if backend not in VIDEO_BACKENDS:
-            raise ValueError(f"video_backend must be one of {VIDEO_BACKENDS}, got {backend!r}")
-
-        def read(position: int, video, seed: int):
-            rng = np.random.RandomState(seed)
-
-            def positions_for(total: int, video_fps: float | None) -> np.ndarray:
-                if not options["do_sample_frames"]:
-                    return np.arange(total)
-                fps = options["fps"]
-                stride = max(1, round(video_fps / fps)) if fps and video_fps else options["frame_stride"]
-                return clip_positions(total, options["num_frames"], stride, options["sampling"], rng)
-
-            if isinstance(video, (str, os.PathLike)):
-                frames, info = self._read_file(os.fspath(video), backend, positions_for)
-                clip = as_video_tensor(frames, os.fspath(video))
-            else:
-                frames = as_video_tensor(video, f"video {position}")
-                info = clip_metadata(positions_for(len(frames), None), len(frames), None, None)
-                clip = frames[info.frames_indices]
-            info.height, info.width = clip.shape[-2:]
-            return clip, info
+        def process(position: int, video, seed: int) -> tuple[torch.Tensor, VideoMetadata]:
+            clip, info = self._read_video(position, video, seed, options)
+            return self._preprocess(videos=[clip], **transforms)["pixel_values_videos"][0], info
 
         videos = as_video_list(videos)
-        # One seed per video, drawn in order from the global generator: random clips stay reproducible under
-        # transformers' set_seed although the files are decoded concurrently (PyAV releases the GIL).
+        # Each video is decoded and transformed on its own thread, so one video's decoding overlaps another's
+        # tensor work (PyAV and torch release the GIL). One seed per video, drawn in order from the global
+        # generator, keeps random clips reproducible under transformers' set_seed.
         seeds = np.random.randint(0, 2**31, size=len(videos))
         with ThreadPoolExecutor(max_workers=min(len(videos), os.cpu_count() or 1)) as pool:
-            results = list(pool.map(read, range(len(videos)), videos, seeds))
-        return [clip for clip, _ in results], [info for _, info in results]
+            results = list(pool.map(process, range(len(videos)), videos, seeds))
+        batch = BatchFeature(
+            data={"pixel_values_videos": [pixels for pixels, _ in results]}, tensor_type=kwargs.get("return_tensors", "pt")
+        )
+        batch["padded_frames"] = torch.tensor([info.padded_frames for _, info in results])
+        if kwargs.get("return_metadata"):
+            batch["video_metadata"] = [info for _, info in results]
+        return batch
+
+    def _read_video(self, position: int, video, seed: int, options: dict) -> tuple[torch.Tensor, VideoMetadata]:
+        """Decode or convert one video to (T, 3, H, W) and take its clip: the sampled frames, padded."""
+        rng = np.random.RandomState(seed)
+
+        def positions_for(total: int, video_fps: float | None) -> np.ndarray:
+            if not options["do_sample_frames"]:
+                return np.arange(total)
+            fps = options["fps"]
+            stride = max(1, round(video_fps / fps)) if fps and video_fps else options["frame_stride"]
+            return clip_positions(total, options["num_frames"], stride, options["sampling"], rng)
+
+        if isinstance(video, (str, os.PathLike)):
+            frames, info = self._read_file(os.fspath(video), options["video_backend"], positions_for)
+            clip = as_video_tensor(frames, os.fspath(video))
+        else:
+            frames = as_video_tensor(video, f"video {position}")
+            info = clip_metadata(positions_for(len(frames), None), len(frames), None, None)
+            clip = frames[info.frames_indices]
+        info.height, info.width = clip.shape[-2:]
+        return clip, info
 
     @staticmethod
     def _read_file(path: str, backend: str, positions_for) -> tuple[np.ndarray, VideoMetadata]:
