@@ -33,9 +33,13 @@ peak (its previous row's peak scaled by T) exceeds half the memory the system re
 memory"). Shared machines inflate small-op timings several-fold: the script first waits until the CPUs are at
 least `--min-idle` idle and prints the idle share it started at; every training row and the streaming table print
 the share of the CPUs other processes used while they ran, and one where that exceeded `--max-others` is measured
-again after another wait (at most `--retries` times; all waits together at most `--max-wait` seconds). glibc's
-malloc settings change large-T times (see the environment line; MALLOC_MMAP_MAX_=0 with a large
-MALLOC_TRIM_THRESHOLD_ keeps freed memory for reuse instead of faulting in fresh pages every step).
+again after another wait (at most `--retries` times; all waits together at most `--max-wait` seconds).
+
+Memory allocation. By default glibc serves blocks over 32 MB with fresh pages that the kernel faults in and zeroes
+at every step; tensors reach that size around T=1024 here, and with the three models interleaved SlotSSM's step
+time at T=1024 was 7.9x that at T=256 instead of ~4.4x. So the script first makes glibc keep freed memory for reuse
+(`measure.keep_freed_memory`, as a caching allocator would; shown on the environment line); `--default-malloc`
+measures with glibc's defaults.
 
 Goals: SlotSSM's training time at T=1024 at most 4.4x that at T=256 (linear in T); its per-frame streaming
 latency and state memory after 4096 frames at most 1.1x those after 16 (constant), while the Transformer's grow;
@@ -43,7 +47,7 @@ SlotSSM trains faster than the slot RNN at every T >= 256.
 
 Usage: python benchmarks/bench_efficiency.py [--threads 2] [--train-lens 16 64 256 1024 4096]
        [--stream-lens 16 256 1024 4096] [--repeats 3] [--stream-repeats 21] [--budget 60] [--plot efficiency.png]
-       [--min-idle 0.9] [--max-wait 1200] [--max-others 0.1] [--retries 2]
+       [--min-idle 0.9] [--max-wait 1200] [--max-others 0.1] [--retries 2] [--default-malloc]
 """
 
 import argparse
@@ -55,7 +59,7 @@ import time
 import torch
 import transformers
 from baselines import TEMPORAL_MODELS, build_slot_model, cache_state_bytes, new_cache
-from measure import PeakAnonymousMemory, available_memory_bytes, environment_line
+from measure import PeakAnonymousMemory, available_memory_bytes, environment_line, keep_freed_memory
 from torch import nn
 
 from slotssm_hf import SlotSSMConfig
@@ -399,11 +403,14 @@ def parse_args():
         help="a row during which other processes used more than this share of the CPUs is measured again",
     )  # fmt: skip
     parser.add_argument("--retries", type=int, default=2, help="at most this many re-measurements per row")
+    parser.add_argument("--default-malloc", action="store_true", help="keep glibc's allocation defaults")
     return parser.parse_args()
 
 
 def main():
     args = parse_args()
+    if not args.default_malloc:
+        keep_freed_memory()
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
     config = bench_config()

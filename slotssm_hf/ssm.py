@@ -63,14 +63,15 @@ def causal_conv1d(x, weight, bias, conv_state=None):
     (batch, time, channels) and the new conv state (batch, channels, d_conv).
     """
     d_conv = weight.shape[-1]
-    x = x.transpose(1, 2)
     if conv_state is None:
-        history = x.new_zeros(x.shape[0], x.shape[1], d_conv - 1)
+        history = x.new_zeros(x.shape[0], d_conv - 1, x.shape[2])
     else:
-        history = conv_state[..., 1:].to(x.dtype)
-    x = torch.cat([history, x], dim=-1)
-    out = F.conv1d(x, weight, bias, groups=x.shape[1])
-    return out.transpose(1, 2), x[..., -d_conv:]
+        history = conv_state[..., 1:].transpose(1, 2).to(x.dtype)
+    x = torch.cat([history, x], dim=1)
+    # As a channels-last 2-D convolution, the (batch, time, channels) layout is kept on both sides: transposing to
+    # (batch, channels, time) made every elementwise op after it, and their gradients, run on strided memory.
+    out = F.conv2d(x.transpose(1, 2)[:, :, None], weight[:, :, None], bias, groups=x.shape[2])
+    return out[:, :, 0].transpose(1, 2), x[:, -d_conv:].transpose(1, 2)
 
 
 def _scan_steps(u, delta, A, B, C, state, start: int, stop: int, y=None):

@@ -175,7 +175,10 @@ def assert_same_function(ours, reference, x, atol=1e-5):
     torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=0, atol=atol)
     reference_params = dict(reference.named_parameters())
     for name, param in ours.named_parameters():
-        torch.testing.assert_close(param.grad, reference_params[name].grad, rtol=1e-5, atol=atol, msg=name)
+        # A weight's gradient sums batch x time terms: float32 rounding grows with the largest entry.
+        expected = reference_params[name].grad
+        scale = max(1.0, expected.abs().max().item())
+        torch.testing.assert_close(param.grad, expected, rtol=1e-5, atol=atol * scale, msg=name)
 
 
 @pytest.mark.parametrize("seq_len", [1, 16, 70, 300])
