@@ -92,7 +92,8 @@ class BallColorModel(nn.Module):
         Returns logits (batch, frames, balls, NUM_COLORS + 1): each ball's earliest colour so far, or NOT_FLASHED."""
         batch, frames = pixel_values_videos.shape[:2]
         tokens = self.slotssm.encoder(pixel_values_videos.flatten(0, 1)).unflatten(0, (batch, frames))
-        initial = torch.cat([self.ball_slots(sincos_features(ball_centers)), self.background_slot.expand(batch, -1, -1)], 1)
+        ball_slots = self.ball_slots(sincos_features(ball_centers))
+        initial = torch.cat([ball_slots, self.background_slot.expand(batch, -1, -1)], dim=1)
         slots = initial[:, None].expand(-1, frames, -1, -1)
         for layer in self.slotssm.layers:
             slots, _ = layer(slots, tokens)
@@ -154,7 +155,9 @@ def accuracy(model, split: dict, batch_size: int) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=64, help="context frames per clip (default 64)")
-    parser.add_argument("--steps", type=int, default=20000, help="at most this many steps (--max-minutes usually ends it first)")
+    parser.add_argument(
+        "--steps", type=int, default=20000, help="at most this many steps (--max-minutes usually ends it first)"
+    )
     parser.add_argument("--start-frames", type=int, default=4, help="clip length the curriculum starts from")
     parser.add_argument(
         "--advance-loss", type=float, default=0.1, help="double the clip length when the mean loss drops below this"
@@ -182,7 +185,8 @@ def main():
         f"frames of {IMAGE_SIZE} px; {args.train_videos} training / {args.test_videos} held-out videos; "
         f"{sum(p.numel() for p in model.parameters()) / 1e3:.0f}k parameters, {torch.get_num_threads()} threads"
     )
-    print(f"held-out per-ball colour accuracy before training: {accuracy(model, test, args.batch_size):.3f}", flush=True)
+    before = accuracy(model, test, args.batch_size)
+    print(f"held-out per-ball colour accuracy before training: {before:.3f}", flush=True)
 
     generator = torch.Generator().manual_seed(args.seed)
     start, step, losses, length = time.perf_counter(), 0, [], min(args.start_frames, args.frames)
@@ -198,7 +202,8 @@ def main():
         losses.append(loss.item())
         if step % 50 == 0:
             mean_loss, losses = np.mean(losses), []
-            print(f"step {step}: {length} frames, loss {mean_loss:.3f}, {time.perf_counter() - start:.0f} s", flush=True)
+            seconds = time.perf_counter() - start
+            print(f"step {step}: {length} frames, loss {mean_loss:.3f}, {seconds:.0f} s", flush=True)
             if mean_loss < args.advance_loss and length < args.frames:
                 length = min(2 * length, args.frames)
     minutes = (time.perf_counter() - start) / 60

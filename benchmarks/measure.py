@@ -46,6 +46,11 @@ class PeakAnonymousMemory:
             self._peak = max(self._peak, self._anonymous_bytes())
 
 
+# mallopt options (glibc's M_* constants) and the values `keep_freed_memory` gives them.
+KEPT_MEMORY_OPTIONS = {"M_MMAP_MAX": (-4, 0), "M_TRIM_THRESHOLD": (-1, 2**30), "M_TOP_PAD": (-2, 2**28)}
+malloc_settings = []  # what `keep_freed_memory` set, for `environment_line`
+
+
 def keep_freed_memory():
     """Have glibc's malloc serve every allocation from its heap and keep freed memory there for reuse.
 
@@ -54,15 +59,10 @@ def keep_freed_memory():
     long sequences, so the default makes step time jump there; a caching allocator (PyTorch's on CUDA, or jemalloc /
     tcmalloc preloaded) has no such cost. Must run before the large allocations; recorded in `environment_line`.
     """
-    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_MAX = -1, -2, -4
-    for option, value in ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**30), (M_TOP_PAD, 2**28)):
+    for name, (option, value) in KEPT_MEMORY_OPTIONS.items():
         if LIBC.mallopt(option, value) != 1:
-            raise RuntimeError(f"mallopt({option}, {value}) failed: is this glibc?")
-    global MALLOC_SETTINGS
-    MALLOC_SETTINGS = "mallopt M_MMAP_MAX=0 M_TRIM_THRESHOLD=1 GiB M_TOP_PAD=256 MiB"
-
-
-MALLOC_SETTINGS = None
+            raise RuntimeError(f"mallopt({name}, {value}) failed: is this glibc?")
+        malloc_settings.append(f"mallopt {name}={value}")
 
 
 def available_memory_bytes() -> int:
@@ -77,9 +77,9 @@ def environment_line() -> str:
     import torch
     import transformers
 
-    malloc = [f"{key}={value}" for key, value in sorted(os.environ.items()) if key.startswith(("MALLOC", "GLIBC_TUNABLES"))]
-    if MALLOC_SETTINGS:
-        malloc.append(MALLOC_SETTINGS)
+    environment = sorted(os.environ.items())
+    malloc = [f"{key}={value}" for key, value in environment if key.startswith(("MALLOC", "GLIBC_TUNABLES"))]
+    malloc += malloc_settings
     return (
         f"python {sys.version.split()[0]}, torch {torch.__version__}, transformers {transformers.__version__}, "
         f"threads {torch.get_num_threads()}, cpus {os.cpu_count()}, malloc: {' '.join(malloc) or 'defaults'}"

@@ -194,9 +194,8 @@ class SlotSSMVideoProcessor(BaseVideoProcessor):
         seeds = np.random.randint(0, 2**31, size=len(videos))
         with ThreadPoolExecutor(max_workers=min(len(videos), os.cpu_count() or 1)) as pool:
             results = list(pool.map(process, range(len(videos)), videos, seeds))
-        batch = BatchFeature(
-            data={"pixel_values_videos": [pixels for pixels, _ in results]}, tensor_type=kwargs.get("return_tensors", "pt")
-        )
+        pixel_values = [pixels for pixels, _ in results]
+        batch = BatchFeature({"pixel_values_videos": pixel_values}, tensor_type=kwargs.get("return_tensors", "pt"))
         batch["padded_frames"] = torch.tensor([info.padded_frames for _, info in results])
         if kwargs.get("return_metadata"):
             batch["video_metadata"] = [info for _, info in results]
