@@ -2,12 +2,14 @@
 VideoMAE video processor, on the same files and settings.
 
 Settings for both: 16-frame clips, short-side bicubic resize to 128, centre crop 128, rescale, ImageNet mean/std,
-float32 output (batch, 16, 3, 128, 128). The files are written first (H.264, yuv420p, 25 fps) at two sizes
-(320x240 and 640x480) and 128 frames each. transformers' video processors decode files with torchcodec only,
+float32 output (batch, 16, 3, 128, 128). The files are written first (H.264, yuv420p, 25 fps, x264's default
+keyframe placement: at most 250 frames apart, more at scene cuts): 128 frames each at 320x240 and 640x480, and
+1500 frames (a minute) at 320x240. transformers' video processors decode files with torchcodec only,
 which cannot load without system FFmpeg libraries here, so the baseline decodes with transformers' own PyAV
 reader (`transformers.video_utils.load_video(..., backend="pyav")`) and then runs `VideoMAEVideoProcessor` on the
-decoded frames: the pipeline a transformers user has on this machine. Two clip choices: the first 16 frames
-("start"), and 16 frames spread over the whole video ("uniform", which decodes every frame).
+decoded frames: the pipeline a transformers user has on this machine. Clip choices: the first 16 frames
+("start"), 16 frames spread over the whole video ("uniform"), and 16 consecutive frames from a random start
+("random", the training default; both pipelines get the same starts).
 
 Each cell is the median over `--repeats` passes over all files (one warm-up pass first), the two pipelines
 interleaved; the ratio is ours / transformers in frames per second. Goal: at least 2x.
@@ -31,8 +33,10 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.video_utils import load_video
 
 from slotssm_hf import SlotSSMVideoProcessor
+from slotssm_hf.video_processing_slotssm import clip_positions
 
 NUM_FRAMES = 16
+CASES = [(320, 240, 128, ["start", "uniform"]), (640, 480, 128, ["start", "uniform"]), (320, 240, 1500, ["uniform", "random"])]
 
 
 def write_file(path: Path, width: int, height: int, frames: int, seed: int):
@@ -50,12 +54,14 @@ def write_file(path: Path, width: int, height: int, frames: int, seed: int):
 
 
 def transformers_pipeline(processor, sampling):
-    def indices(metadata, **kwargs):
-        if sampling == "start":
-            return np.arange(NUM_FRAMES)
-        return np.linspace(0, metadata.total_num_frames - 1, NUM_FRAMES).round().astype(int)
+    def run(paths, seed):
+        # The clips ours takes for this seed: its per-video seeds are drawn in order from numpy's global generator.
+        video_seeds = iter(np.random.RandomState(seed).randint(0, 2**31, size=len(paths)))
 
-    def run(paths):
+        def indices(metadata, **kwargs):
+            rng = np.random.RandomState(next(video_seeds))
+            return clip_positions(metadata.total_num_frames, NUM_FRAMES, 1, sampling, rng)
+
         clips = [load_video(str(path), backend="pyav", sample_indices_fn=indices)[0] for path in paths]
         return processor(clips, return_tensors="pt")["pixel_values"]
 
@@ -63,7 +69,8 @@ def transformers_pipeline(processor, sampling):
 
 
 def ours_pipeline(processor, sampling):
-    def run(paths):
+    def run(paths, seed):
+        np.random.seed(seed)
         return processor([str(path) for path in paths], sampling=sampling)["pixel_values_videos"]
 
     return run
@@ -87,28 +94,28 @@ def main():
         image_std=IMAGENET_DEFAULT_STD,
     )
     print(environment_line())
-    print(f"{args.files} H.264 files of 128 frames per size; {NUM_FRAMES}-frame clips; median of {args.repeats} passes")
-    header = f"{'frame size':>10}  {'clip':>7}  {'ours frames/s':>13}  {'transformers frames/s':>21}  {'ours / transformers':>19}  {'max |diff|':>10}"
+    print(f"{args.files} H.264 files per row; {NUM_FRAMES}-frame clips; median of {args.repeats} passes")
+    header = f"{'frame size':>10}  {'frames':>6}  {'clip':>7}  {'ours frames/s':>13}  {'transformers frames/s':>21}  {'ours / transformers':>19}  {'max |diff|':>10}"
     print(header)
     print("-" * len(header))
     with tempfile.TemporaryDirectory() as folder:
-        for width, height in [(320, 240), (640, 480)]:
-            paths = [Path(folder) / f"{width}x{height}-{i}.mp4" for i in range(args.files)]
+        for width, height, frames, samplings in CASES:
+            paths = [Path(folder) / f"{width}x{height}-{frames}-{i}.mp4" for i in range(args.files)]
             for seed, path in enumerate(paths):
-                write_file(path, width, height, 128, seed)
-            for sampling in ["start", "uniform"]:
+                write_file(path, width, height, frames, seed)
+            for sampling in samplings:
                 pipelines = {"ours": ours_pipeline(ours, sampling), "hf": transformers_pipeline(videomae, sampling)}
-                outputs = {name: run(paths) for name, run in pipelines.items()}  # warm-up, and the same result
+                outputs = {name: run(paths, 0) for name, run in pipelines.items()}  # warm-up, and the same result
                 difference = (outputs["ours"] - outputs["hf"]).abs().max().item()
                 times = {name: [] for name in pipelines}
-                for _ in range(args.repeats):
+                for seed in range(1, args.repeats + 1):
                     for name, run in pipelines.items():
                         start = time.perf_counter()
-                        run(paths)
+                        run(paths, seed)
                         times[name].append(time.perf_counter() - start)
                 rate = {name: args.files * NUM_FRAMES / statistics.median(t) for name, t in times.items()}
                 print(
-                    f"{f'{width}x{height}':>10}  {sampling:>7}  {rate['ours']:>13.0f}  {rate['hf']:>21.0f}  "
+                    f"{f'{width}x{height}':>10}  {frames:>6}  {sampling:>7}  {rate['ours']:>13.0f}  {rate['hf']:>21.0f}  "
                     f"{rate['ours'] / rate['hf']:>18.2f}x  {difference:>10.3g}",
                     flush=True,
                 )

@@ -1,5 +1,6 @@
 """SlotSSM video processor: video files, arrays or frame lists -> `pixel_values_videos` (batch, frames, 3, H, W)."""
 
+import bisect
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -48,29 +49,83 @@ def clip_metadata(positions: np.ndarray, total_frames: int, fps: float | None, b
     return metadata
 
 
-def decode_with_pyav(path: str, positions_for) -> tuple[np.ndarray, VideoMetadata]:
-    """Decode the frames at `positions_for(total_frames, fps)` with PyAV, stopping after the last one needed.
-    Returns the clip's frames, uint8 (T, H, W, 3), and its metadata."""
-    import av
-    from av.video.reformatter import VideoReformatter
+# Codecs whose packets each hold one shown frame, so that the packets' timestamps, sorted, number the frames.
+FRAME_PER_PACKET_CODECS = ("h264", "hevc", "vp9", "av1")
 
-    # One converter for the whole clip: each frame's own would set up a new libswscale context, which costs
-    # several times the conversion itself.
-    to_rgb = VideoReformatter()
-    with av.open(path) as container:
-        if not container.streams.video:
-            raise ValueError("it holds no video stream")
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate) if stream.average_rate else None
-        # Containers without a frame count (some webm / gif) are decoded whole to learn their length.
-        positions = positions_for(stream.frames, fps) if stream.frames > 0 else None
-        wanted = None if positions is None else set(np.minimum(positions, stream.frames - 1).tolist())
-        kept, last = {}, -1
-        for last, frame in enumerate(container.decode(stream)):
-            if wanted is None or last in wanted:
-                kept[last] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
-            if wanted is not None and last == max(wanted):
+
+def seek_segments(targets: list[int], keyframes: list[int]) -> list[tuple[int, list[int]]]:
+    """Split the sorted frame numbers `targets` into runs, each decoded from one keyframe: a run starts afresh at
+    the last keyframe before its first target when that keyframe comes after the previous target, so the frames
+    in between are never decoded. `keyframes`: sorted numbers of the frames decoding can start from, 0 first."""
+    segments = []
+    for target in targets:
+        start = keyframes[bisect.bisect_right(keyframes, target) - 1]
+        if segments and start <= segments[-1][1][-1]:
+            segments[-1][1].append(target)
+        else:
+            segments.append((start, [target]))
+    return segments
+
+
+def frame_table(container, stream) -> tuple[list[int], list[int]] | None:
+    """The timestamps of a stream's frames in display order and the numbers of its keyframes, read from its
+    packets without decoding; None when the packets cannot number the frames."""
+    packets = [(packet.pts, packet.is_keyframe) for packet in container.demux(stream) if packet.size]
+    if not packets or any(pts is None for pts, _ in packets):
+        return None
+    packets.sort()
+    timestamps = [pts for pts, _ in packets]
+    keyframes = [number for number, (_, keyframe) in enumerate(packets) if keyframe]
+    if len(set(timestamps)) < len(timestamps) or not keyframes or keyframes[0] != 0:
+        return None
+    return timestamps, keyframes
+
+
+def decode_from_keyframes(container, stream, positions_for) -> tuple[np.ndarray, VideoMetadata] | None:
+    """Decode a clip seeking to a keyframe wherever that skips frames. None when the packets cannot number the
+    frames, or the decoder does not return the frames they announce (e.g. a packet without a frame)."""
+    table = frame_table(container, stream)
+    if table is None:
+        return None
+    timestamps, keyframes = table
+    fps = float(stream.average_rate) if stream.average_rate else None
+    metadata = clip_metadata(positions_for(len(timestamps), fps), len(timestamps), fps, "pyav")
+    wanted = set(metadata.frames_indices)
+    number = {pts: i for i, pts in enumerate(timestamps)}
+    to_rgb, kept = rgb_converter(), {}
+    for start, targets in seek_segments(sorted(wanted), keyframes):
+        container.seek(timestamps[start], stream=stream)
+        expected = start
+        for frame in container.decode(stream):
+            i = number.get(frame.pts)
+            if i is None:
+                return None
+            if i < start:  # shown before the keyframe, decoded without what it refers to: not ours
+                continue
+            if i != expected:
+                return None
+            if i in wanted:
+                kept[i] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
+            if i == targets[-1]:
                 break
+            expected += 1
+        if targets[-1] not in kept:
+            return None
+    return np.stack([kept[i] for i in metadata.frames_indices]), metadata
+
+
+def decode_in_order(container, stream, positions_for) -> tuple[np.ndarray, VideoMetadata]:
+    """Decode a clip from the first frame on, stopping after the last one needed."""
+    fps = float(stream.average_rate) if stream.average_rate else None
+    # Containers without a frame count (some webm / gif) are decoded whole to learn their length.
+    positions = positions_for(stream.frames, fps) if stream.frames > 0 else None
+    wanted = None if positions is None else set(np.minimum(positions, stream.frames - 1).tolist())
+    to_rgb, kept, last = rgb_converter(), {}, -1
+    for last, frame in enumerate(container.decode(stream)):
+        if wanted is None or last in wanted:
+            kept[last] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
+        if wanted is not None and last == max(wanted):
+            break
     if last < 0:
         raise ValueError("it holds no video frames")
     # The frame count may be missing or overstated: the frames decoded are the truth.
@@ -79,6 +134,37 @@ def decode_with_pyav(path: str, positions_for) -> tuple[np.ndarray, VideoMetadat
         positions = positions_for(total, fps)
     metadata = clip_metadata(positions, total, fps, "pyav")
     return np.stack([kept[i] for i in metadata.frames_indices]), metadata
+
+
+def rgb_converter():
+    """One converter for a whole clip: each frame's own would set up a new libswscale context, which costs
+    several times the conversion itself."""
+    from av.video.reformatter import VideoReformatter
+
+    return VideoReformatter()
+
+
+def decode_with_pyav(path: str, positions_for, threads: int = 0) -> tuple[np.ndarray, VideoMetadata]:
+    """Decode the frames at `positions_for(total_frames, fps)` with PyAV; `threads`: libavcodec's threads for the
+    file (0: its own choice). Returns the clip's frames, uint8 (T, H, W, 3), and its metadata."""
+    import av
+
+    def video_stream(container):
+        if not container.streams.video:
+            raise ValueError("it holds no video stream")
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = threads
+        return stream
+
+    with av.open(path) as container:
+        stream = video_stream(container)
+        if stream.codec_context.codec.canonical_name not in FRAME_PER_PACKET_CODECS:
+            return decode_in_order(container, stream, positions_for)
+        clip = decode_from_keyframes(container, stream, positions_for)
+    if clip is not None:
+        return clip
+    with av.open(path) as container:  # the packets did not number the frames: start again, in order
+        return decode_in_order(container, video_stream(container), positions_for)
 
 
 def read_with_transformers(path: str, backend: str, positions_for) -> tuple[np.ndarray, VideoMetadata]:
@@ -183,16 +269,21 @@ class SlotSSMVideoProcessor(BaseVideoProcessor):
         for unused in ("data_format", "return_tensors", "return_metadata", "video_metadata", "device"):
             transforms.pop(unused, None)
 
+        videos = as_video_list(videos)
+        cores = os.cpu_count() or 1
+        # libavcodec's own threads only where the batch leaves cores idle: with a video per core they mostly
+        # wait, and cost CPU time the other videos' decoding needs.
+        decoder_threads = 1 if len(videos) >= cores else 0
+
         def process(position: int, video, seed: int) -> tuple[torch.Tensor, VideoMetadata]:
-            clip, info = self._read_video(position, video, seed, options)
+            clip, info = self._read_video(position, video, seed, options, decoder_threads)
             return self._preprocess(videos=[clip], **transforms)["pixel_values_videos"][0], info
 
-        videos = as_video_list(videos)
         # Each video is decoded and transformed on its own thread, so one video's decoding overlaps another's
         # tensor work (PyAV and torch release the GIL). One seed per video, drawn in order from the global
         # generator, keeps random clips reproducible under transformers' set_seed.
         seeds = np.random.randint(0, 2**31, size=len(videos))
-        with ThreadPoolExecutor(max_workers=min(len(videos), os.cpu_count() or 1)) as pool:
+        with ThreadPoolExecutor(max_workers=min(len(videos), cores)) as pool:
             results = list(pool.map(process, range(len(videos)), videos, seeds))
         pixel_values = [pixels for pixels, _ in results]
         batch = BatchFeature({"pixel_values_videos": pixel_values}, tensor_type=kwargs.get("return_tensors", "pt"))
@@ -201,7 +292,9 @@ class SlotSSMVideoProcessor(BaseVideoProcessor):
             batch["video_metadata"] = [info for _, info in results]
         return batch
 
-    def _read_video(self, position: int, video, seed: int, options: dict) -> tuple[torch.Tensor, VideoMetadata]:
+    def _read_video(
+        self, position: int, video, seed: int, options: dict, decoder_threads: int
+    ) -> tuple[torch.Tensor, VideoMetadata]:
         """Decode or convert one video to (T, 3, H, W) and take its clip: the sampled frames, padded."""
         rng = np.random.RandomState(seed)
 
@@ -213,7 +306,7 @@ class SlotSSMVideoProcessor(BaseVideoProcessor):
             return clip_positions(total, options["num_frames"], stride, options["sampling"], rng)
 
         if isinstance(video, (str, os.PathLike)):
-            frames, info = self._read_file(os.fspath(video), options["video_backend"], positions_for)
+            frames, info = self._read_file(os.fspath(video), options["video_backend"], positions_for, decoder_threads)
             clip = as_video_tensor(frames, os.fspath(video))
         else:
             frames = as_video_tensor(video, f"video {position}")
@@ -223,12 +316,12 @@ class SlotSSMVideoProcessor(BaseVideoProcessor):
         return clip, info
 
     @staticmethod
-    def _read_file(path: str, backend: str, positions_for) -> tuple[np.ndarray, VideoMetadata]:
+    def _read_file(path: str, backend: str, positions_for, decoder_threads: int) -> tuple[np.ndarray, VideoMetadata]:
         if not os.path.isfile(path):
             raise ValueError(f"video file not found: {path}")
         try:
             if backend == "pyav":
-                return decode_with_pyav(path, positions_for)
+                return decode_with_pyav(path, positions_for, decoder_threads)
             return read_with_transformers(path, backend, positions_for)
         except Exception as error:  # each decoder raises its own types for unreadable or corrupt files
             raise ValueError(f"could not decode video file {path} with {backend}: {error}") from error

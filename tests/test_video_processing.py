@@ -12,6 +12,7 @@ from PIL import Image
 from transformers import AutoVideoProcessor
 
 from slotssm_hf import SlotSSMVideoProcessor
+from slotssm_hf.video_processing_slotssm import decode_from_keyframes, decode_with_pyav, frame_table, seek_segments
 
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
@@ -30,13 +31,13 @@ def synthetic_frames(num_frames, height, width, seed=0):
     return np.stack(frames)
 
 
-def write_video(path, frames, codec="h264", fps=25):
+def write_video(path, frames, codec="h264", fps=25, options=None):
     if str(path).endswith(".gif"):
         images = [Image.fromarray(f) for f in frames]
         images[0].save(path, save_all=True, append_images=images[1:], duration=40, loop=0)
         return path
     with av.open(str(path), "w") as container:
-        stream = container.add_stream(codec, rate=fps)
+        stream = container.add_stream(codec, rate=fps, options=options or {})
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
         for frame in frames:
@@ -174,3 +175,98 @@ def test_corrupt_empty_and_wrong_inputs_name_the_problem(tmp_path):
         processor(np.zeros((4, 32, 32, 3), np.uint8), sampling="middle")
     with pytest.raises(ValueError, match="video_backend must be one of"):
         processor(np.zeros((4, 32, 32, 3), np.uint8), video_backend="opencv2")
+
+
+def test_seek_segments_start_afresh_exactly_where_a_keyframe_lets_frames_be_skipped():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        total = int(rng.integers(1, 60))
+        keyframes = sorted({0, *rng.choice(total, size=rng.integers(0, 8)).tolist()})
+        targets = sorted(set(rng.choice(total, size=rng.integers(1, 10)).tolist()))
+        segments = seek_segments(targets, keyframes)
+        assert [target for _, run in segments for target in run] == targets
+        assert all(start == max(k for k in keyframes if k <= run[0]) for start, run in segments)
+        firsts = {run[0] for _, run in segments}
+        for previous, target in zip(targets, targets[1:]):
+            assert (target in firsts) == any(previous < k <= target for k in keyframes)
+
+
+class CountingContainer:
+    """A PyAV container that counts the frames its decoder hands out, and can drop one of them."""
+
+    def __init__(self, container, drop=None):
+        self.container, self.drop, self.decoded = container, drop, 0
+
+    def demux(self, stream):
+        return self.container.demux(stream)
+
+    def seek(self, offset, stream):
+        self.container.seek(offset, stream=stream)
+
+    def decode(self, stream):
+        for frame in self.container.decode(stream):
+            self.decoded += 1
+            if self.decoded != self.drop:
+                yield frame
+
+
+def full_decode(path):
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+KEYFRAME_FILES = [  # keyframes every 8 frames; B-frames where the codec has them
+    ("closed.mp4", "libx264", {"x264-params": "keyint=8:min-keyint=8:scenecut=0:bframes=3"}),
+    ("open.mkv", "libx264", {"x264-params": "keyint=8:min-keyint=8:scenecut=0:bframes=3:open-gop=1"}),
+    ("vp9.webm", "libvpx-vp9", {"g": "8", "keyint_min": "8"}),
+    ("hevc.mp4", "libx265", {"x265-params": "keyint=8:min-keyint=8:scenecut=0:bframes=3:log-level=error"}),
+]
+
+
+@pytest.mark.parametrize("name,codec,options", KEYFRAME_FILES)
+def test_clips_decoded_from_keyframes_equal_a_full_decode_and_skip_frames(tmp_path, name, codec, options):
+    path = write_video(tmp_path / name, synthetic_frames(60, 64, 96), codec, options=options)
+    full = full_decode(path)
+    with av.open(str(path)) as container:
+        timestamps, keyframes = frame_table(container, container.streams.video[0])
+    assert len(timestamps) == len(full) == 60 and keyframes == list(range(0, 60, 8))
+    for positions in ([0, 1, 2], [5, 20, 21, 40, 59], np.linspace(0, 59, 8).round().astype(int), [33, 34, 35, 36]):
+        with av.open(str(path)) as container:
+            counting = CountingContainer(container)
+            clip, metadata = decode_from_keyframes(counting, container.streams.video[0], lambda *_: np.asarray(positions))
+        assert metadata.frames_indices == list(positions)
+        assert all(np.array_equal(frame, full[i]) for frame, i in zip(clip, positions, strict=True))
+        # Only the runs from each keyframe to its last target are decoded (an open GOP also shows up to 3
+        # B-frames from before each keyframe).
+        segments = seek_segments(sorted(set(positions)), keyframes)
+        needed = sum(run[-1] - start + 1 for start, run in segments)
+        assert needed <= counting.decoded <= needed + (3 * len(segments) if name == "open.mkv" else 0)
+        assert counting.decoded < positions[-1] + 1 or positions[-1] < 8
+
+
+def test_files_the_packets_cannot_number_are_decoded_in_order(tmp_path):
+    path = write_video(tmp_path / "gop.mp4", synthetic_frames(40, 64, 96), "libx264", options={"g": "8"})
+    with av.open(str(path)) as container:  # a packet without a frame: the numbering no longer holds
+        dropped = CountingContainer(container, drop=3)
+        assert decode_from_keyframes(dropped, container.streams.video[0], lambda *_: np.array([10, 30])) is None
+    # MPEG-TS: seeking lands past the keyframe asked for, so the clip is decoded from the first frame.
+    transport = write_video(tmp_path / "gop.ts", synthetic_frames(40, 64, 96), "libx264", options={"g": "8"})
+    for file in (path, transport):
+        clip, metadata = decode_with_pyav(str(file), lambda *_: np.array([3, 17, 30, 39]))
+        assert metadata.frames_indices == [3, 17, 30, 39]
+        assert all(np.array_equal(frame, full_decode(file)[i]) for frame, i in zip(clip, [3, 17, 30, 39]))
+
+
+@pytest.mark.parametrize("sampling", ["random", "uniform"])
+def test_files_with_keyframes_give_the_clip_of_their_decoded_frames(tmp_path, sampling):
+    name, codec, options = KEYFRAME_FILES[0]
+    path = write_video(tmp_path / name, synthetic_frames(60, 64, 96), codec, options=options)
+    processor = SlotSSMVideoProcessor(num_frames=6)
+    for seed in range(3):
+        np.random.seed(seed)
+        from_file = processor(str(path), sampling=sampling, return_metadata=True)
+        np.random.seed(seed)
+        from_array = processor(np.stack(full_decode(path)), sampling=sampling, return_metadata=True)
+        assert torch.equal(from_file["pixel_values_videos"], from_array["pixel_values_videos"])
+        indices = from_file["video_metadata"][0].frames_indices
+        assert indices == from_array["video_metadata"][0].frames_indices
