@@ -1,6 +1,7 @@
 """SlotSSM video processor: video files, arrays or frame lists -> `pixel_values_videos` (batch, frames, 3, H, W)."""
 
 import bisect
+import heapq
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -67,16 +68,35 @@ def seek_segments(targets: list[int], keyframes: list[int]) -> list[tuple[int, l
     return segments
 
 
-def frame_table(container, stream) -> tuple[list[int], list[int]] | None:
-    """The timestamps of a stream's frames in display order and the numbers of its keyframes, read from its
-    packets without decoding; None when the packets cannot number the frames."""
-    packets = [(packet.pts, packet.is_keyframe) for packet in container.demux(stream) if packet.size]
-    if not packets or any(pts is None for pts, _ in packets):
-        return None
-    packets.sort()
-    timestamps = [pts for pts, _ in packets]
-    keyframes = [number for number, (_, keyframe) in enumerate(packets) if keyframe]
+def frame_table(container, stream, last: int | None) -> tuple[list[int], list[int]] | None:
+    """The timestamps of a stream's frames in display order and the numbers of its keyframes, from its packets
+    (no decoding): up to frame `last`, or all of them when `last` is None. None when the packets cannot number
+    the frames."""
+    timestamps, keyframes, pending = [], [], []  # pending: a heap of (pts, keyframe) not numbered yet
+
+    def number(pts, keyframe):
+        if keyframe:
+            keyframes.append(len(timestamps))
+        timestamps.append(pts)
+
+    for packet in container.demux(stream):
+        if not packet.size:  # the demuxer's closing empty packet
+            continue
+        if packet.pts is None:
+            return None
+        heapq.heappush(pending, (packet.pts, packet.is_keyframe))
+        # Later packets are decoded later, so none is shown before this one's decoding time: every frame shown
+        # up to then has been read, and can be numbered.
+        while pending and packet.dts is not None and pending[0][0] <= packet.dts:
+            number(*heapq.heappop(pending))
+        if last is not None and len(timestamps) > last:
+            break
+    else:
+        for pts, keyframe in sorted(pending):
+            number(pts, keyframe)
     if len(set(timestamps)) < len(timestamps) or not keyframes or keyframes[0] != 0:
+        return None
+    if last is not None and len(timestamps) <= last:  # fewer frames than the container said
         return None
     return timestamps, keyframes
 
@@ -84,12 +104,17 @@ def frame_table(container, stream) -> tuple[list[int], list[int]] | None:
 def decode_from_keyframes(container, stream, positions_for) -> tuple[np.ndarray, VideoMetadata] | None:
     """Decode a clip seeking to a keyframe wherever that skips frames. None when the packets cannot number the
     frames, or the decoder does not return the frames they announce (e.g. a packet without a frame)."""
-    table = frame_table(container, stream)
+    fps = float(stream.average_rate) if stream.average_rate else None
+    if stream.frames > 0:  # packets are read only as far as the clip's last frame
+        metadata = clip_metadata(positions_for(stream.frames, fps), stream.frames, fps, "pyav")
+        table = frame_table(container, stream, max(metadata.frames_indices))
+    else:  # some webm: the packets tell the length, without decoding the whole file
+        table = frame_table(container, stream, None)
+        if table is not None:
+            metadata = clip_metadata(positions_for(len(table[0]), fps), len(table[0]), fps, "pyav")
     if table is None:
         return None
     timestamps, keyframes = table
-    fps = float(stream.average_rate) if stream.average_rate else None
-    metadata = clip_metadata(positions_for(len(timestamps), fps), len(timestamps), fps, "pyav")
     wanted = set(metadata.frames_indices)
     number = {pts: i for i, pts in enumerate(timestamps)}
     to_rgb, kept = rgb_converter(), {}
