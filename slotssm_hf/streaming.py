@@ -6,17 +6,18 @@ from collections.abc import Iterator
 
 import torch
 
-from .video_processing_slotssm import SlotSSMVideoProcessor
+from .video_processing_slotssm import SlotSSMVideoProcessor, rgb_converter
 
 
 def iter_video_frames(path) -> Iterator:
     """The frames of a video file, decoded one at a time with PyAV, as uint8 (H, W, 3) arrays."""
     import av
 
+    to_rgb = rgb_converter()
     with av.open(os.fspath(path)) as container:
         stream = container.streams.video[0]
         for frame in container.decode(stream):
-            yield frame.to_ndarray(format="rgb24")
+            yield to_rgb.reformat(frame, format="rgb24").to_ndarray()
 
 
 @torch.no_grad()
