@@ -14,7 +14,7 @@ decoded frames: the pipeline a transformers user has on this machine. Clip choic
 Each cell is the median over `--repeats` passes over all files (one warm-up pass first), the two pipelines
 interleaved; the ratio is ours / transformers in frames per second. Goal: at least 2x.
 
-Usage: python benchmarks/bench_processor.py [--threads 2] [--files 8] [--repeats 3]
+Usage: python benchmarks/bench_processor.py [--threads 2] [--files 8] [--repeats 5]
 """
 
 import argparse
@@ -80,7 +80,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--files", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()

@@ -276,3 +276,18 @@ def test_files_with_keyframes_give_the_clip_of_their_decoded_frames(tmp_path, sa
         assert torch.equal(from_file["pixel_values_videos"], from_array["pixel_values_videos"])
         indices = from_file["video_metadata"][0].frames_indices
         assert indices == from_array["video_metadata"][0].frames_indices
+
+
+def _process_in_worker(path):
+    return SlotSSMVideoProcessor()(path)["pixel_values_videos"]
+
+
+@pytest.mark.timeout(120)
+def test_processor_runs_in_forked_dataloader_workers_after_use_in_the_parent(tmp_path):
+    path = str(write_video(tmp_path / "clip.mp4", synthetic_frames(20, 64, 64)))
+    expected = SlotSSMVideoProcessor()(path)["pixel_values_videos"]  # the parent's decoding threads now exist
+    loader = torch.utils.data.DataLoader(
+        [path, path], batch_size=None, num_workers=2, multiprocessing_context="fork", collate_fn=_process_in_worker
+    )
+    results = list(loader)
+    assert len(results) == 2 and all(torch.equal(result, expected) for result in results)
