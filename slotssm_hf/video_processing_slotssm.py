@@ -56,8 +56,8 @@ FRAME_PER_PACKET_CODECS = ("h264", "hevc", "vp9", "av1")
 
 
 def seek_segments(targets: list[int], keyframes: list[int]) -> list[tuple[int, list[int]]]:
-    """Split the sorted frame numbers `targets` into runs, each decoded from one keyframe: a run starts afresh at
-    the last keyframe before its first target when that keyframe comes after the previous target, so the frames
+    """Split the sorted frame numbers `targets` into runs, each decoded from one keyframe: a target starts a new
+    run, from the last keyframe at or before it, when that keyframe comes after the previous target, so the frames
     in between are never decoded. `keyframes`: sorted numbers of the frames decoding can start from, 0 first."""
     segments = []
     for target in targets:
