@@ -53,6 +53,8 @@ def clip_metadata(positions: np.ndarray, total_frames: int, fps: float | None, b
 
 # Codecs whose packets each hold one shown frame, so that the packets' timestamps, sorted, number the frames.
 FRAME_PER_PACKET_CODECS = ("h264", "hevc", "vp9", "av1")
+# Decoders that read `skip_frame` anew for every packet (libdav1d reads it once, when opened).
+PER_PACKET_SKIP_DECODERS = ("h264", "hevc", "vp9")
 
 
 def seek_segments(targets: list[int], keyframes: list[int]) -> list[tuple[int, list[int]]]:
@@ -102,9 +104,19 @@ def frame_table(container, stream, last: int | None) -> tuple[list[int], list[in
     return timestamps, keyframes
 
 
+def decode_packets(container, stream, needed=None):
+    """The frames of `stream` from the container's position on, as `container.decode(stream)` gives them; with
+    `needed(pts)`, a packet whose frame is not needed is decoded only if other frames refer to it."""
+    for packet in container.demux(stream):
+        if needed is not None:
+            stream.codec_context.skip_frame = "DEFAULT" if needed(packet.pts) else "NONREF"
+        yield from packet.decode()
+
+
 def decode_from_keyframes(container, stream, positions_for) -> tuple[np.ndarray, VideoMetadata] | None:
-    """Decode a clip seeking to a keyframe wherever that skips frames. None when the packets cannot number the
-    frames, or the decoder does not return the frames they announce (e.g. a packet without a frame)."""
+    """Decode a clip seeking to a keyframe wherever that skips frames, and (where the decoder allows) not decoding
+    the frames that are neither wanted nor referred to by others. None when the packets cannot number the frames,
+    or the decoder does not return the frames they announce (e.g. a packet without a frame)."""
     fps = float(stream.average_rate) if stream.average_rate else None
     if stream.frames > 0:  # packets are read only as far as the clip's last frame
         metadata = clip_metadata(positions_for(stream.frames, fps), stream.frames, fps, "pyav")
@@ -118,23 +130,24 @@ def decode_from_keyframes(container, stream, positions_for) -> tuple[np.ndarray,
     timestamps, keyframes = table
     wanted = set(metadata.frames_indices)
     number = {pts: i for i, pts in enumerate(timestamps)}
+    skipping = stream.codec_context.codec.name in PER_PACKET_SKIP_DECODERS
     to_rgb, kept = rgb_converter(), {}
     for start, targets in seek_segments(sorted(wanted), keyframes):
         container.seek(timestamps[start], stream=stream)
-        expected = start
-        for frame in container.decode(stream):
+        expected = start  # the next frame to come; only unwanted ones may be missing
+        for frame in decode_packets(container, stream, (lambda pts: number.get(pts) in wanted) if skipping else None):
             i = number.get(frame.pts)
             if i is None:
                 return None
             if i < start:  # shown before the keyframe, decoded without what it refers to: not ours
                 continue
-            if i != expected:
+            if i < expected or wanted.intersection(range(expected, i)):
                 return None
             if i in wanted:
                 kept[i] = to_rgb.reformat(frame, format="rgb24").to_ndarray()
             if i == targets[-1]:
                 break
-            expected += 1
+            expected = i + 1
         if targets[-1] not in kept:
             return None
     return np.stack([kept[i] for i in metadata.frames_indices]), metadata

@@ -3,15 +3,17 @@
 
 import json
 import os
+from types import SimpleNamespace
 
 import av
 import numpy as np
 import pytest
 import torch
+from av.video.frame import PictureType
 from PIL import Image
 from transformers import AutoVideoProcessor
 
-from slotssm_hf import SlotSSMVideoProcessor
+from slotssm_hf import SlotSSMVideoProcessor, video_processing_slotssm
 from slotssm_hf.video_processing_slotssm import decode_from_keyframes, decode_with_pyav, frame_table, seek_segments
 
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
@@ -191,26 +193,32 @@ def test_seek_segments_start_afresh_exactly_where_a_keyframe_lets_frames_be_skip
             assert (target in firsts) == any(previous < k <= target for k in keyframes)
 
 
-class CountingContainer:
-    """A PyAV container that counts the packets it reads and the frames its decoder hands out, and can drop one
-    of those frames."""
+class PacketCounter:
+    """A PyAV container, as far as `frame_table` uses one, that counts the packets read."""
 
-    def __init__(self, container, drop=None):
-        self.container, self.drop, self.read, self.decoded = container, drop, 0, 0
+    def __init__(self, container):
+        self.container, self.read = container, 0
 
     def demux(self, stream):
         for packet in self.container.demux(stream):
             self.read += 1
             yield packet
 
-    def seek(self, offset, stream):
-        self.container.seek(offset, stream=stream)
 
-    def decode(self, stream):
-        for frame in self.container.decode(stream):
-            self.decoded += 1
-            if self.decoded != self.drop:
+@pytest.fixture
+def decoder_spy(monkeypatch):
+    """Counts the frames the decoder hands out while clips are decoded from keyframes; can drop one of them."""
+    spy = SimpleNamespace(decoded=0, drop=None)
+    decode_packets = video_processing_slotssm.decode_packets
+
+    def counting(*args):
+        for frame in decode_packets(*args):
+            spy.decoded += 1
+            if spy.decoded != spy.drop:
                 yield frame
+
+    monkeypatch.setattr(video_processing_slotssm, "decode_packets", counting)
+    return spy
 
 
 def full_decode(path):
@@ -221,40 +229,50 @@ def full_decode(path):
 KEYFRAME_FILES = [  # keyframes every 8 frames; B-frames where the codec has them
     ("closed.mp4", "libx264", {"x264-params": "keyint=8:min-keyint=8:scenecut=0:bframes=3"}),
     ("open.mkv", "libx264", {"x264-params": "keyint=8:min-keyint=8:scenecut=0:bframes=3:open-gop=1"}),
+    # a fixed I/P/B pattern whose B-frames no frame refers to
+    ("bframes.mp4", "libx264", {"x264-params": "keyint=8:min-keyint=8:scenecut=0:bframes=3:b-adapt=0:b-pyramid=none"}),
     ("vp9.webm", "libvpx-vp9", {"g": "8", "keyint_min": "8"}),
     ("hevc.mp4", "libx265", {"x265-params": "keyint=8:min-keyint=8:scenecut=0:bframes=3:log-level=error"}),
 ]
 
 
 @pytest.mark.parametrize("name,codec,options", KEYFRAME_FILES)
-def test_clips_decoded_from_keyframes_equal_a_full_decode_and_skip_frames(tmp_path, name, codec, options):
+def test_clips_decoded_from_keyframes_equal_a_full_decode_and_skip_frames(tmp_path, decoder_spy, name, codec, options):
     path = write_video(tmp_path / name, synthetic_frames(60, 64, 96), codec, options=options)
     full = full_decode(path)
+    with av.open(str(path)) as container:
+        b_frames = {i for i, frame in enumerate(container.decode(video=0)) if frame.pict_type == PictureType.B}
     with av.open(str(path)) as container:
         timestamps, keyframes = frame_table(container, container.streams.video[0], None)
     assert len(timestamps) == len(full) == 60 and keyframes == list(range(0, 60, 8))
     for positions in ([0, 1, 2], [5, 20, 21, 40, 59], np.linspace(0, 59, 8).round().astype(int), [33, 34, 35, 36]):
+        decoder_spy.decoded = 0
         with av.open(str(path)) as container:
-            counting = CountingContainer(container)
-            clip, metadata = decode_from_keyframes(counting, container.streams.video[0], lambda *_: np.asarray(positions))
+            clip, metadata = decode_from_keyframes(container, container.streams.video[0], lambda *_: np.asarray(positions))
         assert metadata.frames_indices == list(positions)
         assert all(np.array_equal(frame, full[i]) for frame, i in zip(clip, positions, strict=True))
-        # Only the runs from each keyframe to its last target are decoded (an open GOP also shows up to 3
-        # B-frames from before each keyframe).
+        # At most the runs from each keyframe to its last target are decoded (an open GOP also shows up to 3
+        # B-frames from before each keyframe); unwanted frames that no frame refers to are skipped.
         segments = seek_segments(sorted(set(positions)), keyframes)
         needed = sum(run[-1] - start + 1 for start, run in segments)
-        assert needed <= counting.decoded <= needed + (3 * len(segments) if name == "open.mkv" else 0)
-        assert counting.decoded < positions[-1] + 1 or positions[-1] < 8
-        # mp4 states its frame count, so packets are read only as far as the last frame wanted (and the few
-        # decoded before it is shown); these webm / mkv files are read whole to count their frames.
-        assert counting.read <= positions[-1] + 1 + 4 if name.endswith(".mp4") else counting.read >= 60
+        assert decoder_spy.decoded <= needed + (3 * len(segments) if name == "open.mkv" else 0)
+        if name == "bframes.mp4":
+            unwanted_b = {i for start, run in segments for i in range(start, run[-1]) if i not in run} & b_frames
+            assert decoder_spy.decoded == needed - len(unwanted_b)
+        assert decoder_spy.decoded < positions[-1] + 1 or positions[-1] < 8
+        if name.endswith(".mp4"):  # a stated frame count: packets are read only as far as the clip needs
+            with av.open(str(path)) as container:
+                counter = PacketCounter(container)
+                frame_table(counter, container.streams.video[0], positions[-1])
+            assert counter.read <= positions[-1] + 1 + 4  # and the few decoded before that frame is shown
 
 
-def test_files_the_packets_cannot_number_are_decoded_in_order(tmp_path):
+def test_files_the_packets_cannot_number_are_decoded_in_order(tmp_path, decoder_spy):
     path = write_video(tmp_path / "gop.mp4", synthetic_frames(40, 64, 96), "libx264", options={"g": "8"})
-    with av.open(str(path)) as container:  # a packet without a frame: the numbering no longer holds
-        dropped = CountingContainer(container, drop=3)
-        assert decode_from_keyframes(dropped, container.streams.video[0], lambda *_: np.array([10, 30])) is None
+    decoder_spy.drop = 3  # a packet without a frame: a wanted frame never comes, the numbering no longer holds
+    with av.open(str(path)) as container:
+        assert decode_from_keyframes(container, container.streams.video[0], lambda *_: np.arange(6)) is None
+    decoder_spy.drop = None
     # MPEG-TS: seeking lands past the keyframe asked for, so the clip is decoded from the first frame.
     transport = write_video(tmp_path / "gop.ts", synthetic_frames(40, 64, 96), "libx264", options={"g": "8"})
     for file in (path, transport):
