@@ -72,22 +72,29 @@ def seek_segments(targets: list[int], keyframes: list[int]) -> list[tuple[int, l
 
 
 def frame_table(container, stream, last: int | None) -> tuple[list[int], list[int]] | None:
-    """The timestamps of a stream's frames in display order and the numbers of its keyframes, from its packets
-    (no decoding): up to frame `last`, or all of them when `last` is None. None when the packets cannot number
-    the frames."""
-    timestamps, keyframes, pending = [], [], []  # pending: a heap of (pts, keyframe) not numbered yet
+    """The timestamps of a stream's frames in display order and the numbers of the frames decoding can start from,
+    from its packets (no decoding): up to frame `last`, or all of them when `last` is None. None when the packets
+    cannot number the frames. Packets the container marks discarded (before an edit list's start) are decoded but
+    never shown: they get no number, and a discarded keyframe makes the next shown frame a starting point."""
+    timestamps, keyframes, pending = [], [], []  # pending: a heap of (pts, keyframe, discarded) not numbered yet
+    carried_keyframe = False
 
-    def number(pts, keyframe):
-        if keyframe:
+    def number(pts, keyframe, discarded):
+        nonlocal carried_keyframe
+        if discarded:
+            carried_keyframe |= keyframe
+            return
+        if keyframe or carried_keyframe:
             keyframes.append(len(timestamps))
         timestamps.append(pts)
+        carried_keyframe = False
 
     for packet in container.demux(stream):
         if not packet.size:  # the demuxer's closing empty packet
             continue
         if packet.pts is None:
             return None
-        heapq.heappush(pending, (packet.pts, packet.is_keyframe))
+        heapq.heappush(pending, (packet.pts, packet.is_keyframe, packet.is_discard))
         # Later packets are decoded later, so none is shown before this one's decoding time: every frame shown
         # up to then has been read, and can be numbered.
         while pending and packet.dts is not None and pending[0][0] <= packet.dts:
@@ -95,8 +102,8 @@ def frame_table(container, stream, last: int | None) -> tuple[list[int], list[in
         if last is not None and len(timestamps) > last:
             break
     else:
-        for pts, keyframe in sorted(pending):
-            number(pts, keyframe)
+        for entry in sorted(pending):
+            number(*entry)
     if len(set(timestamps)) < len(timestamps) or not keyframes or keyframes[0] != 0:
         return None
     if last is not None and len(timestamps) <= last:  # fewer frames than the container said

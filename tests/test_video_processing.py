@@ -281,6 +281,28 @@ def test_files_the_packets_cannot_number_are_decoded_in_order(tmp_path, decoder_
         assert all(np.array_equal(frame, full_decode(file)[i]) for frame, i in zip(clip, [3, 17, 30, 39]))
 
 
+def test_frames_an_edit_list_hides_get_no_number(tmp_path):
+    # Frames timed before zero: the mp4 muxer writes an edit list that starts at zero, so the first packets are
+    # decoded but never shown, as in files cut without re-encoding.
+    path = tmp_path / "cut.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"g": "8"})
+        stream.height, stream.width, stream.pix_fmt = 64, 96, "yuv420p"
+        for t, pixels in enumerate(synthetic_frames(30, 64, 96)):
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts = t - 3
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    full = full_decode(path)
+    with av.open(str(path)) as container:
+        timestamps, keyframes = frame_table(container, container.streams.video[0], None)
+    assert len(timestamps) == len(full) < 30 and keyframes[0] == 0
+    for positions in ([0, 1, 2], [10, 11, 12], [5, 20], [len(full) - 1]):
+        with av.open(str(path)) as container:
+            clip, metadata = decode_from_keyframes(container, container.streams.video[0], lambda *_: np.array(positions))
+        assert all(np.array_equal(frame, full[i]) for frame, i in zip(clip, positions, strict=True))
+
+
 @pytest.mark.parametrize("sampling", ["random", "uniform"])
 def test_files_with_keyframes_give_the_clip_of_their_decoded_frames(tmp_path, sampling):
     name, codec, options = KEYFRAME_FILES[0]
