@@ -3,15 +3,15 @@ VideoMAE video processor, on the same files and settings.
 
 Settings for both: 16-frame clips, short-side bicubic resize to 128, centre crop 128, rescale, ImageNet mean/std,
 float32 output (batch, 16, 3, 128, 128). The files are written first (H.264, yuv420p, 25 fps, x264's default
-keyframe placement: at most 250 frames apart, more at scene cuts): 128 frames each at 320x240 and 640x480, and
-1500 frames (a minute) at 320x240. Two kinds of content over a moving gradient: "jumping", a block that jumps to a
-random place every frame (x264 codes nearly every frame as a P-frame), and "moving", discs on smooth paths (x264
-codes most frames as B-frames, as it does camera video); the table gives the share of B-frames. transformers' video processors decode files with torchcodec only,
-which cannot load without system FFmpeg libraries here, so the baseline decodes with transformers' own PyAV
-reader (`transformers.video_utils.load_video(..., backend="pyav")`) and then runs `VideoMAEVideoProcessor` on the
-decoded frames: the pipeline a transformers user has on this machine. Clip choices: the first 16 frames
-("start"), 16 frames spread over the whole video ("uniform"), and 16 consecutive frames from a random start
-("random", the training default; both pipelines get the same starts).
+keyframe placement: at most 250 frames apart, more at scene cuts): 128 frames each at 320x240 and 640x480, and 1500
+frames (a minute) at 320x240. Two kinds of content over a moving gradient: "jumping", a block that jumps to a random
+place every frame (x264 codes nearly every frame as a P-frame), and "moving", discs on smooth paths (x264 codes most
+frames as B-frames, as it does camera video); the table gives the share of B-frames. transformers' video processors
+decode files with torchcodec only, which cannot load without system FFmpeg libraries here, so the baseline decodes
+with transformers' own PyAV reader (`transformers.video_utils.load_video(..., backend="pyav")`) and then runs
+`VideoMAEVideoProcessor` on the decoded frames: the pipeline a transformers user has on this machine. Clip choices:
+the first 16 frames ("start"), 16 frames spread over the whole video ("uniform"), and 16 consecutive frames from a
+random start ("random", the training default; both pipelines get the same starts).
 
 Each cell is the median over `--repeats` passes over all files (one warm-up pass first), the two pipelines
 interleaved; the ratio is ours / transformers in frames per second. Goal: at least 2x.
@@ -138,8 +138,8 @@ def main():
                         times[name].append(time.perf_counter() - start)
                 rate = {name: args.files * NUM_FRAMES / statistics.median(t) for name, t in times.items()}
                 print(
-                    f"{f'{width}x{height}':>10}  {frames:>6}  {content:>7}  {b_frames:>8.0%}  {sampling:>7}  {rate['ours']:>13.0f}  {rate['hf']:>21.0f}  "
-                    f"{rate['ours'] / rate['hf']:>18.2f}x  {difference:>10.3g}",
+                    f"{f'{width}x{height}':>10}  {frames:>6}  {content:>7}  {b_frames:>8.0%}  {sampling:>7}  "
+                    f"{rate['ours']:>13.0f}  {rate['hf']:>21.0f}  {rate['ours'] / rate['hf']:>18.2f}x  {difference:>10.3g}",
                     flush=True,
                 )
 

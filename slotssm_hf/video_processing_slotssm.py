@@ -57,6 +57,10 @@ FRAME_PER_PACKET_CODECS = ("h264", "hevc", "vp9", "av1")
 PER_PACKET_SKIP_DECODERS = ("h264", "hevc", "vp9")
 
 
+def stream_fps(stream) -> float | None:
+    return float(stream.average_rate) if stream.average_rate else None
+
+
 def seek_segments(targets: list[int], keyframes: list[int]) -> list[tuple[int, list[int]]]:
     """Split the sorted frame numbers `targets` into runs, each decoded from one keyframe: a target starts a new
     run, from the last keyframe at or before it, when that keyframe comes after the previous target, so the frames
@@ -124,7 +128,7 @@ def decode_from_keyframes(container, stream, positions_for) -> tuple[np.ndarray,
     """Decode a clip seeking to a keyframe wherever that skips frames, and (where the decoder allows) not decoding
     the frames that are neither wanted nor referred to by others. None when the packets cannot number the frames,
     or the decoder does not return the frames they announce (e.g. a packet without a frame)."""
-    fps = float(stream.average_rate) if stream.average_rate else None
+    fps = stream_fps(stream)
     if stream.frames > 0:  # packets are read only as far as the clip's last frame
         metadata = clip_metadata(positions_for(stream.frames, fps), stream.frames, fps, "pyav")
         table = frame_table(container, stream, max(metadata.frames_indices))
@@ -162,7 +166,7 @@ def decode_from_keyframes(container, stream, positions_for) -> tuple[np.ndarray,
 
 def decode_in_order(container, stream, positions_for) -> tuple[np.ndarray, VideoMetadata]:
     """Decode a clip from the first frame on, stopping after the last one needed."""
-    fps = float(stream.average_rate) if stream.average_rate else None
+    fps = stream_fps(stream)
     # Containers without a frame count (some webm / gif) are decoded whole to learn their length.
     positions = positions_for(stream.frames, fps) if stream.frames > 0 else None
     wanted = None if positions is None else set(np.minimum(positions, stream.frames - 1).tolist())

@@ -48,10 +48,15 @@ def write_video(path, frames, codec="h264", fps=25, options=None):
     return path
 
 
-def decoded_frames(path):
-    """Every frame of a file as PIL images, decoded plainly (no threads, no early stop)."""
+def full_decode(path):
+    """Every frame of a file as uint8 (H, W, 3) arrays, decoded plainly (no threads, no seeking, no early stop)."""
     with av.open(str(path)) as container:
-        return [frame.to_image() for frame in container.decode(video=0)]
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def decoded_frames(path):
+    """Every frame of a file as PIL images."""
+    return [Image.fromarray(frame) for frame in full_decode(path)]
 
 
 def reference_clip(images, indices, short_side=128, crop=128):
@@ -221,11 +226,6 @@ def decoder_spy(monkeypatch):
     return spy
 
 
-def full_decode(path):
-    with av.open(str(path)) as container:
-        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
-
-
 KEYFRAME_FILES = [  # keyframes every 8 frames; B-frames where the codec has them
     ("closed.mp4", "libx264", {"x264-params": "keyint=8:min-keyint=8:scenecut=0:bframes=3"}),
     ("open.mkv", "libx264", {"x264-params": "keyint=8:min-keyint=8:scenecut=0:bframes=3:open-gop=1"}),
@@ -278,7 +278,8 @@ def test_files_the_packets_cannot_number_are_decoded_in_order(tmp_path, decoder_
     for file in (path, transport):
         clip, metadata = decode_with_pyav(str(file), lambda *_: np.array([3, 17, 30, 39]))
         assert metadata.frames_indices == [3, 17, 30, 39]
-        assert all(np.array_equal(frame, full_decode(file)[i]) for frame, i in zip(clip, [3, 17, 30, 39]))
+        full = full_decode(file)
+        assert all(np.array_equal(frame, full[i]) for frame, i in zip(clip, [3, 17, 30, 39]))
 
 
 def test_frames_an_edit_list_hides_get_no_number(tmp_path):
