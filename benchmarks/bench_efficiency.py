@@ -173,7 +173,7 @@ def training_step(model, inputs):
 
 
 def stream_step(model, frames, cache):
-    model(frames, cache_params=cache, use_cache=True)
+    model(frames, cache=cache, use_cache=True)
 
 
 def timed(call, *args) -> float:
@@ -208,7 +208,7 @@ def measure_streaming(models: dict, config, lens, repeats: int) -> dict:
     for frames in lens:
         for name, model in models.items():
             cache = caches[frames, name] = new_cache(config, name)
-            model(inputs[frames][:, :frames], cache_params=cache, use_cache=True)
+            model(inputs[frames][:, :frames], cache=cache, use_cache=True)
             state_bytes = cache_state_bytes(cache, config.num_hidden_layers)
             with PeakAnonymousMemory() as memory:
                 stream_step(model, inputs[frames][:, frames : frames + 1], cache)
@@ -417,7 +417,7 @@ def main():
     models = build_models(config)
     with torch.no_grad():  # first calls load code and allocate lazily; keep that out of the first row
         for name, model in models.items():
-            model(feature_maps(4, seed=0), cache_params=new_cache(config, name), use_cache=True)
+            model(feature_maps(4, seed=0), cache=new_cache(config, name), use_cache=True)
     for model in models.values():
         training_step(model, feature_maps(4, seed=0))
 

@@ -84,7 +84,7 @@ class SlotSSMConfig(PreTrainedConfig):
     num_dense_channels (`int`, defaults to 1): channels per pixel of the dense (depth) head.
     dense_loss (`"mse"` or `"scale_invariant"`, defaults to `"mse"`): loss of the dense head; the scale-invariant
         log loss (Eigen et al.) treats the head's output as log-depth and ignores pixels whose label is <= 0.
-    use_cache (`bool`, defaults to `False`): return `cache_params` (the recurrent state of every slot block) from
+    use_cache (`bool`, defaults to `False`): return `cache` (the recurrent state of every slot block) from
         forward passes, to continue a video frame by frame later.
 
     Example:

@@ -15,6 +15,7 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_slotssm import SlotSSMConfig
 from .ssm import GatedRMSNorm, Mamba1Mixer, Mamba2Mixer, MambaMixerBase, MambaState
@@ -293,9 +294,9 @@ class SlotSSMBlock(GradientCheckpointingLayer):
         else:
             self.mlp = None
 
-    def forward(self, slots, tokens, cache_params=None):
+    def forward(self, slots, tokens, cache=None):
         """slots (batch, frames, num_slots, dim); tokens (batch, frames, num_tokens, encoder_output_size);
-        cache_params: a cache whose layer `layer_idx` holds the SSM state after the frames seen so far, continued
+        cache: a cache whose layer `layer_idx` holds the SSM state after the frames seen so far, continued
         and updated in place. Returns the new slots and the cross-attention weights (batch, frames, heads,
         num_slots, num_tokens)."""
         batch, frames, num_slots, dim = slots.shape
@@ -305,7 +306,7 @@ class SlotSSMBlock(GradientCheckpointingLayer):
 
         # Slots fold into the batch: each follows its own trajectory through the shared SSM.
         per_slot = self.time_mixer_norm(slots.transpose(1, 2).reshape(batch * num_slots, frames, dim))
-        slots = slots + self.mix_time(per_slot, cache_params).view(batch, num_slots, frames, dim).transpose(1, 2)
+        slots = slots + self.mix_time(per_slot, cache).view(batch, num_slots, frames, dim).transpose(1, 2)
 
         per_frame = self.self_attention_norm(slots.flatten(0, 1))
         slots = slots + self.self_attention(per_frame)[0].view(batch, frames, num_slots, dim)
@@ -315,14 +316,14 @@ class SlotSSMBlock(GradientCheckpointingLayer):
             weights = weights.unflatten(0, (batch, frames))
         return slots, weights
 
-    def mix_time(self, per_slot, cache_params):
-        if cache_params is None:
+    def mix_time(self, per_slot, cache):
+        if cache is None:
             return self.time_mixer(per_slot)
-        conv_state = cache_params.get_conv_state(self.layer_idx)
-        state = None if conv_state is None else MambaState(conv_state, cache_params.get_recurrent_state(self.layer_idx))
+        conv_state = cache.get_conv_state(self.layer_idx)
+        state = None if conv_state is None else MambaState(conv_state, cache.get_recurrent_state(self.layer_idx))
         mixed, state = self.time_mixer(per_slot, state=state, return_state=True)
-        cache_params.update_conv_state(state.conv_state, self.layer_idx)
-        cache_params.update_recurrent_state(state.ssm_state, self.layer_idx)
+        cache.update_conv_state(state.conv_state, self.layer_idx)
+        cache.update_recurrent_state(state.ssm_state, self.layer_idx)
         return mixed
 
 
@@ -469,7 +470,7 @@ class SlotSSMModelOutput(ModelOutput):
     """
     last_hidden_state: slots after the last block, (batch, frames, num_slots, hidden_size).
     hidden_states: the initial slots and the slots after every block, each like `last_hidden_state`.
-    cache_params: with `use_cache=True`, the recurrent state of every slot block after the last frame; pass it
+    cache: with `use_cache=True`, the recurrent state of every slot block after the last frame; pass it
         back with the next frames to continue the video.
     attentions: per block, the cross-attention weights (batch, frames, heads, num_slots, num_tokens): which slot
         looks where (for inverted attention, each token's distribution over the slots).
@@ -478,7 +479,7 @@ class SlotSSMModelOutput(ModelOutput):
     """
 
     last_hidden_state: torch.FloatTensor | None = None
-    cache_params: DynamicCache | None = None
+    cache: DynamicCache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
     encoder_features: torch.FloatTensor | None = None
@@ -493,14 +494,14 @@ class SlotSSMReconstructionOutput(ModelOutput):
         (batch, frames, feature_size, grid, grid).
     masks: per-slot alpha masks (batch, frames, num_slots, 1, height, width), spatial-broadcast decoder only (when
         decoding features, the masks over the feature grid upsampled to frame size).
-    last_hidden_state, cache_params, hidden_states, attentions: as in `SlotSSMModelOutput`.
+    last_hidden_state, cache, hidden_states, attentions: as in `SlotSSMModelOutput`.
     """
 
     loss: torch.FloatTensor | None = None
     reconstruction: torch.FloatTensor | None = None
     masks: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
-    cache_params: DynamicCache | None = None
+    cache: DynamicCache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
@@ -524,12 +525,12 @@ class SlotSSMVideoClassifierOutput(ModelOutput):
     """
     loss: classification (or regression) loss, when `labels` are given.
     logits: (batch, num_labels).
-    cache_params, hidden_states, attentions: as in `SlotSSMModelOutput` (the slots are in `hidden_states`).
+    cache, hidden_states, attentions: as in `SlotSSMModelOutput` (the slots are in `hidden_states`).
     """
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
-    cache_params: DynamicCache | None = None
+    cache: DynamicCache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
@@ -540,14 +541,14 @@ class SlotSSMVideoPredictionOutput(ModelOutput):
     loss: mean squared error of the predicted next frames, when there is a next frame to compare with.
     predictions: (batch, frames, channels, height, width); entry t predicts frame t + 1 from the slots up to t.
     masks: per-slot alpha masks of the predictions, spatial-broadcast decoder only.
-    last_hidden_state, cache_params, hidden_states, attentions: as in `SlotSSMModelOutput`.
+    last_hidden_state, cache, hidden_states, attentions: as in `SlotSSMModelOutput`.
     """
 
     loss: torch.FloatTensor | None = None
     predictions: torch.FloatTensor | None = None
     masks: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
-    cache_params: DynamicCache | None = None
+    cache: DynamicCache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
@@ -559,14 +560,14 @@ class SlotSSMDepthEstimatorOutput(ModelOutput):
     predicted_depth: (batch, frames, num_dense_channels, height, width); with the scale-invariant loss, the
         exponential of the head's log-depth output.
     masks: per-slot alpha masks, spatial-broadcast decoder only.
-    last_hidden_state, cache_params, hidden_states, attentions: as in `SlotSSMModelOutput`.
+    last_hidden_state, cache, hidden_states, attentions: as in `SlotSSMModelOutput`.
     """
 
     loss: torch.FloatTensor | None = None
     predicted_depth: torch.FloatTensor | None = None
     masks: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
-    cache_params: DynamicCache | None = None
+    cache: DynamicCache | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
@@ -583,7 +584,7 @@ def scale_invariant_log_loss(log_prediction, target, variance_focus: float = 0.5
 
 class SlotSSMPreTrainedModel(PreTrainedModel):
     """Base of the SlotSSM family. Every task head runs `SlotSSMModel` (as `self.slotssm`) and passes it its
-    keyword arguments (`cache_params`, `use_cache`, `output_attentions`, `output_hidden_states`)."""
+    keyword arguments (`cache`, `use_cache`, `output_attentions`, `output_hidden_states`)."""
 
     config_class = SlotSSMConfig
     config: SlotSSMConfig
@@ -683,10 +684,11 @@ class SlotSSMModel(SlotSSMPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    @deprecate_kwarg("cache_params", version="5.40.0", new_name="cache")
     def forward(
         self,
         pixel_values_videos: torch.Tensor,
-        cache_params: DynamicCache | None = None,
+        cache: DynamicCache | None = None,
         use_cache: bool | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -696,16 +698,16 @@ class SlotSSMModel(SlotSSMPreTrainedModel):
         r"""
         pixel_values_videos (`torch.FloatTensor` of shape `(batch, frames, num_channels, image_size, image_size)`):
             Normalised frames, e.g. from `SlotSSMVideoProcessor`.
-        cache_params (`DynamicCache`, *optional*):
+        cache (`DynamicCache`, *optional*):
             The state after earlier frames of the same videos (from a previous call with `use_cache=True`): these
             frames continue them, and the cache is updated in place.
         use_cache (`bool`, *optional*):
-            Return `cache_params` (a new cache when none was passed), as transformers' Mamba2Model does.
+            Return `cache` (a new cache when none was passed), as transformers' Mamba2Model does.
         """
         check_pixel_values_videos(pixel_values_videos, self.config)
         use_cache = self.config.use_cache if use_cache is None else use_cache
-        if use_cache and cache_params is None:
-            cache_params = DynamicCache(config=self.config)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         output_hidden_states = (
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
@@ -720,14 +722,14 @@ class SlotSSMModel(SlotSSMPreTrainedModel):
         all_slots = (slots,) if output_hidden_states else None
         all_attentions = () if output_attentions else None
         for layer in self.layers:
-            slots, weights = layer(slots, tokens, cache_params)
+            slots, weights = layer(slots, tokens, cache)
             if output_hidden_states:
                 all_slots += (slots,)
             if output_attentions:
                 all_attentions += (weights,)
         output = SlotSSMModelOutput(
             last_hidden_state=slots,
-            cache_params=cache_params if use_cache else None,
+            cache=cache if use_cache else None,
             hidden_states=all_slots,
             attentions=all_attentions,
             encoder_features=None if features is None else features.unflatten(0, (batch, frames)),
@@ -750,6 +752,7 @@ class SlotSSMForVideoReconstruction(SlotSSMPreTrainedModel):
             self.decoder = build_decoder(config, config.num_channels)
         self.post_init()
 
+    @deprecate_kwarg("cache_params", version="5.40.0", new_name="cache")
     def forward(
         self,
         pixel_values_videos: torch.Tensor,
@@ -763,7 +766,7 @@ class SlotSSMForVideoReconstruction(SlotSSMPreTrainedModel):
         labels (`torch.FloatTensor` of the shape of `reconstruction`, *optional*):
             Target frames (or feature maps); the loss compares the reconstruction with the input frames (or the
             encoder's features) when None.
-        backbone_kwargs: `cache_params`, `use_cache`, `output_attentions`, `output_hidden_states`, as in
+        backbone_kwargs: `cache`, `use_cache`, `output_attentions`, `output_hidden_states`, as in
             `SlotSSMModel`.
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
@@ -790,7 +793,7 @@ class SlotSSMForVideoReconstruction(SlotSSMPreTrainedModel):
 
 def backbone_outputs(outputs: SlotSSMModelOutput) -> dict:
     """The backbone's outputs that every head passes on unchanged."""
-    return {"cache_params": outputs.cache_params, "hidden_states": outputs.hidden_states, "attentions": outputs.attentions}
+    return {"cache": outputs.cache, "hidden_states": outputs.hidden_states, "attentions": outputs.attentions}
 
 
 def check_labels(labels, expected_shape, what: str):
@@ -810,6 +813,7 @@ class SlotSSMForVideoClassification(SlotSSMPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    @deprecate_kwarg("cache_params", version="5.40.0", new_name="cache")
     def forward(
         self,
         pixel_values_videos: torch.Tensor,
@@ -845,6 +849,7 @@ class SlotSSMForVideoPrediction(SlotSSMPreTrainedModel):
         self.decoder = build_decoder(config, config.num_channels)
         self.post_init()
 
+    @deprecate_kwarg("cache_params", version="5.40.0", new_name="cache")
     def forward(
         self,
         pixel_values_videos: torch.Tensor,
@@ -884,7 +889,7 @@ class SlotSSMForVideoPrediction(SlotSSMPreTrainedModel):
         outputs = self(context, use_cache=True)
         frames = [outputs.predictions[:, -1:]]
         for _ in range(num_steps - 1):
-            outputs = self(frames[-1], cache_params=outputs.cache_params, use_cache=True)
+            outputs = self(frames[-1], cache=outputs.cache, use_cache=True)
             frames.append(outputs.predictions)
         return torch.cat(frames, dim=1)
 
@@ -899,6 +904,7 @@ class SlotSSMForVideoDepthEstimation(SlotSSMPreTrainedModel):
         self.decoder = build_decoder(config, config.num_dense_channels)
         self.post_init()
 
+    @deprecate_kwarg("cache_params", version="5.40.0", new_name="cache")
     def forward(
         self,
         pixel_values_videos: torch.Tensor,

@@ -37,8 +37,8 @@ def stream(model, video, processor: SlotSSMVideoProcessor | None = None, chunk_s
     cache = None
     while chunk := list(itertools.islice(frames, chunk_size)):
         pixel_values = processor(chunk, do_sample_frames=False)["pixel_values_videos"]
-        output = model(pixel_values.to(parameter.device, parameter.dtype), cache_params=cache, use_cache=True)
-        cache = output.cache_params
+        output = model(pixel_values.to(parameter.device, parameter.dtype), cache=cache, use_cache=True)
+        cache = output.cache
         yield output
 
 

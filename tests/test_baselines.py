@@ -18,8 +18,8 @@ def stream_in_pieces(model, config, frames, pieces, temporal_model):
     """Run `frames` (batch, T, ...) as consecutive (start, stop) pieces through one cache; the slots of every frame."""
     cache, outputs = new_cache(config, temporal_model), []
     for start, stop in pieces:
-        out = model(frames[:, start:stop], cache_params=cache, use_cache=True)
-        assert out.cache_params is cache
+        out = model(frames[:, start:stop], cache=cache, use_cache=True)
+        assert out.cache is cache
         outputs.append(out.last_hidden_state)
     return torch.cat(outputs, dim=1), cache
 
@@ -79,7 +79,7 @@ def test_transformer_cache_grows_by_a_frame_and_the_rnn_state_stays_constant():
         with torch.no_grad():
             _, cache = stream_in_pieces(model, config, frames, [(0, 2), (2, 3)], temporal_model)
             after_three = cache_state_bytes(cache, config.num_hidden_layers)
-            model(frames[:, 3:6], cache_params=cache, use_cache=True)
+            model(frames[:, 3:6], cache=cache, use_cache=True)
         sizes[temporal_model] = (after_three, cache_state_bytes(cache, config.num_hidden_layers))
     assert sizes["transformer"][1] == 2 * sizes["transformer"][0]
     assert sizes["rnn"][1] == sizes["rnn"][0] > 0

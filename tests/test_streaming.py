@@ -29,10 +29,10 @@ def test_prefix_then_single_frames_equals_full_pass(variant, prefix):
     with torch.no_grad():
         full = model(frames)
         out = model(frames[:, :prefix], use_cache=True)
-        cache, pieces = out.cache_params, [out]
+        cache, pieces = out.cache, [out]
         for t in range(prefix, 9):
-            out = model(frames[:, t : t + 1], cache_params=cache, use_cache=True)
-            assert out.cache_params is cache  # updated in place, never grown
+            out = model(frames[:, t : t + 1], cache=cache, use_cache=True)
+            assert out.cache is cache  # updated in place, never grown
             pieces.append(out)
     for field in ("last_hidden_state", "reconstruction", "masks"):
         if getattr(full, field) is not None:
@@ -48,8 +48,8 @@ def test_chunks_of_several_frames_continue_the_video():
         full = model(frames).last_hidden_state
         cache, pieces = None, []
         for start, stop in [(0, 3), (3, 4), (4, 9), (9, 11)]:
-            out = model(frames[:, start:stop], cache_params=cache, use_cache=True)
-            cache = out.cache_params
+            out = model(frames[:, start:stop], cache=cache, use_cache=True)
+            cache = out.cache
             pieces.append(out.last_hidden_state)
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-4, atol=1e-5)
 
@@ -58,8 +58,8 @@ def test_no_cache_is_returned_unless_asked():
     config = tiny_config()
     model = SlotSSMModel(config).eval()
     with torch.no_grad():
-        assert model(video(config)).cache_params is None
-        assert len(model(video(config), use_cache=True).cache_params.layers) == config.num_hidden_layers
+        assert model(video(config)).cache is None
+        assert len(model(video(config), use_cache=True).cache.layers) == config.num_hidden_layers
 
 
 def test_stream_over_a_file_matches_the_full_pass(tmp_path):
@@ -84,6 +84,6 @@ def test_stream_keeps_only_the_recurrent_state():
     frames = (np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(40))
     sizes = []
     for out in stream(model, frames, processor):
-        cache = out.cache_params
+        cache = out.cache
         sizes.append(sum(t.numel() for layer in cache.layers for t in [*layer.conv_states.values(), *layer.recurrent_states.values()]))
     assert len(sizes) == 40 and len(set(sizes)) == 1
