@@ -14,8 +14,11 @@ from transformers.activations import ACT2FN
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_slotssm import SlotSSMConfig
 from .ssm import GatedRMSNorm, Mamba1Mixer, Mamba2Mixer, MambaMixerBase, MambaState
@@ -63,23 +66,23 @@ def check_pixel_values_videos(pixel_values_videos, config: SlotSSMConfig):
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    """Softmax attention over the keys; query/key/value (batch, heads, length, head_dim)."""
-    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    """Softmax attention over the keys; query/key/value (*batch, heads, length, head_dim), any number of batch
+    dimensions. Returns the output (*batch, queries, heads, head_dim) and the weights (*batch, heads, queries, keys)."""
+    weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
     if attention_mask is not None:
         weights = weights + attention_mask
     weights = F.dropout(weights.softmax(dim=-1), p=dropout, training=module.training)
-    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+    return torch.matmul(weights, value).transpose(-3, -2).contiguous(), weights
 
 
 def inverted_attention_forward(module, query, key, value, attention_mask, scaling, **kwargs):
     """Slot-attention-style attention: each key's softmax runs over all (head, query) pairs, so slots compete
-    for tokens; each query then takes the weighted mean of the values. Returns the competition weights
-    (batch, heads, queries, keys), which show which slot claims which token. Necessarily eager."""
-    batch, heads, num_queries, num_keys = query.shape[0], query.shape[1], query.shape[2], key.shape[2]
-    logits = torch.matmul(query * scaling, key.transpose(2, 3))
-    weights = logits.flatten(1, 2).softmax(dim=1).view(batch, heads, num_queries, num_keys)
+    for tokens; each query then takes the weighted mean of the values. Shapes as `eager_attention_forward`; the
+    weights returned are the competition weights, which show which slot claims which token. Necessarily eager."""
+    logits = torch.matmul(query * scaling, key.transpose(-1, -2))
+    weights = logits.flatten(-3, -2).softmax(dim=-2).view(logits.shape)
     normalized = weights / (weights.sum(dim=-1, keepdim=True) + INVERTED_ATTENTION_EPS)
-    return torch.matmul(normalized, value).transpose(1, 2).contiguous(), weights
+    return torch.matmul(normalized, value).transpose(-3, -2).contiguous(), weights
 
 
 class SlotSSMAttention(nn.Module):
@@ -99,22 +102,29 @@ class SlotSSMAttention(nn.Module):
         self.v_proj = nn.Linear(embed_dim, embed_dim)
         self.o_proj = nn.Linear(embed_dim, embed_dim)
 
+    def split_heads(self, states):
+        """(*batch, length, dim) -> (*batch, heads, length, head_dim)"""
+        return states.unflatten(-1, (self.num_heads, self.head_dim)).transpose(-3, -2)
+
     def forward(self, hidden_states, key_value_states=None):
-        """hidden_states (batch, queries, dim); key_value_states (batch, keys, dim) or None.
-        Returns the output (batch, queries, dim) and the attention weights or None."""
-        batch, num_queries, _ = hidden_states.shape
+        """hidden_states (*batch, queries, dim); key_value_states (*batch, keys, dim) or None; any number of batch
+        dimensions. Returns the output (*batch, queries, dim) and the attention weights (*batch, heads, queries,
+        keys), or None from kernels that do not compute them."""
         key_value_states = hidden_states if key_value_states is None else key_value_states
-        shape = (batch, -1, self.num_heads, self.head_dim)
-        query = self.q_proj(hidden_states).view(shape).transpose(1, 2)
-        key = self.k_proj(key_value_states).view(shape).transpose(1, 2)
-        value = self.v_proj(key_value_states).view(shape).transpose(1, 2)
+        query = self.split_heads(self.q_proj(hidden_states))
+        key = self.split_heads(self.k_proj(key_value_states))
+        value = self.split_heads(self.v_proj(key_value_states))
         attention: Callable = (
             inverted_attention_forward
             if self.inverted
             else ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
         )
+        if attention not in (eager_attention_forward, inverted_attention_forward):
+            # Kernels take exactly one batch dimension. The eager functions keep them all, so that the weights they
+            # return are the very tensors the output was computed from (and receive gradients).
+            query, key, value = (tensor.flatten(0, -4) for tensor in (query, key, value))
         output, weights = attention(self, query, key, value, None, scaling=self.scaling, dropout=0.0, is_causal=False)
-        return self.o_proj(output.reshape(batch, num_queries, -1)), weights
+        return self.o_proj(output.reshape(*hidden_states.shape[:-1], -1)), weights
 
 
 class SlotSSMMLP(nn.Module):
@@ -171,6 +181,9 @@ class SlotSSMViTEncoder(nn.Module):
         )
         self.output_proj = nn.Linear(dim, config.encoder_output_size)
 
+    def get_input_embeddings(self) -> nn.Module:
+        return self.patch_embedding
+
     def forward(self, pixel_values):
         patches = self.patch_embedding(pixel_values).flatten(2).transpose(1, 2)
         hidden_states = torch.cat([self.cls_token.expand(len(patches), -1, -1), patches], dim=1)
@@ -208,6 +221,9 @@ class SlotSSMCNNEncoder(nn.Module):
         self.final_norm = nn.GroupNorm(1, dim)
         self.final_conv = nn.Conv2d(dim, config.encoder_output_size, 1)
 
+    def get_input_embeddings(self) -> nn.Module:
+        return self.stem
+
     def forward(self, pixel_values):
         hidden_states = F.gelu(self.stem_norm(self.stem(pixel_values)))
         for stage in self.stages:
@@ -238,6 +254,13 @@ class SlotSSMTimmEncoder(nn.Module):
             self.output_proj = nn.Identity()
         else:
             self.output_proj = nn.Linear(self.feature_size, config.encoder_output_size)
+
+    def get_input_embeddings(self) -> nn.Module:
+        """The backbone's first layer under timm's names for it (ViTs' patch embedding, CNNs' stem)."""
+        for name in ("patch_embed", "stem", "conv_stem", "conv1"):
+            if hasattr(self.backbone, name):
+                return getattr(self.backbone, name)
+        raise NotImplementedError(f"{type(self.backbone).__name__} has no patch_embed, stem, conv_stem or conv1")
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -300,20 +323,17 @@ class SlotSSMBlock(GradientCheckpointingLayer):
         and updated in place. Returns the new slots and the cross-attention weights (batch, frames, heads,
         num_slots, num_tokens)."""
         batch, frames, num_slots, dim = slots.shape
-        inputs = self.cross_attention_input_norm(self.cross_attention_input_proj(tokens.flatten(0, 1)))
-        update, weights = self.cross_attention(self.cross_attention_slot_norm(slots.flatten(0, 1)), inputs)
-        slots = slots + update.view(batch, frames, num_slots, dim)
+        inputs = self.cross_attention_input_norm(self.cross_attention_input_proj(tokens))
+        update, weights = self.cross_attention(self.cross_attention_slot_norm(slots), inputs)
+        slots = slots + update
 
         # Slots fold into the batch: each follows its own trajectory through the shared SSM.
         per_slot = self.time_mixer_norm(slots.transpose(1, 2).reshape(batch * num_slots, frames, dim))
         slots = slots + self.mix_time(per_slot, cache).view(batch, num_slots, frames, dim).transpose(1, 2)
 
-        per_frame = self.self_attention_norm(slots.flatten(0, 1))
-        slots = slots + self.self_attention(per_frame)[0].view(batch, frames, num_slots, dim)
+        slots = slots + self.self_attention(self.self_attention_norm(slots))[0]
         if self.mlp is not None:
             slots = slots + self.mlp(self.mlp_norm(slots))
-        if weights is not None:
-            weights = weights.unflatten(0, (batch, frames))
         return slots, weights
 
     def mix_time(self, per_slot, cache):
@@ -597,6 +617,9 @@ class SlotSSMPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
+    # transformers' output capturing: the slots after every block (and the initial slots) and every block's
+    # cross-attention weights, taken from the blocks' outputs.
+    _can_record_outputs = {"hidden_states": SlotSSMBlock, "attentions": OutputRecorder(SlotSSMBlock, index=1)}
     # Every loss is a mean over its batch, so the Trainer's own division by the accumulation steps is the right one.
     accepts_loss_kwargs = False
 
@@ -684,17 +707,20 @@ class SlotSSMModel(SlotSSMPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The frame encoder's first layer, which embeds the pixels (as VideoMAE's patch embedding)."""
+        return self.encoder.get_input_embeddings()
+
     @deprecate_kwarg("cache_params", version="5.40.0", new_name="cache")
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         pixel_values_videos: torch.Tensor,
         cache: DynamicCache | None = None,
         use_cache: bool | None = None,
-        output_attentions: bool | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> SlotSSMModelOutput | tuple:
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> SlotSSMModelOutput:
         r"""
         pixel_values_videos (`torch.FloatTensor` of shape `(batch, frames, num_channels, image_size, image_size)`):
             Normalised frames, e.g. from `SlotSSMVideoProcessor`.
@@ -703,38 +729,25 @@ class SlotSSMModel(SlotSSMPreTrainedModel):
             frames continue them, and the cache is updated in place.
         use_cache (`bool`, *optional*):
             Return `cache` (a new cache when none was passed), as transformers' Mamba2Model does.
+        output_hidden_states, output_attentions, return_dict: as in every transformers model; transformers records
+            the slots and the cross-attention weights of every block.
         """
         check_pixel_values_videos(pixel_values_videos, self.config)
-        use_cache = self.config.use_cache if use_cache is None else use_cache
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        )
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         batch, frames = pixel_values_videos.shape[:2]
         encoded = self.encoder(pixel_values_videos.flatten(0, 1))
         # The timm encoder also returns the feature map behind its tokens.
         tokens, features = encoded if isinstance(encoded, tuple) else (encoded, None)
         tokens = tokens.unflatten(0, (batch, frames))
         slots = self.initial_slots.expand(batch, frames, -1, -1)
-        all_slots = (slots,) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
         for layer in self.layers:
-            slots, weights = layer(slots, tokens, cache)
-            if output_hidden_states:
-                all_slots += (slots,)
-            if output_attentions:
-                all_attentions += (weights,)
-        output = SlotSSMModelOutput(
+            slots, _ = layer(slots, tokens, cache)
+        return SlotSSMModelOutput(
             last_hidden_state=slots,
             cache=cache if use_cache else None,
-            hidden_states=all_slots,
-            attentions=all_attentions,
             encoder_features=None if features is None else features.unflatten(0, (batch, frames)),
         )
-        return output if return_dict else output.to_tuple()
 
 
 class SlotSSMForVideoReconstruction(SlotSSMPreTrainedModel):
@@ -753,24 +766,24 @@ class SlotSSMForVideoReconstruction(SlotSSMPreTrainedModel):
         self.post_init()
 
     @deprecate_kwarg("cache_params", version="5.40.0", new_name="cache")
+    @can_return_tuple
     def forward(
         self,
         pixel_values_videos: torch.Tensor,
         labels: torch.Tensor | None = None,
-        return_dict: bool | None = None,
-        **backbone_kwargs,
-    ) -> SlotSSMReconstructionOutput | tuple:
+        cache: DynamicCache | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> SlotSSMReconstructionOutput:
         r"""
         pixel_values_videos (`torch.FloatTensor` of shape `(batch, frames, num_channels, image_size, image_size)`):
             Normalised frames.
         labels (`torch.FloatTensor` of the shape of `reconstruction`, *optional*):
             Target frames (or feature maps); the loss compares the reconstruction with the input frames (or the
             encoder's features) when None.
-        backbone_kwargs: `cache`, `use_cache`, `output_attentions`, `output_hidden_states`, as in
-            `SlotSSMModel`.
+        cache, use_cache, output_attentions, output_hidden_states: as in `SlotSSMModel`.
         """
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        outputs = self.slotssm(pixel_values_videos, return_dict=True, **backbone_kwargs)
+        outputs = self.slotssm(pixel_values_videos, cache=cache, use_cache=use_cache, return_dict=True, **kwargs)
         slots = outputs.last_hidden_state
         reconstruction, masks = decode_frames(self.decoder, slots)
         if self.config.reconstruction_target == "features":
@@ -781,14 +794,13 @@ class SlotSSMForVideoReconstruction(SlotSSMPreTrainedModel):
         target = target if labels is None else labels
         check_labels(target, reconstruction.shape, what)
         loss = F.mse_loss(reconstruction.float(), target.float())
-        output = SlotSSMReconstructionOutput(
+        return SlotSSMReconstructionOutput(
             loss=loss,
             reconstruction=reconstruction,
             masks=masks,
             last_hidden_state=slots,
             **backbone_outputs(outputs),
         )
-        return output if return_dict else output.to_tuple()
 
 
 def backbone_outputs(outputs: SlotSSMModelOutput) -> dict:
@@ -814,29 +826,29 @@ class SlotSSMForVideoClassification(SlotSSMPreTrainedModel):
         self.post_init()
 
     @deprecate_kwarg("cache_params", version="5.40.0", new_name="cache")
+    @can_return_tuple
     def forward(
         self,
         pixel_values_videos: torch.Tensor,
         labels: torch.Tensor | None = None,
-        return_dict: bool | None = None,
-        **backbone_kwargs,
-    ) -> SlotSSMVideoClassifierOutput | tuple:
+        cache: DynamicCache | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> SlotSSMVideoClassifierOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch,)`, or `(batch, num_labels)` floats for multi-label / regression):
             Targets of the classification or regression loss.
         """
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        outputs = self.slotssm(pixel_values_videos, return_dict=True, **backbone_kwargs)
+        outputs = self.slotssm(pixel_values_videos, cache=cache, use_cache=use_cache, return_dict=True, **kwargs)
         slots = outputs.last_hidden_state
         pooled = slots[:, -1] if self.config.classifier_pooling == "last" else slots.mean(dim=1)
         logits = self.classifier(self.norm(pooled).mean(dim=1))
         loss = None if labels is None else self.loss_function(labels, logits, self.config)
-        output = SlotSSMVideoClassifierOutput(
+        return SlotSSMVideoClassifierOutput(
             loss=loss,
             logits=logits,
             **backbone_outputs(outputs),
         )
-        return output if return_dict else output.to_tuple()
 
 
 class SlotSSMForVideoPrediction(SlotSSMPreTrainedModel):
@@ -850,20 +862,21 @@ class SlotSSMForVideoPrediction(SlotSSMPreTrainedModel):
         self.post_init()
 
     @deprecate_kwarg("cache_params", version="5.40.0", new_name="cache")
+    @can_return_tuple
     def forward(
         self,
         pixel_values_videos: torch.Tensor,
         labels: torch.Tensor | None = None,
-        return_dict: bool | None = None,
-        **backbone_kwargs,
-    ) -> SlotSSMVideoPredictionOutput | tuple:
+        cache: DynamicCache | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> SlotSSMVideoPredictionOutput:
         r"""
         labels (`torch.FloatTensor` of the shape of `pixel_values_videos`, *optional*):
             The frame that follows each input frame. When None, the clip supervises itself: the predictions for
             frames 1..T-1 are compared with those frames (no loss for a single frame).
         """
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        outputs = self.slotssm(pixel_values_videos, return_dict=True, **backbone_kwargs)
+        outputs = self.slotssm(pixel_values_videos, cache=cache, use_cache=use_cache, return_dict=True, **kwargs)
         predictions, masks = decode_frames(self.decoder, outputs.last_hidden_state)
         loss = None
         if labels is not None:
@@ -871,14 +884,13 @@ class SlotSSMForVideoPrediction(SlotSSMPreTrainedModel):
             loss = F.mse_loss(predictions.float(), labels.float())
         elif pixel_values_videos.shape[1] > 1:
             loss = F.mse_loss(predictions[:, :-1].float(), pixel_values_videos[:, 1:].float())
-        output = SlotSSMVideoPredictionOutput(
+        return SlotSSMVideoPredictionOutput(
             loss=loss,
             predictions=predictions,
             masks=masks,
             last_hidden_state=outputs.last_hidden_state,
             **backbone_outputs(outputs),
         )
-        return output if return_dict else output.to_tuple()
 
     @torch.no_grad()
     def rollout(self, context: torch.Tensor, num_steps: int) -> torch.Tensor:
@@ -905,19 +917,20 @@ class SlotSSMForVideoDepthEstimation(SlotSSMPreTrainedModel):
         self.post_init()
 
     @deprecate_kwarg("cache_params", version="5.40.0", new_name="cache")
+    @can_return_tuple
     def forward(
         self,
         pixel_values_videos: torch.Tensor,
         labels: torch.Tensor | None = None,
-        return_dict: bool | None = None,
-        **backbone_kwargs,
-    ) -> SlotSSMDepthEstimatorOutput | tuple:
+        cache: DynamicCache | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> SlotSSMDepthEstimatorOutput:
         r"""
         labels (`torch.FloatTensor` of shape `(batch, frames, num_dense_channels, height, width)`, *optional*):
             Target maps (depth); with the scale-invariant loss, pixels whose label is <= 0 are ignored.
         """
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        outputs = self.slotssm(pixel_values_videos, return_dict=True, **backbone_kwargs)
+        outputs = self.slotssm(pixel_values_videos, cache=cache, use_cache=use_cache, return_dict=True, **kwargs)
         maps, masks = decode_frames(self.decoder, outputs.last_hidden_state)
         loss = None
         if labels is not None:
@@ -926,14 +939,13 @@ class SlotSSMForVideoDepthEstimation(SlotSSMPreTrainedModel):
                 loss = F.mse_loss(maps.float(), labels.float())
             else:
                 loss = scale_invariant_log_loss(maps.float(), labels.float())
-        output = SlotSSMDepthEstimatorOutput(
+        return SlotSSMDepthEstimatorOutput(
             loss=loss,
             predicted_depth=maps if self.config.dense_loss == "mse" else maps.exp(),
             masks=masks,
             last_hidden_state=outputs.last_hidden_state,
             **backbone_outputs(outputs),
         )
-        return output if return_dict else output.to_tuple()
 
 
 __all__ = [
