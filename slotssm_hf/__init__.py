@@ -1,15 +1,8 @@
-"""SlotSSM (Slot State Space Models) for the Hugging Face ecosystem.
+"""A model zoo of slot-based and state-space video models for the Hugging Face ecosystem (first family: SlotSSM).
 
-Importing the package registers its classes with the transformers Auto classes (idempotently).
+Importing the package registers every family of `registry.FAMILIES` with the transformers Auto classes
+(idempotently).
 """
-
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForPreTraining,
-    AutoModelForVideoClassification,
-    AutoVideoProcessor,
-)
 
 from .configuration_slotssm import SlotSSMConfig
 from .data import VideoCollator, video_folder_dataset
@@ -21,23 +14,14 @@ from .modeling_slotssm import (
     SlotSSMModel,
     SlotSSMPreTrainedModel,
 )
+from .registry import FAMILIES, register_family
 from .ssm import Mamba1Mixer, Mamba2Mixer, MambaState
 from .streaming import stream
 from .timm_encoder import timm_video_processor_kwargs
 from .video_processing_slotssm import SlotSSMVideoProcessor
 
-AutoConfig.register(SlotSSMConfig.model_type, SlotSSMConfig, exist_ok=True)
-AutoModel.register(SlotSSMConfig, SlotSSMModel, exist_ok=True)
-AutoModelForPreTraining.register(SlotSSMConfig, SlotSSMForVideoReconstruction, exist_ok=True)
-AutoModelForVideoClassification.register(SlotSSMConfig, SlotSSMForVideoClassification, exist_ok=True)
-AutoVideoProcessor.register(SlotSSMConfig, video_processor_class=SlotSSMVideoProcessor, exist_ok=True)
-
-# Saved folders carry the model code and an auto_map, so they load with trust_remote_code=True without this package.
-SlotSSMConfig.register_for_auto_class()
-SlotSSMModel.register_for_auto_class("AutoModel")
-SlotSSMForVideoReconstruction.register_for_auto_class("AutoModelForPreTraining")
-SlotSSMForVideoClassification.register_for_auto_class("AutoModelForVideoClassification")
-SlotSSMVideoProcessor.register_for_auto_class()
+for _family in FAMILIES.values():
+    register_family(_family)
 
 __all__ = [
     "SlotSSMConfig",
@@ -51,6 +35,7 @@ __all__ = [
     "Mamba2Mixer",
     "MambaState",
     "SlotSSMVideoProcessor",
+    "FAMILIES",
     "stream",
     "timm_video_processor_kwargs",
     "VideoCollator",

@@ -62,21 +62,28 @@ def model_from_config(folder: Path, config_dict: dict):
     import torch
     from huggingface_hub.errors import StrictDataclassError
 
-    from . import modeling_slotssm
-    from .configuration_slotssm import SlotSSMConfig
+    from .registry import FAMILIES, load
 
-    if config_dict.get("model_type") != SlotSSMConfig.model_type:
-        raise PushError(f"{folder / CONFIG} is for model_type {config_dict.get('model_type')!r}, not 'slotssm'")
+    family = FAMILIES.get(config_dict.get("model_type"))
+    if family is None:
+        raise PushError(
+            f"{folder / CONFIG} is for model_type {config_dict.get('model_type')!r}, not one of this package's "
+            f"families ({', '.join(FAMILIES)})"
+        )
+    config_class = family.config_class
     try:
-        config = SlotSSMConfig.from_dict(config_dict)
+        config = config_class.from_dict(config_dict)
     except (StrictDataclassError, ValueError, TypeError) as error:
-        raise PushError(f"{folder / CONFIG} is not a valid SlotSSMConfig: {error}") from error
+        raise PushError(f"{folder / CONFIG} is not a valid {config_class.__name__}: {error}") from error
     architectures = config.architectures or []
-    model_class = getattr(modeling_slotssm, architectures[0], None) if len(architectures) == 1 else None
-    if not (isinstance(model_class, type) and issubclass(model_class, modeling_slotssm.SlotSSMPreTrainedModel)):
-        raise PushError(f"{folder / CONFIG} names architectures {architectures}; expected one SlotSSM model class")
+    heads = {head.class_name: head for head in family.heads}
+    if len(architectures) != 1 or architectures[0] not in heads:
+        raise PushError(
+            f"{folder / CONFIG} names architectures {architectures}; expected one {family.model_type} model class "
+            f"({', '.join(heads)})"
+        )
     with torch.device("meta"):
-        return model_class(config)
+        return load(heads[architectures[0]].class_path)(config)
 
 
 def check_weights(folder: Path, model):

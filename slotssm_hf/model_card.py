@@ -3,52 +3,11 @@
 import math
 import re
 from importlib import resources
-from typing import NamedTuple
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .registry import Head, head_of
 
-class HeadCard(NamedTuple):
-    """What a card says about one model class: a sentence, how its output reads, the transformers Auto class that
-    loads it without this package (None: only the backbone loads that way), the Hub pipeline tag (None where no
-    transformers pipeline runs it), and the Hub task id and name its evaluation results are filed under."""
-
-    description: str
-    output: str
-    auto_class: str | None
-    pipeline_tag: str | None
-    task_type: str
-    task_name: str
-
-
-HEAD_CARDS = {
-    "SlotSSMModel": HeadCard(
-        "This checkpoint is the backbone: video in, slots per frame out.",
-        "outputs.last_hidden_state  # slots: (batch, frames, slots, width)",
-        "AutoModel", None, "other", "Video object-centric representation",
-    ),
-    "SlotSSMForVideoReconstruction": HeadCard(
-        "This checkpoint carries the reconstruction head: each frame is decoded back to pixels from that frame's "
-        "slots (the official pre-training objective).",
-        "outputs.reconstruction  # (batch, frames, channels, height, width); outputs.last_hidden_state: the slots",
-        "AutoModelForPreTraining", None, "other", "Video reconstruction and unsupervised object discovery",
-    ),
-    "SlotSSMForVideoClassification": HeadCard(
-        "This checkpoint carries a classification head on the pooled slots.",
-        "outputs.logits  # (batch, num_labels)",
-        "AutoModelForVideoClassification", "video-classification", "video-classification", "Video classification",
-    ),
-    "SlotSSMForVideoPrediction": HeadCard(
-        "This checkpoint carries a next-frame prediction head: entry t predicts frame t + 1 from the slots up to t.",
-        "outputs.predictions  # (batch, frames, channels, height, width)",
-        None, None, "other", "Next-frame prediction",
-    ),
-    "SlotSSMForVideoDepthEstimation": HeadCard(
-        "This checkpoint carries a dense head predicting a per-pixel map (such as depth) for every frame.",
-        "outputs.predicted_depth  # (batch, frames, num_dense_channels, height, width)",
-        None, None, "depth-estimation", "Per-frame dense prediction",
-    ),
-}  # fmt: skip
 
 # Metric keys of `Trainer.evaluate` that measure the machine, not the model.
 TIMING_METRICS = ("runtime", "samples_per_second", "steps_per_second", "epoch")
@@ -97,7 +56,7 @@ def model_metrics(results: dict, prefix: str) -> dict[str, float]:
     }  # fmt: skip
 
 
-def evaluation_results(eval_results: dict, head: HeadCard, dataset: str | None) -> list[EvalResult]:
+def evaluation_results(eval_results: dict, head: Head, dataset: str | None) -> list[EvalResult]:
     """The trained model's metrics from `eval_results` (the train job's eval_results.json:
     {"untrained": {"untrained_loss": ...}, "trained": {"eval_loss": ...}}) as model-index entries."""
     return [
@@ -141,21 +100,21 @@ def render_model_card(model, repo_id: str, provenance: str, datasets=None, base_
     published beside the model (the card then shows how to load it).
     """
     class_name = type(model).__name__
-    head = HEAD_CARDS[class_name]
+    family, head = head_of(class_name)
     model_name = repo_id.split("/")[-1]
     datasets = [datasets] if isinstance(datasets, str) else datasets
     results = evaluation_results(eval_results, head, (datasets or [None])[0]) if eval_results else None
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag=head.pipeline_tag,
-        license="mit",
-        tags=["slotssm", "video", "object-centric", "state-space-model", "mamba"],
+        license=family.license,
+        tags=list(family.tags),
         datasets=datasets,
         base_model=base_model,
         model_name=model_name if results else None,
         eval_results=results or None,
     )
-    template = resources.files("slotssm_hf.model_cards").joinpath("slotssm.md").read_text()
+    template = resources.files("slotssm_hf.model_cards").joinpath(family.card_template).read_text()
     return ModelCard.from_template(
         card_data,
         template_str=template,

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import DynamicCache, PreTrainedModel
+from transformers import DynamicCache
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.dynamic_module_utils import custom_object_save
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
@@ -21,6 +20,7 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_slotssm import SlotSSMConfig
+from .pretrained import ZooPreTrainedModel
 from .ssm import GatedRMSNorm, Mamba1Mixer, Mamba2Mixer, MambaMixerBase, MambaState
 from .timm_encoder import create_timm_backbone
 
@@ -526,16 +526,6 @@ class SlotSSMReconstructionOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
-# What a saved folder's config.json maps each Auto class to, so every class of the family loads from any saved folder
-# with trust_remote_code=True (transformers itself records only the class that was saved).
-AUTO_MAP = {
-    "AutoConfig": "configuration_slotssm.SlotSSMConfig",
-    "AutoModel": "modeling_slotssm.SlotSSMModel",
-    "AutoModelForPreTraining": "modeling_slotssm.SlotSSMForVideoReconstruction",
-    "AutoModelForVideoClassification": "modeling_slotssm.SlotSSMForVideoClassification",
-}
-
-
 # Parameter names of the SlotSSMModel backbone (under "slotssm." inside the task heads).
 BACKBONE_KEY_PREFIXES = ("encoder.", "initial_slots", "layers.")
 
@@ -602,7 +592,7 @@ def scale_invariant_log_loss(log_prediction, target, variance_focus: float = 0.5
     return difference.pow(2).mean() - variance_focus * difference.mean().pow(2)
 
 
-class SlotSSMPreTrainedModel(PreTrainedModel):
+class SlotSSMPreTrainedModel(ZooPreTrainedModel):
     """Base of the SlotSSM family. Every task head runs `SlotSSMModel` (as `self.slotssm`) and passes it its
     keyword arguments (`cache`, `use_cache`, `output_attentions`, `output_hidden_states`)."""
 
@@ -651,13 +641,6 @@ class SlotSSMPreTrainedModel(PreTrainedModel):
     def post_init(self):
         super().post_init()
         self._fixed_parameter_names = [name for name, param in self.named_parameters() if not param.requires_grad]
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
-        result = super().save_pretrained(save_directory, *args, **kwargs)
-        if self._auto_class is None:  # heads without a transformers Auto class for video still ship the model code
-            custom_object_save(self, save_directory)
-        return result
 
     @torch.no_grad()
     def _init_weights(self, module):

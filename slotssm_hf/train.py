@@ -23,35 +23,19 @@ from pathlib import Path
 
 import torch
 
-HEADS = ("reconstruction", "prediction", "classification")
-DEFAULT_OUTPUT = "slotssm-train"
+from .registry import FAMILIES, load
 
-# Model sizes as data: overrides of SlotSSMConfig for the object-centric variant ("official" is the official
-# training run's architecture, with its ViT encoder and decoder).
-MODEL_SIZES = {
-    "tiny": dict(
-        encoder_type="cnn", cnn_downsampling_ratio=2, encoder_hidden_size=32, encoder_num_layers=1,
-        cnn_blocks_per_stage=1, num_slots=5, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-        mamba_d_state=32, mamba_headdim=32, decoder_type="spatial_broadcast", decoder_hidden_size=32,
-    ),
-    "small": dict(
-        encoder_type="cnn", cnn_downsampling_ratio=2, encoder_hidden_size=64, encoder_num_layers=2,
-        cnn_blocks_per_stage=1, num_slots=6, hidden_size=128, num_hidden_layers=3, num_attention_heads=4,
-        mamba_d_state=64, mamba_headdim=32, decoder_type="spatial_broadcast", decoder_hidden_size=64,
-    ),
-    "official": dict(),
-}  # fmt: skip
+DEFAULT_OUTPUT = "slotssm-train"
 
 
 def build_config(args, num_labels: int | None = None):
-    from .configuration_slotssm import SlotSSMConfig
-
-    fields = {**MODEL_SIZES[args.model_size], "image_size": args.image_size, "num_frames": args.num_frames}
-    if fields.get("decoder_type") == "spatial_broadcast":
+    family = FAMILIES[args.model]
+    fields = {"image_size": args.image_size, "num_frames": args.num_frames}
+    if family.variants[args.model_size].get("decoder_type") == "spatial_broadcast":
         fields["decoder_initial_size"] = args.image_size // 8
     if num_labels is not None:
         fields["num_labels"] = num_labels
-    return SlotSSMConfig(**fields)
+    return family.config(args.model_size, **fields)
 
 
 def builtin_datasets(args):
@@ -144,8 +128,11 @@ def write_pictures(model, processor, eval_data, output_dir: Path) -> list[str]:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="slotssm-hf train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="builtin", help="builtin, a folder of videos, or a save_to_disk folder")
-    parser.add_argument("--head", choices=HEADS, default="reconstruction")
-    parser.add_argument("--model-size", choices=list(MODEL_SIZES), default="tiny")
+    parser.add_argument("--model", choices=list(FAMILIES), default="slotssm", help="the model family")
+    parser.add_argument("--head", default="reconstruction", help="a head the family's train job has: "
+                        + "; ".join(f"{name}: {', '.join(family.train_heads())}" for name, family in FAMILIES.items()))
+    parser.add_argument("--model-size", default="tiny", help="a named variant of the family: "
+                        + "; ".join(f"{name}: {', '.join(family.variants)}" for name, family in FAMILIES.items()))
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--num-frames", type=int, default=8)
     parser.add_argument("--steps", type=int, default=500)
@@ -164,7 +151,12 @@ def parse_args(argv=None):
     parser.add_argument("--fsdp", default="", help="the Trainer's fsdp option (multi-process runs)")
     parser.add_argument("--deepspeed", default=None, help="a DeepSpeed config file for the Trainer")
     parser.add_argument("--no-pictures", action="store_true")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    family = FAMILIES[args.model]
+    for flag, value, known in (("--head", args.head, family.train_heads()), ("--model-size", args.model_size, family.variants)):
+        if value not in known:
+            parser.error(f"{flag} {value!r} is not one of {args.model}'s: {', '.join(known)}")
+    return args
 
 
 def main(argv=None) -> int:
@@ -174,21 +166,11 @@ def main(argv=None) -> int:
     from .data import VideoCollator
     from .metrics import ObjectDiscoveryMetrics
     from .model_card import render_model_card
-    from .modeling_slotssm import (
-        SlotSSMForVideoClassification,
-        SlotSSMForVideoPrediction,
-        SlotSSMForVideoReconstruction,
-    )
     from .video_processing_slotssm import SlotSSMVideoProcessor
 
     set_seed(args.seed)
     output_dir = Path(args.output_dir)
     train_data, eval_data, label_names = load_datasets(args)
-    heads = {
-        "reconstruction": SlotSSMForVideoReconstruction,
-        "prediction": SlotSSMForVideoPrediction,
-        "classification": SlotSSMForVideoClassification,
-    }
     if args.head == "classification" and not label_names:
         raise ValueError("--head classification needs labelled data: class sub-folders or a ClassLabel 'labels' column")
     if args.head != "classification" and "labels" in train_data.column_names:
@@ -197,7 +179,7 @@ def main(argv=None) -> int:
     if label_names and args.head == "classification":
         config.id2label = dict(enumerate(label_names))
         config.label2id = {name: i for i, name in enumerate(label_names)}
-    head = heads[args.head]
+    head = load(FAMILIES[args.model].train_heads()[args.head].class_path)
     model = head.from_pretrained(args.init_from, config=config) if args.init_from else head(config)
 
     # Built-in frames already have the model's size: no resize, no crop.

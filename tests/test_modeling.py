@@ -17,20 +17,13 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 
 import slotssm_hf
-from slotssm_hf import SlotSSMConfig, SlotSSMForVideoReconstruction, SlotSSMModel
+from slotssm_hf import FAMILIES, SlotSSMConfig, SlotSSMForVideoReconstruction, SlotSSMModel
 from slotssm_hf.convert_official import convert_official_config, convert_official_state_dicts
 from slotssm_hf.modeling_slotssm import SlotSSMAttention
 from slotssm_hf.official_reference import OfficialReference
 
-TINY = dict(
-    image_size=32, encoder_hidden_size=32, encoder_num_layers=1, encoder_num_attention_heads=2, hidden_size=64,
-    num_hidden_layers=2, num_slots=3, num_attention_heads=2, mamba_d_state=16, mamba_headdim=32,
-    decoder_hidden_size=32, decoder_num_layers=1, decoder_num_attention_heads=2,
-)  # fmt: skip
-
-
 def tiny_config(**overrides):
-    return SlotSSMConfig(**{**TINY, **overrides})
+    return FAMILIES["slotssm"].config("vit-tiny", **overrides)
 
 
 def video(config, batch=2, frames=5, seed=0):
@@ -280,7 +273,7 @@ def test_bad_video_names_the_expected_shape(shape, dtype):
 
 def test_auto_classes_resolve_and_registration_is_idempotent():
     importlib.reload(slotssm_hf)
-    config = AutoConfig.for_model("slotssm", **TINY)
+    config = AutoConfig.for_model("slotssm", **FAMILIES["slotssm"].variants["vit-tiny"])
     assert type(AutoModel.from_config(config)).__name__ == "SlotSSMModel"
     assert type(AutoModelForPreTraining.from_config(config)).__name__ == "SlotSSMForVideoReconstruction"
 

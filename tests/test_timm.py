@@ -19,7 +19,7 @@ from transformers.dynamic_module_utils import get_imports
 
 import slotssm_hf
 from slotssm_hf import (
-    SlotSSMConfig,
+    FAMILIES,
     SlotSSMForVideoClassification,
     SlotSSMForVideoDepthEstimation,
     SlotSSMForVideoPrediction,
@@ -29,11 +29,6 @@ from slotssm_hf import (
 )
 from slotssm_hf.timm_encoder import timm_video_processor_kwargs
 
-TINY = dict(
-    image_size=32, hidden_size=64, num_hidden_layers=2, num_slots=3, num_attention_heads=2, mamba_d_state=16,
-    mamba_headdim=32, encoder_output_size=32, decoder_hidden_size=32, decoder_num_layers=1,
-    decoder_num_attention_heads=2, decoder_initial_size=4,
-)  # fmt: skip
 # Tiny versions of timm families: a ViT with a CLS token, a DINOv3 ViT (CLS + 4 register tokens, RoPE tables that
 # are non-persistent buffers), and a CNN read at its stride-8 stage.
 VIT = {
@@ -49,7 +44,8 @@ BACKBONES = {"vit": VIT, "dinov3": DINOV3, "resnet": RESNET}
 
 
 def timm_config(backbone=VIT, **overrides):
-    return SlotSSMConfig(**{**TINY, "encoder_type": "timm", "timm_pretrained": False, **backbone, **overrides})
+    fields = {"encoder_type": "timm", "timm_pretrained": False, "decoder_initial_size": 4, **backbone, **overrides}
+    return FAMILIES["slotssm"].config("vit-tiny", **fields)
 
 
 def video(config, batch=2, frames=3, seed=0):

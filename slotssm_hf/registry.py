@@ -1,0 +1,174 @@
+"""The zoo's one table of model families and their heads.
+
+Everything that needs to know which classes exist reads it: Auto registration (`register_family`, run by
+`import slotssm_hf`), the `auto_map` every saved folder carries, model cards, `slotssm-hf train --model/--head`,
+and `slotssm-hf push`. A family's named variants (config overrides, as timm's `default_cfgs`) live beside its
+config class, as the `VARIANTS` dict of its configuration module. Adding a family is one `Family` entry here plus its
+configuration and modeling files.
+
+Classes are named as "module.Class" within this package, the form transformers' `auto_map` uses, so this module
+imports nothing until a family is loaded.
+"""
+
+import importlib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Head:
+    """One model class of a family.
+
+    class_path: "module.Class" within the package.
+    auto_class: the transformers Auto class that loads it (also without this package, with trust_remote_code=True);
+        None where transformers has no Auto class for the task (the class still ships in every saved folder).
+    pipeline_tag: the transformers pipeline (and Hub tag) that runs it, or None.
+    task_type, task_name: the Hub task its evaluation results are filed under.
+    description, output: what its model card says about it, and how its output reads.
+    train_task: its name for `slotssm-hf train --head`, or None when the train job does not train it.
+    """
+
+    class_path: str
+    auto_class: str | None
+    pipeline_tag: str | None
+    task_type: str
+    task_name: str
+    description: str
+    output: str
+    train_task: str | None = None
+
+    @property
+    def class_name(self) -> str:
+        return self.class_path.rsplit(".", 1)[1]
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family: its `model_type`, config class, pretrained base class, heads (the backbone first), video
+    processor, and what its model cards say (license of the code and of converted weights, Hub tags, template)."""
+
+    model_type: str
+    config_path: str
+    base_path: str
+    heads: tuple[Head, ...]
+    processor_path: str | None
+    license: str
+    tags: tuple[str, ...]
+    card_template: str
+
+    @property
+    def config_class(self):
+        return load(self.config_path)
+
+    @property
+    def variants(self) -> dict[str, dict]:
+        """Named configurations: overrides of the config's defaults."""
+        return importlib.import_module(f"{__package__}.{self.config_path.split('.')[0]}").VARIANTS
+
+    def config(self, variant: str, **overrides):
+        """The config of a named variant, with `overrides` on top."""
+        if variant not in self.variants:
+            raise ValueError(f"{self.model_type} has no variant {variant!r}; its variants: {sorted(self.variants)}")
+        return self.config_class(**{**self.variants[variant], **overrides})
+
+    def auto_map(self) -> dict[str, str]:
+        """What a saved folder's config.json maps each Auto class to, so every class of the family loads from any
+        saved folder with trust_remote_code=True (transformers itself records only the class that was saved)."""
+        entries = {"AutoConfig": self.config_path}
+        entries.update({head.auto_class: head.class_path for head in self.heads if head.auto_class})
+        return entries
+
+    def train_heads(self) -> dict[str, Head]:
+        return {head.train_task: head for head in self.heads if head.train_task}
+
+
+def load(path: str):
+    """The object at "module.Name" within this package."""
+    module, name = path.rsplit(".", 1)
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+
+
+FAMILIES = {
+    family.model_type: family
+    for family in (
+        Family(
+            model_type="slotssm",
+            config_path="configuration_slotssm.SlotSSMConfig",
+            base_path="modeling_slotssm.SlotSSMPreTrainedModel",
+            heads=(
+                Head(
+                    "modeling_slotssm.SlotSSMModel", "AutoModel", None, "other", "Video object-centric representation",
+                    "This checkpoint is the backbone: video in, slots per frame out.",
+                    "outputs.last_hidden_state  # slots: (batch, frames, slots, width)",
+                ),
+                Head(
+                    "modeling_slotssm.SlotSSMForVideoReconstruction", "AutoModelForPreTraining", None, "other",
+                    "Video reconstruction and unsupervised object discovery",
+                    "This checkpoint carries the reconstruction head: each frame is decoded back to pixels from that "
+                    "frame's slots (the official pre-training objective).",
+                    "outputs.reconstruction  # (batch, frames, channels, height, width); outputs.last_hidden_state: "
+                    "the slots",
+                    train_task="reconstruction",
+                ),
+                Head(
+                    "modeling_slotssm.SlotSSMForVideoClassification", "AutoModelForVideoClassification",
+                    "video-classification", "video-classification", "Video classification",
+                    "This checkpoint carries a classification head on the pooled slots.",
+                    "outputs.logits  # (batch, num_labels)",
+                    train_task="classification",
+                ),
+                Head(
+                    "modeling_slotssm.SlotSSMForVideoPrediction", None, None, "other", "Next-frame prediction",
+                    "This checkpoint carries a next-frame prediction head: entry t predicts frame t + 1 from the slots "
+                    "up to t.",
+                    "outputs.predictions  # (batch, frames, channels, height, width)",
+                    train_task="prediction",
+                ),
+                Head(
+                    "modeling_slotssm.SlotSSMForVideoDepthEstimation", None, None, "depth-estimation",
+                    "Per-frame dense prediction",
+                    "This checkpoint carries a dense head predicting a per-pixel map (such as depth) for every frame.",
+                    "outputs.predicted_depth  # (batch, frames, num_dense_channels, height, width)",
+                ),
+            ),
+            processor_path="video_processing_slotssm.SlotSSMVideoProcessor",
+            license="mit",
+            tags=("slotssm", "video", "object-centric", "state-space-model", "mamba"),
+            card_template="slotssm.md",
+        ),
+    )
+}
+
+
+def family_of(model_type: str) -> Family:
+    if model_type not in FAMILIES:
+        raise ValueError(f"model_type {model_type!r} is not a family of this package; its families: {sorted(FAMILIES)}")
+    return FAMILIES[model_type]
+
+
+def head_of(class_name: str) -> tuple[Family, Head]:
+    """The family and head of a model class name (e.g. "SlotSSMForVideoClassification")."""
+    for family in FAMILIES.values():
+        for head in family.heads:
+            if head.class_name == class_name:
+                return family, head
+    raise ValueError(f"{class_name} is not a model class of this package")
+
+
+def register_family(family: Family):
+    """Register the family's config, heads and processor with the transformers Auto classes (idempotently), and make
+    every saved folder carry the model code and the whole family's auto_map."""
+    import transformers
+
+    config_class = family.config_class
+    transformers.AutoConfig.register(family.model_type, config_class, exist_ok=True)
+    config_class.register_for_auto_class()
+    for head in family.heads:
+        if head.auto_class:
+            model_class = load(head.class_path)
+            getattr(transformers, head.auto_class).register(config_class, model_class, exist_ok=True)
+            model_class.register_for_auto_class(head.auto_class)
+    load(family.base_path).family_auto_map = family.auto_map()
+    if family.processor_path:
+        processor_class = load(family.processor_path)
+        transformers.AutoVideoProcessor.register(config_class, video_processor_class=processor_class, exist_ok=True)
+        processor_class.register_for_auto_class()
