@@ -1,0 +1,188 @@
+"""transformers' own common tests, for the installed transformers version, against every SlotSSM class:
+`ModelTesterMixin` (saving and loading, output classes, hidden states and attentions, gradient checkpointing, the
+attention implementations, initialisation, training), `ConfigTester`, and `VideoProcessingTestMixin` for the video
+processor. The mixins come from transformers' source distribution (tests/transformers_common_tests.py).
+
+Skipped, as transformers' own video models skip them: tests of `inputs_embeds` and of resizing token embeddings (a
+video model has neither). Every other skip below states its reason.
+"""
+
+import copy
+import os
+import unittest
+
+import pytest
+import torch
+import transformers
+from transformers.models.auto import modeling_auto
+from transformers.testing_utils import torch_device
+from transformers_common_tests import common_tests_module
+
+from slotssm_hf import FAMILIES, SlotSSMVideoProcessor
+from slotssm_hf.registry import load
+
+try:
+    ModelTesterMixin = common_tests_module("test_modeling_common").ModelTesterMixin
+    floats_tensor = common_tests_module("test_modeling_common").floats_tensor
+    ConfigTester = common_tests_module("test_configuration_common").ConfigTester
+    video_common = common_tests_module("test_video_processing_common")
+except RuntimeError as error:  # no package index reachable: only CI must have them
+    if os.environ.get("CI"):
+        raise
+    pytest.skip(f"transformers' common tests are not available: {error}", allow_module_level=True)
+
+FAMILY = FAMILIES["slotssm"]
+MODEL_CLASSES = tuple(load(head.class_path) for head in FAMILY.heads)
+
+# The static name tables the mixins consult to tell a base model from a head and to build labels, as a built-in
+# family would appear in them.
+NAME_TABLES = {
+    "AutoModel": modeling_auto.MODEL_MAPPING_NAMES,
+    "AutoModelForPreTraining": modeling_auto.MODEL_FOR_PRETRAINING_MAPPING_NAMES,
+    "AutoModelForVideoClassification": modeling_auto.MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES,
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def family_in_transformers_name_tables():
+    entries = [(NAME_TABLES[head.auto_class], head.class_name) for head in FAMILY.heads if head.auto_class]
+    for table, class_name in entries:
+        table[FAMILY.model_type] = class_name
+    yield
+    for table, _ in entries:
+        del table[FAMILY.model_type]
+
+
+class SlotSSMModelTester:
+    """A tiny SlotSSM: ViT encoder at 16 px (16 patch tokens), 3 slots of width 32, 2 blocks."""
+
+    def __init__(self, parent, batch_size=2, num_frames=3, image_size=16, patch_size=4, num_slots=3, hidden_size=32,
+                 num_hidden_layers=2, num_attention_heads=2, num_labels=3, is_training=True):  # fmt: skip
+        self.parent = parent
+        self.batch_size = batch_size
+        self.num_frames = num_frames
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.num_channels = 3
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.num_labels = num_labels
+        self.is_training = is_training
+        # hidden_states[i]: (batch, frames, num_slots, hidden_size); attentions[i]: (batch, frames, heads, num_slots,
+        # num_tokens), the cross-attention of the slots to the frame's patch tokens.
+        self.seq_length = num_slots
+        self.key_length = (image_size // patch_size) ** 2
+        self.num_slots = num_slots
+
+    def get_config(self):
+        return FAMILY.config(
+            "vit-tiny",
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            encoder_hidden_size=16,
+            encoder_num_attention_heads=2,
+            num_slots=self.num_slots,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            cross_attention_num_heads=self.num_attention_heads,
+            mamba_d_state=8,
+            mamba_headdim=16,
+            decoder_hidden_size=16,
+            decoder_num_attention_heads=2,
+            num_labels=self.num_labels,
+        )
+
+    def prepare_config_and_inputs_for_common(self):
+        shape = [self.batch_size, self.num_frames, self.num_channels, self.image_size, self.image_size]
+        return self.get_config(), {"pixel_values_videos": floats_tensor(shape)}
+
+
+class SlotSSMModelTest(ModelTesterMixin, unittest.TestCase):
+    all_model_classes = MODEL_CLASSES
+    test_resize_embeddings = False
+    has_attentions = True
+
+    def setUp(self):
+        transformers.logging.set_verbosity_warning()  # transformers' default, which some tests read the log at
+        self.model_tester = SlotSSMModelTester(self)
+        self.config_tester = ConfigTester(self, config_class=FAMILY.config_class, has_text_modality=False)
+
+    def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
+        inputs_dict = copy.deepcopy(inputs_dict)
+        if return_labels and model_class.__name__.endswith("VideoClassification"):
+            inputs_dict["labels"] = torch.zeros(self.model_tester.batch_size, dtype=torch.long, device=torch_device)
+        if return_labels and model_class.__name__.endswith("DepthEstimation"):  # the one head without a default target
+            # positive maps, the same for the same inputs (some tests compare two calls)
+            inputs_dict["labels"] = inputs_dict["pixel_values_videos"][:, :, :1].abs() + 0.5
+        return inputs_dict
+
+    def _check_caches_are_equal(self, cache, other):
+        """The recurrent state: every block's conv and SSM state (the hook transformers' own SSM tests use)."""
+        self.assertEqual(len(cache.layers), len(other.layers))
+        for layer in range(len(cache.layers)):
+            torch.testing.assert_close(cache.get_conv_state(layer), other.get_conv_state(layer), rtol=0, atol=0)
+            torch.testing.assert_close(cache.get_recurrent_state(layer), other.get_recurrent_state(layer), rtol=0, atol=0)
+
+    def test_config(self):
+        self.config_tester.run_common_tests()
+
+    def test_model_get_set_embeddings(self):
+        """As transformers' video models test it: the input embedding is the frame encoder's patch embedding, and
+        there is no output embedding to tie."""
+        config, _ = self.model_tester.prepare_config_and_inputs_for_common()
+        for model_class in self.all_model_classes:
+            model = model_class(config)
+            self.assertIs(model.get_input_embeddings(), model.base_model.encoder.patch_embedding)
+            self.assertIsNone(model.get_output_embeddings())
+
+    @unittest.skip(reason="a video model takes pixel_values_videos, it has no inputs_embeds")
+    def test_inputs_embeds(self):
+        pass
+
+    @unittest.skip(reason="a video model takes pixel_values_videos, it has no inputs_embeds")
+    def test_inputs_embeds_matches_input_ids(self):
+        pass
+
+
+class SlotSSMVideoProcessingTester:
+    def __init__(self, parent, batch_size=3, num_frames=4, min_resolution=24, max_resolution=48):
+        self.parent = parent
+        self.batch_size = batch_size
+        self.num_frames = num_frames
+        self.num_channels = 3
+        self.min_resolution = min_resolution
+        self.max_resolution = max_resolution
+        self.size = {"shortest_edge": 20}
+        self.crop_size = {"height": 18, "width": 18}
+
+    def prepare_video_processor_dict(self):
+        return {"size": self.size, "crop_size": self.crop_size, "num_frames": self.num_frames}
+
+    def expected_output_video_shape(self, videos):
+        return self.num_frames, self.num_channels, self.crop_size["height"], self.crop_size["width"]
+
+    def prepare_video_inputs(self, equal_resolution=False, return_tensors="pil"):
+        return video_common.prepare_video_inputs(
+            batch_size=self.batch_size,
+            num_frames=self.num_frames,
+            num_channels=self.num_channels,
+            min_resolution=self.min_resolution,
+            max_resolution=self.max_resolution,
+            equal_resolution=equal_resolution,
+            return_tensors=return_tensors,
+        )
+
+
+class SlotSSMVideoProcessingTest(video_common.VideoProcessingTestMixin, unittest.TestCase):
+    fast_video_processing_class = SlotSSMVideoProcessor
+    input_name = "pixel_values_videos"
+
+    def setUp(self):
+        super().setUp()
+        self.video_processor_tester = SlotSSMVideoProcessingTester(self)
+
+    @property
+    def video_processor_dict(self):
+        return self.video_processor_tester.prepare_video_processor_dict()
