@@ -61,7 +61,7 @@ class SAViConfig(PreTrainedConfig):
     early_fusion (`bool`, defaults to `False`): combine the slots' decoder features by the alpha masks before the
         target readouts (SAVi++).
     targets (`dict[str, int]`, defaults to `{"flow": 3}`): what the decoder reconstructs and with how many channels,
-        in order: `"video"` (the input frames), `"flow"` (optical flow rendered as RGB, the official MOVi target),
+        always in the order video, flow, depth (its readouts and the channels of `reconstruction`): `"video"` (the input frames), `"flow"` (optical flow rendered as RGB, the official MOVi target),
         `"depth"` (SAVi++: log(1 + depth)).
     layer_norm_eps (`float`, defaults to 1e-6): epsilon of every LayerNorm and GroupNorm (Flax's default).
     num_frames (`int`, defaults to 6): frames per training clip (the official training window).
@@ -133,7 +133,10 @@ class SAViConfig(PreTrainedConfig):
         self.decoder_kernel_sizes = list(self.decoder_kernel_sizes or [5] * len(self.decoder_features))
         self.decoder_strides = list(self.decoder_strides or [2, 2, 2, 1])
         self.decoder_transposed = list(self.decoder_transposed or [True, True, True, False])
-        self.targets = dict(self.targets or {"flow": 3})
+        # In a fixed order (config.json sorts its keys): video, flow, depth, as the official configs list them;
+        # unknown names go last for validation to name them.
+        targets = dict(self.targets or {"flow": 3})
+        self.targets = {name: targets.pop(name) for name in TARGET_NAMES if name in targets} | targets
         super().__post_init__(**kwargs)
 
     @property
