@@ -402,3 +402,25 @@ def test_auto_model_loads_a_saved_savi_with_the_package(tmp_path):
     SAViForVideoReconstruction(config).save_pretrained(tmp_path / "model")
     assert type(AutoModelForPreTraining.from_pretrained(tmp_path / "model")) is SAViForVideoReconstruction
     assert type(AutoModel.from_pretrained(tmp_path / "model")) is SAViModel
+
+
+def test_bouncing_shapes_boxes_padded_by_the_collator_condition_savi():
+    from slotssm_hf.data import VideoCollator
+    from slotssm_hf.synthetic import _bouncing_shapes_examples
+    from slotssm_hf.video_processing_savi import savi_video_processor
+
+    # The rows bouncing_shapes stores (its generator, without building a datasets cache).
+    rows = list(_bouncing_shapes_examples(2, 3, 16, 2, 3, (0.07, 0.15), (0.02, 0.06), seed=0))
+    for row in rows:  # every box holds the pixel centres of its object's first-frame mask
+        for k, (y0, x0, y1, x1) in enumerate(row["boxes"] * 16, start=1):
+            ys, xs = np.nonzero(row["masks"][0] == k)
+            assert ys.size == 0 or (y0 <= ys.min() + 0.5 and ys.max() + 0.5 <= y1 and x0 <= xs.min() + 0.5 and xs.max() + 0.5 <= x1)
+    collator = VideoCollator(savi_video_processor(16, 3), num_boxes=3)
+    batch = collator([{"pixel_values_videos": r["video"], "boxes": r["boxes"]} for r in rows])
+    counts = [len(r["boxes"]) for r in rows]
+    assert batch["boxes"].shape == (2, 3, 4) and batch["boxes_mask"].sum(1).tolist() == counts
+    assert not batch["boxes"][~batch["boxes_mask"]].any()
+    model = SAViForVideoReconstruction(SAViConfig(**{**TINY, "targets": {"video": 3}}))
+    assert model(**batch).loss.isfinite()
+    with pytest.raises(ValueError, match="more than num_boxes=1"):
+        VideoCollator(savi_video_processor(16, 3), num_boxes=1)([{"pixel_values_videos": rows[0]["video"], "boxes": [[0, 0, 1, 1]] * 2}])
