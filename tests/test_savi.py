@@ -424,3 +424,27 @@ def test_bouncing_shapes_boxes_padded_by_the_collator_condition_savi():
     assert model(**batch).loss.isfinite()
     with pytest.raises(ValueError, match="more than num_boxes=1"):
         VideoCollator(savi_video_processor(16, 3), num_boxes=1)([{"pixel_values_videos": rows[0]["video"], "boxes": [[0, 0, 1, 1]] * 2}])
+
+
+def test_trainer_trains_and_evaluates_fg_ari_and_miou(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from slotssm_hf.data import VideoCollator
+    from slotssm_hf.metrics import ObjectDiscoveryMetrics
+    from slotssm_hf.synthetic import _bouncing_shapes_examples
+    from slotssm_hf.video_processing_savi import savi_video_processor
+
+    rows = [{"pixel_values_videos": r["video"], "boxes": r["boxes"], "instance_masks": r["masks"]}
+            for r in _bouncing_shapes_examples(4, 2, 16, 2, 3, (0.07, 0.15), (0.02, 0.06), seed=0)]  # fmt: skip
+    model = SAViForVideoReconstruction(SAViConfig(**{**TINY, "targets": {"video": 3}}))
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, per_device_eval_batch_size=2,
+                             max_steps=2, report_to=[], remove_unused_columns=False, label_names=["instance_masks"],
+                             use_cpu=True, save_strategy="no")  # fmt: skip
+    trainer = Trainer(
+        model=model, args=args, train_dataset=rows, eval_dataset=rows,
+        data_collator=VideoCollator(savi_video_processor(16, 2), extra_columns=("instance_masks",), num_boxes=3),
+        compute_metrics=ObjectDiscoveryMetrics(), preprocess_logits_for_metrics=ObjectDiscoveryMetrics.preprocess_logits,
+    )  # fmt: skip
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert np.isfinite(metrics["eval_loss"]) and 0 <= metrics["eval_miou"] <= 1 and -1 <= metrics["eval_fg_ari"] <= 1
