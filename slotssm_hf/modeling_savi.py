@@ -28,6 +28,11 @@ from .object_centric import (
 )
 
 
+# Resampling may overshoot [0, 1] by rounding; anything further is a different data convention (e.g. ImageNet
+# normalisation), which the official weights were not trained on.
+FRAME_RANGE_SLACK = 1e-3
+
+
 def check_savi_inputs(pixel_values_videos, boxes, initial_slots, config: SAViConfig):
     """Shapes, dtypes and ranges the model can run on, with errors that name what was expected."""
     expected = (config.num_channels, config.image_size, config.image_size)
@@ -46,6 +51,12 @@ def check_savi_inputs(pixel_values_videos, boxes, initial_slots, config: SAViCon
         raise ValueError(
             f"expected pixel_values_videos of shape (batch, frames, {', '.join(map(str, expected))}) with at least "
             f"one frame and a floating dtype, got {got}"
+        )
+    low, high = pixel_values_videos.min().item(), pixel_values_videos.max().item()
+    if low < -FRAME_RANGE_SLACK or high > 1 + FRAME_RANGE_SLACK:
+        raise ValueError(
+            f"SAVi takes frames with values in [0, 1] (no mean / std normalisation), got values in [{low:.3g}, "
+            f"{high:.3g}]; `savi_video_processor` produces them"
         )
     batch = pixel_values_videos.shape[0]
     if initial_slots is not None:

@@ -332,6 +332,7 @@ def test_gaussian_initialiser_draws_from_the_generator():
     [
         ({"pixel_values_videos": torch.rand(2, 3, 3, 8, 8)}, r"pixel_values_videos of shape \(batch, frames, 3, 16, 16\)"),
         ({"pixel_values_videos": torch.zeros(2, 3, 3, 16, 16, dtype=torch.uint8)}, "floating dtype"),
+        ({"pixel_values_videos": torch.randn(2, 3, 3, 16, 16)}, r"frames with values in \[0, 1\]"),
         ({"boxes": None}, r"needs boxes of shape \(2, 3, 4\)"),
         ({"boxes": torch.rand(2, 4, 4)}, r"boxes of shape \(2, 3, 4\)"),
         ({"boxes": torch.rand(2, 3, 4) * 64}, r"boxes must lie in \[0, 1\]"),
