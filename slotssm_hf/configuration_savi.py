@@ -61,7 +61,8 @@ class SAViConfig(PreTrainedConfig):
     early_fusion (`bool`, defaults to `False`): combine the slots' decoder features by the alpha masks before the
         target readouts (SAVi++).
     targets (`dict[str, int]`, defaults to `{"flow": 3}`): what the decoder reconstructs and with how many channels,
-        always in the order video, flow, depth (its readouts and the channels of `reconstruction`): `"video"` (the input frames), `"flow"` (optical flow rendered as RGB, the official MOVi target),
+        always in the order video, flow, depth (its readouts and the channels of `reconstruction`): `"video"` (the input
+        frames), `"flow"` (optical flow rendered as RGB, the official MOVi target),
         `"depth"` (SAVi++: log(1 + depth)).
     layer_norm_eps (`float`, defaults to 1e-6): epsilon of every LayerNorm and GroupNorm (Flax's default).
     num_frames (`int`, defaults to 6): frames per training clip (the official training window).
@@ -211,8 +212,8 @@ class SAViConfig(PreTrainedConfig):
                 )
         if self.decoder_output_size != self.image_size:
             raise ValueError(
-                f"the decoder turns the {self.decoder_broadcast_size}x{self.decoder_broadcast_size} broadcast grid into "
-                f"{self.decoder_output_size}x{self.decoder_output_size} (decoder_strides {self.decoder_strides}, "
+                f"the decoder turns the {self.decoder_broadcast_size}x{self.decoder_broadcast_size} broadcast grid "
+                f"into {self.decoder_output_size}x{self.decoder_output_size} (decoder_strides {self.decoder_strides}, "
                 f"decoder_transposed {self.decoder_transposed}), not image_size {self.image_size}"
             )
         unknown = sorted(set(self.targets) - set(TARGET_NAMES))

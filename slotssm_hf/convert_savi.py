@@ -61,10 +61,11 @@ RULES = [
     (r"FrameEncoder_0/PositionEmbedding_0/MLP_0/dense_mlp_(\d)/(kernel|bias)", "savi.encoder.mlp.layers.{1}.{2}",
      "dense"),
     (r"FrameEncoder_0/Dense_0/(kernel|bias)", "savi.encoder.transformer_proj.{1}", "dense"),
-    *[(rf"FrameEncoder_0/Transformer_0/TransformerBlock(?P<layer>\d+)/{p}", f"savi.encoder.transformer.{{layer}}.{t}", r)
-      for p, t, r in _MHA],
+    *[(rf"FrameEncoder_0/Transformer_0/TransformerBlock(?P<layer>\d+)/{p}",
+       f"savi.encoder.transformer.{{layer}}.{t}", r) for p, t, r in _MHA],
     # Initialisers.
-    (r"CoordinateEncoderStateInit_0/MLP_0/dense_mlp_(\d)/(kernel|bias)", "savi.initializer.mlp.layers.{1}.{2}", "dense"),
+    (r"CoordinateEncoderStateInit_0/MLP_0/dense_mlp_(\d)/(kernel|bias)", "savi.initializer.mlp.layers.{1}.{2}",
+     "dense"),
     (r"ParamStateInit_0/state_init", "savi.initializer.slots", "param"),
     # Corrector.
     (r"SlotAttention_0/LayerNorm_0/(scale|bias)", "savi.corrector.slot_norm.{1}", "norm"),
@@ -143,7 +144,10 @@ def convert_savi_params(flat_params: dict, config: SAViConfig) -> dict:
     from .modeling_savi import SAViForVideoReconstruction
 
     with torch.device("meta"):
-        expected = {k: v.shape for k, v in SAViForVideoReconstruction(config).state_dict().items()}
+        target_model = SAViForVideoReconstruction(config)
+    expected = {k: v.shape for k, v in target_model.state_dict().items()}
+    transposed_weights = {f"{name}.weight" for name, module in target_model.named_modules()
+                          if isinstance(module, torch.nn.ConvTranspose2d)}  # fmt: skip
     converted, gru_parts, unmapped, problems = {}, {}, [], []
     grids = {"encoder": (config.encoder_grid_size,) * 2, "decoder": (config.decoder_broadcast_size,) * 2}
     for path, array in sorted(flat_params.items()):
@@ -158,8 +162,8 @@ def convert_savi_params(flat_params: dict, config: SAViConfig) -> dict:
         if rule == "grid":
             want = grid(*grids[template])
             if array.shape != want.shape or not np.allclose(array, want, atol=1e-6):
-                problems.append(f"{path}: the fixed position grid {array.shape} is not the {want.shape} grid in [-1, 1] "
-                                "the converted config implies (wrong image size or strides?)")  # fmt: skip
+                problems.append(f"{path}: the fixed position grid {array.shape} is not the {want.shape} grid in "
+                                "[-1, 1] the converted config implies (wrong image size or strides?)")  # fmt: skip
             continue
         if rule == "gru":
             gate, kind = match.group(1), match.group(2)
@@ -171,10 +175,8 @@ def convert_savi_params(flat_params: dict, config: SAViConfig) -> dict:
         if rule == "dense":
             tensor = _dense(array, is_kernel)
         elif rule == "conv":
-            index = int(match.group(1)) if "convs" in key else None
-            transposed = key.startswith("decoder.") and index is not None and index < len(config.decoder_transposed) \
-                and config.decoder_transposed[index]  # fmt: skip
-            tensor = _conv(array, is_kernel, transposed)
+            # The config decides which layers are transposed; the target module's kind says so.
+            tensor = _conv(array, is_kernel, key in transposed_weights)
         elif rule == "norm":
             tensor = torch.from_numpy(array.reshape(-1).copy())
         elif rule == "dense_general":
@@ -241,8 +243,9 @@ def verify_conversion(model, flat_params: dict, num_frames: int = 3, seed: int =
     reference = SAViReference(flat_params, config)(video.permute(0, 1, 3, 4, 2).double(), boxes.double())
     with torch.no_grad():
         ours = model.float().eval()(video, boxes=boxes)
-    return max((ours.last_hidden_state.double() - reference["states"]).abs().max().item(),
-               (ours.reconstruction.permute(0, 1, 3, 4, 2).double() - reference["outputs"]).abs().max().item())  # fmt: skip
+    slots_error = (ours.last_hidden_state.double() - reference["states"]).abs().max().item()
+    outputs_error = (ours.reconstruction.permute(0, 1, 3, 4, 2).double() - reference["outputs"]).abs().max().item()
+    return max(slots_error, outputs_error)
 
 
 MODEL_CARD = """---
@@ -342,7 +345,8 @@ def main(argv=None) -> int:
     parser.add_argument("--variant", default="savi_conditional_small", choices=sorted(SAVI_VARIANTS),
                         help="the official config the checkpoint was trained with")  # fmt: skip
     parser.add_argument("--set", dest="overrides", action="append", type=_override, default=[], metavar="NAME=VALUE",
-                        help="override a SAViConfig field (JSON value), e.g. num_slots=11 for max_instances=10")  # fmt: skip
+                        help="override a SAViConfig field (JSON value), e.g. num_slots=11 for "
+                        "max_instances=10")  # fmt: skip
     parser.add_argument("--verify", action="store_true", help="compare with the float64 reference; fail above 1e-4")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     args = parser.parse_args(argv)

@@ -83,7 +83,9 @@ class VideoCollator:
             row_boxes = np.asarray(row["boxes"], dtype=np.float32)
             row_boxes = row_boxes.reshape(0, 4) if row_boxes.size == 0 else row_boxes
             if row_boxes.ndim != 2 or row_boxes.shape[1] != 4:
-                raise ValueError(f"row {i}: expected boxes of shape (n, 4) (ymin, xmin, ymax, xmax), got {row_boxes.shape}")
+                raise ValueError(
+                    f"row {i}: expected boxes of shape (n, 4) (ymin, xmin, ymax, xmax), got {row_boxes.shape}"
+                )
             if len(row_boxes) > self.num_boxes:
                 raise ValueError(
                     f"row {i} has {len(row_boxes)} boxes, more than num_boxes={self.num_boxes} (the model's slots for "

@@ -21,7 +21,6 @@ from .object_centric import (
     LearnedSlotInitializer,
     LinearPositionEmbedding,
     ResNet,
-    ResNetBlock,
     SlotAttention,
     SpatialBroadcastDecoder,
     TransformerBlock,
@@ -60,12 +59,12 @@ def check_savi_inputs(pixel_values_videos, boxes, initial_slots, config: SAViCon
         )
     batch = pixel_values_videos.shape[0]
     if initial_slots is not None:
-        if not isinstance(initial_slots, torch.Tensor) or tuple(initial_slots.shape) != (
-            batch, config.num_slots, config.slot_size,
-        ):  # fmt: skip
+        expected_slots = (batch, config.num_slots, config.slot_size)
+        if not isinstance(initial_slots, torch.Tensor) or tuple(initial_slots.shape) != expected_slots:
+            got = getattr(initial_slots, "shape", type(initial_slots).__name__)
             raise ValueError(
-                f"expected initial_slots of shape ({batch}, {config.num_slots}, {config.slot_size}) (the last frame's "
-                f"predicted_slots of an earlier call), got {getattr(initial_slots, 'shape', type(initial_slots).__name__)}"
+                f"expected initial_slots of shape {expected_slots} (the last frame's predicted_slots of an earlier "
+                f"call), got {got}"
             )
         return
     if config.initializer_type != "conditional":
@@ -80,7 +79,9 @@ def check_savi_inputs(pixel_values_videos, boxes, initial_slots, config: SAViCon
         or tuple(boxes.shape) != (batch, config.num_boxes, 4)
         or not boxes.is_floating_point()
     ):
-        got = f"{tuple(boxes.shape)} of dtype {boxes.dtype}" if isinstance(boxes, torch.Tensor) else type(boxes).__name__
+        got = (
+            f"{tuple(boxes.shape)} of dtype {boxes.dtype}" if isinstance(boxes, torch.Tensor) else type(boxes).__name__
+        )
         raise ValueError(
             f"expected boxes of shape ({batch}, {config.num_boxes}, 4) and a floating dtype (first-frame "
             f"(ymin, xmin, ymax, xmax) in [0, 1], zero rows for absent objects), got {got}"
@@ -215,6 +216,7 @@ class SAViPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values_videos"
     input_modalities = "video"
     _no_split_modules = ["TransformerBlock", "ResNetBlock"]
+    supports_gradient_checkpointing = True  # the transformer blocks (predictor, SAVi++ encoder)
     _supports_sdpa = True
     _supports_attention_backend = True
     # The loss is already averaged over the batch, so the Trainer's own division by the accumulation steps is right.
@@ -227,7 +229,7 @@ class SAViPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module):
         # Flax's defaults, from which the official models train: LeCun-normal (truncated) kernels, zero biases,
-        # unit norm scales, orthogonal recurrent GRU kernels; the ResNet blocks' second norm starts at zero scale.
+        # unit norm scales, orthogonal recurrent GRU kernels.
         if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
             # Fan-in: input features x kernel area (dim 0 holds the inputs of a transposed convolution's weight).
             inputs = module.weight.shape[0 if isinstance(module, nn.ConvTranspose2d) else 1]
@@ -235,7 +237,9 @@ class SAViPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
-            init.ones_(module.weight)
+            # The ResNet blocks' second norm starts at zero scale (marked on the norm itself: transformers does not
+            # run this for modules without parameters of their own, such as the blocks).
+            (init.zeros_ if getattr(module, "zero_init_scale", False) else init.ones_)(module.weight)
             init.zeros_(module.bias)
         elif isinstance(module, nn.GRUCell):
             lecun_normal_(module.weight_ih, module.weight_ih.shape[1])
@@ -245,8 +249,6 @@ class SAViPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias_hh)
         elif isinstance(module, LearnedSlotInitializer):
             init.normal_(module.slots)
-        if isinstance(module, ResNetBlock):  # after its children's own initialisation
-            init.zeros_(module.bn2.weight)
 
 
 def lecun_normal_(tensor, fan_in: int):

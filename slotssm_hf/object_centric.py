@@ -109,7 +109,8 @@ class ResNetBlock(nn.Module):
         self.conv1 = SameConv2d(in_channels, out_channels, 3, stride, bias=False)
         self.bn1 = nn.GroupNorm(num_groups, out_channels, eps=eps)
         self.conv2 = SameConv2d(out_channels, out_channels, 3, bias=False)
-        self.bn2 = nn.GroupNorm(num_groups, out_channels, eps=eps)  # zero-initialised scale, as in the official code
+        self.bn2 = nn.GroupNorm(num_groups, out_channels, eps=eps)
+        self.bn2.zero_init_scale = True  # the official block starts as the identity (`_init_weights` reads this)
         if stride != 1 or in_channels != out_channels:
             self.proj_conv = SameConv2d(in_channels, out_channels, 1, stride, bias=False)
             self.proj_bn = nn.GroupNorm(num_groups, out_channels, eps=eps)

@@ -202,9 +202,9 @@ class SAViReference:
         alphas = torch.softmax(logits, dim=1)
         readouts = sorted({key.split("/")[2] for key in self.params if key.startswith(f"{root}/Readout_0/")},
                           key=lambda name: int(name.rsplit("_", 1)[1]))  # fmt: skip
-        paths = [
-            f"{root}/Readout_0/{name}/" + ("Dense_0" if name.startswith("Dense") else "dense_mlp_0") for name in readouts
-        ]
+        # misc.Dense wraps nn.Dense ("Dense_i/Dense_0"); SAVi++'s hidden-layer-free MLPs ("MLP_i/dense_mlp_0").
+        paths = [f"{root}/Readout_0/{name}/" + ("Dense_0" if name.startswith("Dense") else "dense_mlp_0")
+                 for name in readouts]  # fmt: skip
         features = x.reshape(b, k, h, w, c)
         if cfg.early_fusion:
             fused = (features * alphas).sum(1)

@@ -54,7 +54,8 @@ def official_params(config: SAViConfig, seed: int = 0) -> dict:
         return {"scale": 1 + r(c, scale=0.1), "bias": r(c, scale=0.1)}
 
     def mlp(i, h, o, layernorm=False):
-        return {**({"LayerNorm_0": norm(i)} if layernorm else {}), "dense_mlp_0": dense(i, h), "dense_mlp_1": dense(h, o)}
+        layers = {"dense_mlp_0": dense(i, h), "dense_mlp_1": dense(h, o)}
+        return {"LayerNorm_0": norm(i), **layers} if layernorm else layers
 
     def block(d, heads, qkv, mlp_size):
         hd = qkv // heads
@@ -122,7 +123,8 @@ def official_params(config: SAViConfig, seed: int = 0) -> dict:
         "CNN_0": {f"conv_{i}": {"kernel": r(k, k, widths[i], widths[i + 1]), "bias": r(widths[i + 1])}
                   for i, k in enumerate(c.decoder_kernel_sizes)},
         "alpha_logits": dense(widths[-1], 1),
-        "Readout_0": {readout_name.format(i): {inner: dense(widths[-1], ch)} for i, ch in enumerate(c.targets.values())},
+        "Readout_0": {readout_name.format(i): {inner: dense(widths[-1], channels)}
+                      for i, channels in enumerate(c.targets.values())},
     }  # fmt: skip
     params = {"FrameEncoder_0": encoder, "SlotAttention_0": corrector,
               "TransformerBlock_0": block(d, c.predictor_num_heads, c.predictor_qkv_size, c.predictor_mlp_size),
@@ -136,7 +138,8 @@ def official_params(config: SAViConfig, seed: int = 0) -> dict:
 
 def clu_checkpoint(params: dict) -> dict:
     """What the official trainer saves: a flax.optim Adam TrainState (parameters under optimizer/target)."""
-    moments = {k: {"grad_ema": np.zeros_like(v), "grad_sq_ema": np.zeros_like(v)} for k, v in flatten_tree(params).items()}
+    moments = {key: {"grad_ema": np.zeros_like(value), "grad_sq_ema": np.zeros_like(value)}
+               for key, value in flatten_tree(params).items()}  # fmt: skip
     return {"step": np.int64(100), "optimizer": {"target": params, "state": {"step": np.int64(100),
             "param_states": moments}}, "variables": {}, "rng": np.zeros(2, np.uint32)}  # fmt: skip
 
@@ -330,7 +333,7 @@ def test_gaussian_initialiser_draws_from_the_generator():
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"pixel_values_videos": torch.rand(2, 3, 3, 8, 8)}, r"pixel_values_videos of shape \(batch, frames, 3, 16, 16\)"),
+        ({"pixel_values_videos": torch.rand(2, 3, 3, 8, 8)}, r"of shape \(batch, frames, 3, 16, 16\)"),
         ({"pixel_values_videos": torch.zeros(2, 3, 3, 16, 16, dtype=torch.uint8)}, "floating dtype"),
         ({"pixel_values_videos": torch.randn(2, 3, 3, 16, 16)}, r"frames with values in \[0, 1\]"),
         ({"boxes": None}, r"needs boxes of shape \(2, 3, 4\)"),
@@ -415,7 +418,8 @@ def test_bouncing_shapes_boxes_padded_by_the_collator_condition_savi():
     for row in rows:  # every box holds the pixel centres of its object's first-frame mask
         for k, (y0, x0, y1, x1) in enumerate(row["boxes"] * 16, start=1):
             ys, xs = np.nonzero(row["masks"][0] == k)
-            assert ys.size == 0 or (y0 <= ys.min() + 0.5 and ys.max() + 0.5 <= y1 and x0 <= xs.min() + 0.5 and xs.max() + 0.5 <= x1)
+            if ys.size:
+                assert y0 <= ys.min() + 0.5 and ys.max() + 0.5 <= y1 and x0 <= xs.min() + 0.5 and xs.max() + 0.5 <= x1
     collator = VideoCollator(savi_video_processor(16, 3), num_boxes=3)
     batch = collator([{"pixel_values_videos": r["video"], "boxes": r["boxes"]} for r in rows])
     counts = [len(r["boxes"]) for r in rows]
@@ -424,7 +428,9 @@ def test_bouncing_shapes_boxes_padded_by_the_collator_condition_savi():
     model = SAViForVideoReconstruction(SAViConfig(**{**TINY, "targets": {"video": 3}}))
     assert model(**batch).loss.isfinite()
     with pytest.raises(ValueError, match="more than num_boxes=1"):
-        VideoCollator(savi_video_processor(16, 3), num_boxes=1)([{"pixel_values_videos": rows[0]["video"], "boxes": [[0, 0, 1, 1]] * 2}])
+        VideoCollator(savi_video_processor(16, 3), num_boxes=1)(
+            [{"pixel_values_videos": rows[0]["video"], "boxes": [[0, 0, 1, 1]] * 2}]
+        )
 
 
 def test_trainer_trains_and_evaluates_fg_ari_and_miou(tmp_path):
@@ -444,8 +450,66 @@ def test_trainer_trains_and_evaluates_fg_ari_and_miou(tmp_path):
     trainer = Trainer(
         model=model, args=args, train_dataset=rows, eval_dataset=rows,
         data_collator=VideoCollator(savi_video_processor(16, 2), extra_columns=("instance_masks",), num_boxes=3),
-        compute_metrics=ObjectDiscoveryMetrics(), preprocess_logits_for_metrics=ObjectDiscoveryMetrics.preprocess_logits,
+        compute_metrics=ObjectDiscoveryMetrics(),
+        preprocess_logits_for_metrics=ObjectDiscoveryMetrics.preprocess_logits,
     )  # fmt: skip
     trainer.train()
     metrics = trainer.evaluate()
     assert np.isfinite(metrics["eval_loss"]) and 0 <= metrics["eval_miou"] <= 1 and -1 <= metrics["eval_fg_ari"] <= 1
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_module_matches_its_float64_counterpart(case):
+    config = SAViConfig(**CASES[case])
+    flat = flatten_tree(official_params(config))
+    model = SAViForVideoReconstruction(config).double().eval()
+    model.load_state_dict(convert_savi_params(flat, config))
+    reference = SAViReference(flat, config)
+    video, boxes = inputs(config, frames=1)
+    frames, boxes = video[:, 0].double(), boxes.double()
+    with torch.no_grad():
+        tokens = model.savi.encoder(frames)
+        torch.testing.assert_close(tokens, reference.encode(frames.permute(0, 2, 3, 1)), rtol=0, atol=1e-10)
+        slots = model.savi.initial_state(boxes, 2, tokens)
+        torch.testing.assert_close(slots, reference.initial_slots(boxes, 2), rtol=0, atol=1e-10)
+        corrected, attention = model.savi.corrector(slots, tokens, 2)
+        expected, expected_attention = reference.correct(slots, tokens, 2)
+        torch.testing.assert_close(corrected, expected, rtol=0, atol=1e-10)
+        torch.testing.assert_close(attention, expected_attention, rtol=0, atol=1e-10)
+        predicted = reference.transformer_block(corrected, "TransformerBlock_0", config.predictor_num_heads, False)
+        torch.testing.assert_close(model.savi.predictor(corrected), predicted, rtol=0, atol=1e-10)
+        decoded, alphas = model.decoder(corrected)
+        expected, expected_alphas = reference.decode(corrected)
+        torch.testing.assert_close(decoded.permute(0, 2, 3, 1), expected, rtol=0, atol=1e-10)
+        torch.testing.assert_close(alphas.permute(0, 1, 3, 4, 2), expected_alphas, rtol=0, atol=1e-10)
+
+
+def test_initialisation_follows_the_flax_defaults():
+    model = SAViForVideoReconstruction(SAViConfig(**SAVI_VARIANTS["savi_conditional_small"]))
+    # LeCun normal truncated at two standard deviations, fan-in = input channels x kernel area (also for the
+    # transposed convolutions, whose torch weight holds the inputs first).
+    layers = ((model.decoder.backbone.convs[1].weight, 64 * 25), (model.savi.predictor.mlp.layers[0].weight, 128))
+    for weight, fan_in in layers:
+        std = (1 / fan_in) ** 0.5
+        assert abs(weight.std().item() / std - 1) < 0.05
+        assert weight.abs().max().item() <= 2 * std / 0.87962566103423978 + 1e-6
+    assert not model.decoder.backbone.convs[1].bias.any() and not model.savi.corrector.gru.bias_hh.any()
+    for gate in model.savi.corrector.gru.weight_hh.detach().chunk(3):  # orthogonal recurrent kernels per gate
+        torch.testing.assert_close(gate @ gate.T, torch.eye(128), atol=1e-5, rtol=0)
+    resnet = SAViModel(SAViConfig(**CASES["resnet-transformer-early-fusion"])).encoder.backbone
+    assert not resnet.stages[0][0].bn2.weight.any() and resnet.stages[0][0].bn1.weight.eq(1).all()
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    config = SAViConfig(**CASES["resnet-transformer-early-fusion"])
+    video, boxes = inputs(config)
+    labels = torch.rand(2, 3, 4, 16, 16)
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = SAViForVideoReconstruction(config).train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+        model(video, boxes=boxes, labels=labels).loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1])
