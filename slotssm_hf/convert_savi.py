@@ -290,6 +290,9 @@ def convert_savi_checkpoint(source, output, variant: str = "savi_conditional_sma
         raise ConversionError(f"{output} already exists; pass --overwrite to replace it")
     if variant not in SAVI_VARIANTS:
         raise ConversionError(f"unknown variant {variant!r}; the official setups are {sorted(SAVI_VARIANTS)}")
+    unknown = sorted(set(overrides or {}) - set(SAViConfig.__dataclass_fields__))
+    if unknown:  # the config would keep them as inert attributes: a typo must not go unnoticed
+        raise ConversionError(f"{unknown} are not SAViConfig fields")
     try:
         config = SAViConfig(**{**SAVI_VARIANTS[variant], **(overrides or {})})
     except Exception as error:  # the config's own validation names the field

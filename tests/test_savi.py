@@ -266,6 +266,14 @@ def test_failed_conversion_leaves_nothing_and_existing_output_needs_overwrite(tm
     with pytest.raises(ConversionError, match="wrong shape"):  # the default variant does not fit tiny weights
         convert_savi_checkpoint(tmp_path / "ckpt-2.flax", tmp_path / "out", log=lambda *_: None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.flax", "ckpt-1.flax", "ckpt-2.flax"]
+    with pytest.raises(ConversionError, match="unknown variant 'savi_tiny'; the official setups are"):
+        convert_savi_checkpoint(tmp_path / "ckpt-2.flax", tmp_path / "out", variant="savi_tiny", log=lambda *_: None)
+    with pytest.raises(ConversionError, match=r"\['num_slot'\] are not SAViConfig fields"):
+        convert_savi_checkpoint(tmp_path / "ckpt-2.flax", tmp_path / "out", overrides={"num_slot": 11},
+                                log=lambda *_: None)  # fmt: skip
+    with pytest.raises(ConversionError, match="(?s)not a valid SAViConfig: .*num_slots must be a positive integer"):
+        convert_savi_checkpoint(tmp_path / "ckpt-2.flax", tmp_path / "out", overrides={"num_slots": 0},
+                                log=lambda *_: None)  # fmt: skip
     (tmp_path / "out").mkdir()
     with pytest.raises(ConversionError, match="already exists"):
         convert_savi_checkpoint(tmp_path / "ckpt-2.flax", tmp_path / "out", overrides=TINY, log=lambda *_: None)
