@@ -187,14 +187,13 @@ def convert_savi_params(flat_params: dict, config: SAViConfig) -> dict:
             problems.append(f"{path}: a second source for {key}")
         converted[key] = tensor
     for template in sorted({t for t, _, _ in gru_parts}):
-        hidden = config.slot_size
         for part in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             chunks = [gru_parts.get((template, part, i)) for i in range(3)]
-            if part == "bias_hh":  # Flax's r and z gates have no hidden bias
-                chunks = [torch.zeros(hidden, dtype=chunks[2].dtype) if c is None and i < 2 else c
-                          for i, c in enumerate(chunks)] if chunks[2] is not None else chunks  # fmt: skip
-            if any(c is None for c in chunks):
-                problems.append(f"{template}: Flax GRU gates missing for {part}")
+            if part == "bias_hh" and chunks[2] is not None:  # Flax's r and z gates have no hidden bias: zeros
+                chunks = [torch.zeros_like(chunks[2]) if chunk is None else chunk for chunk in chunks]
+            if any(chunk is None for chunk in chunks) or len({chunk.shape for chunk in chunks}) != 1:
+                shapes = [None if chunk is None else tuple(chunk.shape) for chunk in chunks]
+                problems.append(f"{template}.{part}: the Flax GRU gates (r, z, n) give {shapes}, not three equal parts")
                 continue
             converted[f"{template}.{part}"] = torch.cat(chunks)
     missing = sorted(set(expected) - set(converted))
@@ -270,7 +269,7 @@ masks reconstructs {{ targets }}.
 | frame size | {{ image_size }} x {{ image_size }}, values in [0, 1] |
 | encoder | {{ encoder_description }} |
 | initialiser | {{ initializer_description }} |
-| corrector | slot attention (GRU update), qkv {{ slot_attention_qkv_size }}, {{ slot_attention_iterations }} iteration(s) a frame |
+| corrector | slot attention (GRU), qkv {{ slot_attention_qkv_size }}, iterations {{ slot_attention_iterations }} |
 | predictor | post-norm transformer block, {{ predictor_num_heads }} heads, MLP {{ predictor_mlp_size }} |
 | decoder | spatial broadcast from {{ decoder_broadcast_size }} x {{ decoder_broadcast_size }}, alpha masks |
 | parameters | {{ num_parameters }} |

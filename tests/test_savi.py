@@ -521,3 +521,14 @@ def test_activation_checkpointing_gives_the_same_gradients():
         model(video, boxes=boxes, labels=labels).loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_a_missing_or_mis_shaped_gru_gate_is_named():
+    config = SAViConfig(**TINY)
+    flat = flatten_tree(official_params(config))
+    gru = "SlotAttention_0/GRU_0/GRUCell_0"
+    without = {k: v for k, v in flat.items() if k != f"{gru}/iz/kernel"}
+    with pytest.raises(ConversionError, match=r"savi.corrector.gru.weight_ih: the Flax GRU gates \(r, z, n\) give "):
+        convert_savi_params(without, config)
+    with pytest.raises(ConversionError, match="savi.corrector.gru.weight_hh: .*not three equal parts"):
+        convert_savi_params({**flat, f"{gru}/hz/kernel": np.zeros((16, 8), np.float32)}, config)
