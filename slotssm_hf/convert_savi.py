@@ -351,9 +351,9 @@ def render_savi_model_card(model, repo_id: str, provenance: str):
 def convert_savi_checkpoint(source, output, variant: str = "savi_conditional_small", overrides: dict | None = None,
                             verify: bool = False, overwrite: bool = False, tolerance: float = 1e-4,
                             log=print) -> Path:  # fmt: skip
-    """Convert the official checkpoint at `source` (a `ckpt-<n>.flax` / `checkpoint_<step>` file, or a folder holding
-    them: the latest is used) into `output`, written atomically (nothing is left behind on failure; an existing
-    `output` is replaced only with `overwrite=True`)."""
+    """Convert the official checkpoint at `source` (a `ckpt-<n>.flax` / `checkpoint_<step>` file, a folder holding
+    them, of which the latest is used, or the training work folder holding `checkpoints-0/`) into `output`, written
+    atomically (nothing is left behind on failure; an existing `output` is replaced only with `overwrite=True`)."""
     from .flax_checkpoint import FlaxCheckpointError, find_flax_checkpoint, flatten_tree, read_flax_checkpoint
     from .modeling_savi import SAViForVideoReconstruction
     from .video_processing_savi import savi_video_processor
@@ -370,6 +370,9 @@ def convert_savi_checkpoint(source, output, variant: str = "savi_conditional_sma
         config = SAViConfig(**{**SAVI_VARIANTS[variant], **(overrides or {})})
     except Exception as error:  # the config's own validation names the field
         raise ConversionError(f"variant {variant!r} with {overrides} is not a valid SAViConfig: {error}") from error
+    # A training work folder: CLU's MultihostCheckpoint writes one checkpoints-<host> folder per host, host 0's first.
+    if (Path(source) / "checkpoints-0").is_dir():
+        source = Path(source) / "checkpoints-0"
     try:
         path = find_flax_checkpoint(source)
         checkpoint = read_flax_checkpoint(path)
@@ -420,7 +423,7 @@ def main(argv=None) -> int:
         description="Convert a checkpoint of the official SAVi / SAVi++ code (Flax msgpack) into a slotssm_hf "
         "checkpoint, without JAX.",
     )
-    parser.add_argument("source", help="a ckpt-<n>.flax / checkpoint_<step> file, or a folder of them (latest used)")
+    parser.add_argument("source", help="a ckpt-<n>.flax file, a folder of them (latest used) or the work folder")
     parser.add_argument("output", help="folder to write the slotssm_hf checkpoint to")
     parser.add_argument("--variant", default="savi_conditional_small", choices=sorted(SAVI_VARIANTS),
                         help="the official config the checkpoint was trained with")  # fmt: skip

@@ -210,9 +210,12 @@ def test_converted_checkpoint_matches_float64_reference_on_the_flax_arrays(tmp_p
 def test_convert_savi_verify_passes_and_writes_a_loadable_folder_with_processor(tmp_path):
     lines = []
     config = SAViConfig(**TINY)
-    source = tmp_path / "ckpt-1.flax"
-    write_flax_checkpoint(clu_checkpoint(official_params(config)), source)
-    convert_savi_checkpoint(source, tmp_path / "out", overrides=TINY, verify=True, log=lines.append)
+    (tmp_path / "workdir" / "checkpoints-0").mkdir(parents=True)  # as the official trainer lays out its work folder
+    folder = tmp_path / "workdir" / "checkpoints-0"
+    write_flax_checkpoint({}, folder / "ckpt-1.flax")
+    write_flax_checkpoint(clu_checkpoint(official_params(config)), folder / "ckpt-2.flax")
+    convert_savi_checkpoint(tmp_path / "workdir", tmp_path / "out", overrides=TINY, verify=True, log=lines.append)
+    assert "converting the latest checkpoint in" in lines[0] and lines[0].endswith("ckpt-2.flax")
     assert any("max abs difference" in line for line in lines)
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["README.md", "config.json", "configuration_savi.py", "model.safetensors", "modeling_savi.py",
