@@ -60,12 +60,17 @@ __all__ = [
 # SAVi / SAVi++ (the registry of families takes these over).
 from .configuration_savi import SAVI_VARIANTS, SAViConfig  # noqa: E402
 from .modeling_savi import SAViForVideoReconstruction, SAViModel, SAViPreTrainedModel  # noqa: E402
+from .video_processing_savi import SAViVideoProcessor  # noqa: E402
 
 AutoConfig.register(SAViConfig.model_type, SAViConfig, exist_ok=True)
 AutoModel.register(SAViConfig, SAViModel, exist_ok=True)
 AutoModelForPreTraining.register(SAViConfig, SAViForVideoReconstruction, exist_ok=True)
-AutoVideoProcessor.register(SAViConfig, video_processor_class=SlotSSMVideoProcessor, exist_ok=True)
+AutoVideoProcessor.register(SAViConfig, video_processor_class=SAViVideoProcessor, exist_ok=True)
 SAViConfig.register_for_auto_class()
 SAViModel.register_for_auto_class("AutoModel")
 SAViForVideoReconstruction.register_for_auto_class("AutoModelForPreTraining")
-__all__ += ["SAViConfig", "SAVI_VARIANTS", "SAViPreTrainedModel", "SAViModel", "SAViForVideoReconstruction"]
+SAViVideoProcessor.register_for_auto_class()
+__all__ += [
+    "SAViConfig", "SAVI_VARIANTS", "SAViPreTrainedModel", "SAViModel", "SAViForVideoReconstruction",
+    "SAViVideoProcessor",
+]  # fmt: skip

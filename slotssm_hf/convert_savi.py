@@ -356,7 +356,7 @@ def convert_savi_checkpoint(source, output, variant: str = "savi_conditional_sma
     atomically (nothing is left behind on failure; an existing `output` is replaced only with `overwrite=True`)."""
     from .flax_checkpoint import FlaxCheckpointError, find_flax_checkpoint, flatten_tree, read_flax_checkpoint
     from .modeling_savi import SAViForVideoReconstruction
-    from .video_processing_savi import savi_video_processor
+    from .video_processing_savi import SAViVideoProcessor
 
     output = Path(output)
     if output.exists() and not overwrite:
@@ -388,7 +388,7 @@ def convert_savi_checkpoint(source, output, variant: str = "savi_conditional_sma
 
     def fill(staging: Path):
         model.save_pretrained(staging)
-        savi_video_processor(config.image_size, config.num_frames).save_pretrained(staging)
+        SAViVideoProcessor.for_config(config).save_pretrained(staging)
         provenance = (
             f"Converted from `{path.name}`, a checkpoint of the official training code (config `{variant}`), by "
             "`slotssm-hf convert-savi`."

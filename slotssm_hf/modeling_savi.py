@@ -55,7 +55,7 @@ def check_savi_inputs(pixel_values_videos, boxes, initial_slots, config: SAViCon
     if low < -FRAME_RANGE_SLACK or high > 1 + FRAME_RANGE_SLACK:
         raise ValueError(
             f"SAVi takes frames with values in [0, 1] (no mean / std normalisation), got values in [{low:.3g}, "
-            f"{high:.3g}]; `savi_video_processor` produces them"
+            f"{high:.3g}]; `SAViVideoProcessor` produces them"
         )
     batch = pixel_values_videos.shape[0]
     if initial_slots is not None:

@@ -1,22 +1,33 @@
-"""The SAVi data convention for `SlotSSMVideoProcessor`: frames resized (short side) and centre-cropped to the
-model's size, values in [0, 1] with no mean / std normalisation (the official pipeline's `convert_image_dtype`)."""
+"""The SAVi video processor: `SlotSSMVideoProcessor` with the official SAVi data convention as its defaults."""
+
+from transformers.image_utils import PILImageResampling
 
 from .video_processing_slotssm import SlotSSMVideoProcessor
 
 
-def savi_video_processor(image_size: int = 64, num_frames: int = 6) -> SlotSSMVideoProcessor:
-    """A processor whose defaults produce what SAVi takes: `num_frames` consecutive frames (the official training
-    window is 6, evaluation 24), bilinear short-side resize to `image_size` (the official `resize_small`), centre
-    crop, rescale to [0, 1], no normalisation. Saved as `video_preprocessor_config.json` like any processor."""
-    return SlotSSMVideoProcessor(
-        size={"shortest_edge": image_size},
-        crop_size={"height": image_size, "width": image_size},
-        resample=2,  # PIL / torchvision bilinear
-        do_normalize=False,
-        image_mean=[0.0, 0.0, 0.0],
-        image_std=[1.0, 1.0, 1.0],
-        num_frames=num_frames,
-    )
+class SAViVideoProcessor(SlotSSMVideoProcessor):
+    r"""
+    Turns videos into what SAVi takes: `pixel_values_videos` (batch, frames, 3, 64, 64) with values in [0, 1] and no
+    mean / std normalisation (the official pipeline's `convert_image_dtype`), 6 consecutive frames (the official
+    training window; evaluation uses 24), bilinear short-side resize (the official `resize_small`) and centre crop.
+    Everything else (inputs, sampling, decoding) is as in `SlotSSMVideoProcessor`; `size`, `crop_size` and
+    `num_frames` set other model sizes and clip lengths, e.g. `SAViVideoProcessor.for_config(config)`.
+    """
+
+    resample = PILImageResampling.BILINEAR
+    image_mean = [0.0, 0.0, 0.0]
+    image_std = [1.0, 1.0, 1.0]
+    do_normalize = False
+    size = {"shortest_edge": 64}
+    crop_size = {"height": 64, "width": 64}
+    num_frames = 6
+
+    @classmethod
+    def for_config(cls, config) -> "SAViVideoProcessor":
+        """The processor for a `SAViConfig`: its frame size and training clip length."""
+        size = config.image_size
+        crop_size = {"height": size, "width": size}
+        return cls(size={"shortest_edge": size}, crop_size=crop_size, num_frames=config.num_frames)
 
 
-__all__ = ["savi_video_processor"]
+__all__ = ["SAViVideoProcessor"]

@@ -219,7 +219,8 @@ def test_convert_savi_verify_passes_and_writes_a_loadable_folder_with_processor(
     assert any("max abs difference" in line for line in lines)
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["README.md", "config.json", "configuration_savi.py", "model.safetensors", "modeling_savi.py",
-                     "object_centric.py", "video_preprocessor_config.json", "video_processing_slotssm.py"]  # fmt: skip
+                     "object_centric.py", "video_preprocessor_config.json", "video_processing_savi.py",
+                     "video_processing_slotssm.py"]  # fmt: skip
     assert "license: apache-2.0" in (tmp_path / "out" / "README.md").read_text()
     from transformers import AutoVideoProcessor
 
@@ -381,9 +382,12 @@ def test_invalid_configuration_names_field_and_reason(overrides, message):
 
 
 def test_saved_folder_loads_with_remote_code_where_the_package_is_absent(tmp_path):
+    from slotssm_hf import SAViVideoProcessor
+
     config = SAViConfig(**TINY)
     model = SAViForVideoReconstruction(config).eval()
     model.save_pretrained(tmp_path / "model")
+    SAViVideoProcessor.for_config(config).save_pretrained(tmp_path / "model")
     video, boxes = inputs(config)
     with torch.no_grad():
         torch.save({"video": video, "boxes": boxes, "expected": model(video, boxes=boxes).reconstruction},
@@ -393,7 +397,8 @@ def test_saved_folder_loads_with_remote_code_where_the_package_is_absent(tmp_pat
         import sys
         sys.modules["slotssm_hf"] = None  # any import of the package now fails
         import torch
-        from transformers import AutoModel, AutoModelForPreTraining
+        import numpy as np
+        from transformers import AutoModel, AutoModelForPreTraining, AutoVideoProcessor
         folder = {str(tmp_path / "model")!r}
         model = AutoModelForPreTraining.from_pretrained(folder, trust_remote_code=True).eval()
         assert "slotssm_hf" not in type(model).__module__, type(model).__module__
@@ -401,13 +406,16 @@ def test_saved_folder_loads_with_remote_code_where_the_package_is_absent(tmp_pat
         with torch.no_grad():
             assert torch.equal(model(io["video"], boxes=io["boxes"]).reconstruction, io["expected"])
         backbone = AutoModel.from_pretrained(folder, trust_remote_code=True)
-        print(type(model).__name__, type(backbone).__name__)
+        processor = AutoVideoProcessor.from_pretrained(folder, trust_remote_code=True)
+        frames = processor([np.full((8, 20, 20, 3), 255, np.uint8)])["pixel_values_videos"]
+        assert frames.shape == (1, 6, 3, 16, 16) and bool((frames == 1).all()), frames.shape  # [0, 1], no mean/std
+        print(type(model).__name__, type(backbone).__name__, type(processor).__name__)
         """
     )
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["SAViForVideoReconstruction", "SAViModel"]
+    assert result.stdout.split() == ["SAViForVideoReconstruction", "SAViModel", "SAViVideoProcessor"]
 
 
 def test_auto_model_loads_a_saved_savi_with_the_package(tmp_path):
@@ -422,7 +430,7 @@ def test_auto_model_loads_a_saved_savi_with_the_package(tmp_path):
 def test_bouncing_shapes_boxes_padded_by_the_collator_condition_savi():
     from slotssm_hf.data import VideoCollator
     from slotssm_hf.synthetic import _bouncing_shapes_examples
-    from slotssm_hf.video_processing_savi import savi_video_processor
+    from slotssm_hf import SAViVideoProcessor
 
     # The rows bouncing_shapes stores (its generator, without building a datasets cache).
     rows = list(_bouncing_shapes_examples(2, 3, 16, 2, 3, (0.07, 0.15), (0.02, 0.06), seed=0))
@@ -431,7 +439,7 @@ def test_bouncing_shapes_boxes_padded_by_the_collator_condition_savi():
             ys, xs = np.nonzero(row["masks"][0] == k)
             if ys.size:
                 assert y0 <= ys.min() + 0.5 and ys.max() + 0.5 <= y1 and x0 <= xs.min() + 0.5 and xs.max() + 0.5 <= x1
-    collator = VideoCollator(savi_video_processor(16, 3), num_boxes=3)
+    collator = VideoCollator(SAViVideoProcessor.for_config(SAViConfig(**TINY)), num_boxes=3, num_frames=3)
     batch = collator([{"pixel_values_videos": r["video"], "boxes": r["boxes"]} for r in rows])
     counts = [len(r["boxes"]) for r in rows]
     assert batch["boxes"].shape == (2, 3, 4) and batch["boxes_mask"].sum(1).tolist() == counts
@@ -439,7 +447,7 @@ def test_bouncing_shapes_boxes_padded_by_the_collator_condition_savi():
     model = SAViForVideoReconstruction(SAViConfig(**{**TINY, "targets": {"video": 3}}))
     assert model(**batch).loss.isfinite()
     with pytest.raises(ValueError, match="more than num_boxes=1"):
-        VideoCollator(savi_video_processor(16, 3), num_boxes=1)(
+        VideoCollator(SAViVideoProcessor(), num_boxes=1)(
             [{"pixel_values_videos": rows[0]["video"], "boxes": [[0, 0, 1, 1]] * 2}]
         )
 
@@ -450,7 +458,7 @@ def test_trainer_trains_and_evaluates_fg_ari_and_miou(tmp_path):
     from slotssm_hf.data import VideoCollator
     from slotssm_hf.metrics import ObjectDiscoveryMetrics
     from slotssm_hf.synthetic import _bouncing_shapes_examples
-    from slotssm_hf.video_processing_savi import savi_video_processor
+    from slotssm_hf import SAViVideoProcessor
 
     rows = [{"pixel_values_videos": r["video"], "boxes": r["boxes"], "instance_masks": r["masks"]}
             for r in _bouncing_shapes_examples(4, 2, 16, 2, 3, (0.07, 0.15), (0.02, 0.06), seed=0)]  # fmt: skip
@@ -460,7 +468,8 @@ def test_trainer_trains_and_evaluates_fg_ari_and_miou(tmp_path):
                              use_cpu=True, save_strategy="no")  # fmt: skip
     trainer = Trainer(
         model=model, args=args, train_dataset=rows, eval_dataset=rows,
-        data_collator=VideoCollator(savi_video_processor(16, 2), extra_columns=("instance_masks",), num_boxes=3),
+        data_collator=VideoCollator(SAViVideoProcessor.for_config(model.config), extra_columns=("instance_masks",),
+                                    num_boxes=3, num_frames=2),
         compute_metrics=ObjectDiscoveryMetrics(),
         preprocess_logits_for_metrics=ObjectDiscoveryMetrics.preprocess_logits,
     )  # fmt: skip
