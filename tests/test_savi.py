@@ -446,10 +446,13 @@ def test_bouncing_shapes_boxes_padded_by_the_collator_condition_savi():
     assert not batch["boxes"][~batch["boxes_mask"]].any()
     model = SAViForVideoReconstruction(SAViConfig(**{**TINY, "targets": {"video": 3}}))
     assert model(**batch).loss.isfinite()
-    with pytest.raises(ValueError, match="more than num_boxes=1"):
-        VideoCollator(SAViVideoProcessor(), num_boxes=1)(
-            [{"pixel_values_videos": rows[0]["video"], "boxes": [[0, 0, 1, 1]] * 2}]
-        )
+    with pytest.raises(ValueError, match="row 0 has 4 boxes, more than num_boxes=3"):
+        collator([{"pixel_values_videos": rows[0]["video"], "boxes": [[0, 0, 1, 1]] * 4}])
+    with pytest.raises(ValueError, match=r"row 0: expected boxes of shape \(n, 4\)"):
+        collator([{"pixel_values_videos": rows[0]["video"], "boxes": [[0, 0, 1]] * 4}])
+    with pytest.raises(ValueError, match="row 1 has no 'boxes' entry"):
+        collator([{"pixel_values_videos": r["video"], **({"boxes": r["boxes"]} if i == 0 else {})}
+                  for i, r in enumerate(rows)])  # fmt: skip
 
 
 def test_trainer_trains_and_evaluates_fg_ari_and_miou(tmp_path):
