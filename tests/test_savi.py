@@ -169,7 +169,7 @@ def test_flax_same_padding_is_asymmetric_like_xla():
     assert flax_same_padding(128, 5, 2) == (1, 2)
     assert flax_same_padding(64, 3, 2) == (0, 1)
     assert flax_same_padding(64, 5, 1) == (2, 2)
-    assert flax_transpose_padding(5, 2) == (3, 2)  # checked against flax 0.3.5's ConvTranspose on CPU
+    assert flax_transpose_padding(5, 2) == (3, 2)  # what flax 0.3.5 pads, run on CPU (zoo-candidates.md, section 8)
 
 
 def test_official_variant_parameter_counts():
