@@ -41,3 +41,10 @@ __all__ = [
     "VideoCollator",
     "video_folder_dataset",
 ]
+
+# SAVi / SAVi++
+from .configuration_savi import SAViConfig  # noqa: E402
+from .modeling_savi import SAViForVideoReconstruction, SAViModel, SAViPreTrainedModel  # noqa: E402
+from .video_processing_savi import SAViVideoProcessor  # noqa: E402
+
+__all__ += ["SAViConfig", "SAViPreTrainedModel", "SAViModel", "SAViForVideoReconstruction", "SAViVideoProcessor"]

@@ -360,6 +360,26 @@ def verify_conversion(folder: Path, parts: dict, num_frames: int = 4, seed: int 
     return max((ours.reconstruction - recon).abs().max().item(), (ours.last_hidden_state - slots).abs().max().item())
 
 
+def write_folder_atomically(output: Path, fill):
+    """Run `fill(staging)` on a temporary folder beside `output`, then rename it into place: a failure (or an
+    interruption) leaves nothing behind, and an existing `output` (the caller decided it may be replaced) is swapped
+    out only once the new one is complete, so the output path is never empty or partial."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.incomplete-", dir=output.parent))
+    try:
+        fill(staging)
+        if output.exists():
+            old = output.with_name(f".{output.name}.replaced-{os.getpid()}")
+            output.rename(old)
+            staging.rename(output)
+            shutil.rmtree(old)
+        else:
+            staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def convert_checkpoint(source, output, verify: bool = False, overwrite: bool = False, tolerance: float = 1e-4,
                        log=print) -> Path:  # fmt: skip
     """Convert the official checkpoint at `source` (a step folder or a run folder) into `output`.
@@ -385,9 +405,7 @@ def convert_checkpoint(source, output, verify: bool = False, overwrite: bool = F
         model = SlotSSMForVideoReconstruction(config)
     model.load_state_dict(state, strict=True, assign=True)  # assign keeps the source tensors and their dtypes
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.incomplete-", dir=output.parent))
-    try:
+    def fill(staging: Path):
         model.save_pretrained(staging)
         # The official data pipeline: short-side bicubic resize and centre crop to the model's size, ImageNet
         # mean / std, 16 consecutive frames (the processor's defaults at this size).
@@ -404,16 +422,8 @@ def convert_checkpoint(source, output, verify: bool = False, overwrite: bool = F
             log(f"max abs difference against the official reference: {difference:.3g}")
             if not difference <= tolerance:
                 raise ConversionError(f"verification failed: max abs difference {difference:.3g} > {tolerance:g}")
-        if output.exists():  # swap, then delete the old folder: the output path is never left empty or partial
-            old = output.with_name(f".{output.name}.replaced-{os.getpid()}")
-            output.rename(old)
-            staging.rename(output)
-            shutil.rmtree(old)
-        else:
-            staging.rename(output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    write_folder_atomically(output, fill)
     log(f"wrote {output}")
     return output
 

@@ -46,12 +46,19 @@ class VideoCollator:
     frame lists) into `pixel_values_videos` (batch, frames, 3, H, W); `labels` and the `extra_columns` (e.g.
     ground-truth `instance_masks`), when every row has them, are stacked into tensors.
 
+    With `num_boxes`, each row's first-frame `boxes` (n, 4) (ymin, xmin, ymax, xmax) in [0, 1], as conditional SAVi
+    takes them, are padded with zero rows to `boxes` (batch, num_boxes, 4) float32 plus `boxes_mask` (batch,
+    num_boxes) bool, True for real boxes. Boxes are in the frames' normalised coordinates and are not moved by the
+    processor, so they fit square videos (resize only) as given.
+
     processor_kwargs are handed to the processor on every call, e.g. `sampling="random"` for training.
     """
 
-    def __init__(self, processor: SlotSSMVideoProcessor | None = None, extra_columns=(), **processor_kwargs):
+    def __init__(self, processor: SlotSSMVideoProcessor | None = None, extra_columns=(), num_boxes: int | None = None,
+                 **processor_kwargs):  # fmt: skip
         self.processor = processor or SlotSSMVideoProcessor()
         self.stacked_columns = (LABEL_COLUMN, *extra_columns)
+        self.num_boxes = num_boxes
         self.processor_kwargs = processor_kwargs
 
     def __call__(self, rows: list[dict]) -> dict:
@@ -63,7 +70,30 @@ class VideoCollator:
         for column in self.stacked_columns:
             if all(column in row for row in rows):
                 batch[column] = torch.as_tensor(np.stack([np.asarray(row[column]) for row in rows]))
+        if self.num_boxes is not None:
+            batch["boxes"], batch["boxes_mask"] = self._padded_boxes(rows)
         return batch
+
+    def _padded_boxes(self, rows):
+        boxes = torch.zeros(len(rows), self.num_boxes, 4)
+        mask = torch.zeros(len(rows), self.num_boxes, dtype=torch.bool)
+        for i, row in enumerate(rows):
+            if "boxes" not in row:
+                raise ValueError(f"row {i} has no 'boxes' entry (first-frame boxes (n, 4)), which num_boxes asks for")
+            row_boxes = np.asarray(row["boxes"], dtype=np.float32)
+            row_boxes = row_boxes.reshape(0, 4) if row_boxes.size == 0 else row_boxes
+            if row_boxes.ndim != 2 or row_boxes.shape[1] != 4:
+                raise ValueError(
+                    f"row {i}: expected boxes of shape (n, 4) (ymin, xmin, ymax, xmax), got {row_boxes.shape}"
+                )
+            if len(row_boxes) > self.num_boxes:
+                raise ValueError(
+                    f"row {i} has {len(row_boxes)} boxes, more than num_boxes={self.num_boxes} (the model's slots for "
+                    "objects); raise num_boxes or drop objects"
+                )
+            boxes[i, : len(row_boxes)] = torch.from_numpy(row_boxes)
+            mask[i, : len(row_boxes)] = True
+        return boxes, mask
 
     @staticmethod
     def _as_video(value):

@@ -6,7 +6,7 @@ from importlib import resources
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .registry import Head, head_of
+from .registry import Head, head_of, load
 
 
 # Metric keys of `Trainer.evaluate` that measure the machine, not the model.
@@ -15,8 +15,8 @@ METRIC_NAMES = {"loss": "Loss", "fg_ari": "FG-ARI", "miou": "mIoU", "accuracy": 
 PROVENANCE = re.compile(r"<!-- provenance -->\n(.*?)\n<!-- /provenance -->", flags=re.DOTALL)
 
 
-def describe(config) -> dict:
-    """Template fields that describe the architecture of `config`."""
+def describe_slotssm(config) -> dict:
+    """Template fields that describe the architecture of a SlotSSM `config`."""
     if config.encoder_type == "vit":
         encoder = (
             f"ViT, {config.encoder_num_layers} layers of width {config.encoder_hidden_size}, "
@@ -44,6 +44,31 @@ def describe(config) -> dict:
         "encoder_description": encoder,
         "decoder_description": decoder,
         "cross_attention_description": f"{attention}, {config.cross_attention_num_heads} head(s)",
+    }
+
+
+def describe_savi(config) -> dict:
+    """Template fields that describe the architecture of a SAVi `config`."""
+    if config.encoder_type == "cnn":
+        encoder = f"CNN {config.encoder_features}, strides {config.encoder_strides}"
+    else:
+        encoder = f"ResNet (stages {config.resnet_stage_sizes}, GroupNorm)"
+    if config.encoder_transformer_layers:
+        encoder += f" + {config.encoder_transformer_layers}-layer transformer"
+    initializer = {
+        "conditional": f"MLP on the first-frame {'box centres' if config.center_of_mass else 'boxes'}",
+        "learned": "learned slots",
+        "gaussian": "Gaussian slots",
+    }[config.initializer_type]
+    fields = {name: getattr(config, name) for name in (
+        "num_slots", "slot_size", "image_size", "slot_attention_qkv_size", "slot_attention_iterations",
+        "predictor_num_heads", "predictor_mlp_size", "decoder_broadcast_size", "num_boxes",
+    )}  # fmt: skip
+    return {
+        **fields,
+        "targets": ", ".join(config.targets),
+        "encoder_description": encoder,
+        "initializer_description": initializer,
     }
 
 
@@ -92,7 +117,8 @@ def provenance_of(card_text: str) -> str | None:
 
 def render_model_card(model, repo_id: str, provenance: str, datasets=None, base_model=None, eval_results=None,
                       has_processor: bool = False) -> ModelCard:  # fmt: skip
-    """A model card for `model` (a SlotSSM model; the meta device is enough) to be published as `repo_id`.
+    """A model card for `model` (any model class of the registry; the meta device is enough) to be published as
+    `repo_id`, from its family's template and description (registry.Family.card_template, .describe_path).
 
     provenance: a paragraph on where the weights come from (training run, conversion).
     datasets, base_model: Hub ids for the metadata. eval_results: the train job's eval_results.json contents, which
@@ -128,5 +154,5 @@ def render_model_card(model, repo_id: str, provenance: str, datasets=None, base_
         evaluation_rows=evaluation_table(eval_results) if eval_results else "",
         task_description=head.description,
         num_parameters=f"{sum(p.numel() for p in model.parameters()):,}",
-        **describe(model.config),
+        **load(family.describe_path)(model.config),
     )

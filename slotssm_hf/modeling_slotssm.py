@@ -20,6 +20,7 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_slotssm import SlotSSMConfig
+from .object_centric import eager_attention_forward
 from .pretrained import ZooPreTrainedModel
 from .ssm import GatedRMSNorm, Mamba1Mixer, Mamba2Mixer, MambaMixerBase, MambaState
 from .timm_encoder import create_timm_backbone
@@ -63,16 +64,6 @@ def check_pixel_values_videos(pixel_values_videos, config: SlotSSMConfig):
         f"expected pixel_values_videos of shape (batch, frames, {', '.join(map(str, expected))}) with at least one "
         f"frame and a floating dtype, got {got}"
     )
-
-
-def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    """Softmax attention over the keys; query/key/value (*batch, heads, length, head_dim), any number of batch
-    dimensions. Returns the output (*batch, queries, heads, head_dim) and the weights (*batch, heads, queries, keys)."""
-    weights = torch.matmul(query, key.transpose(-1, -2)) * scaling
-    if attention_mask is not None:
-        weights = weights + attention_mask
-    weights = F.dropout(weights.softmax(dim=-1), p=dropout, training=module.training)
-    return torch.matmul(weights, value).transpose(-3, -2).contiguous(), weights
 
 
 def inverted_attention_forward(module, query, key, value, attention_mask, scaling, **kwargs):

@@ -44,7 +44,8 @@ class Head:
 @dataclass(frozen=True)
 class Family:
     """A model family: its `model_type`, config class, pretrained base class, heads (the backbone first), video
-    processor, and what its model cards say (license of the code and of converted weights, Hub tags, template)."""
+    processor, and what its model cards say: license (of the code and of converted weights), Hub tags, the template in
+    model_cards/, and the function giving the template's architecture fields for a config."""
 
     model_type: str
     config_path: str
@@ -54,6 +55,7 @@ class Family:
     license: str
     tags: tuple[str, ...]
     card_template: str
+    describe_path: str
 
     @property
     def config_class(self):
@@ -134,6 +136,32 @@ FAMILIES = {
             license="mit",
             tags=("slotssm", "video", "object-centric", "state-space-model", "mamba"),
             card_template="slotssm.md",
+            describe_path="model_card.describe_slotssm",
+        ),
+        Family(
+            model_type="savi",
+            config_path="configuration_savi.SAViConfig",
+            base_path="modeling_savi.SAViPreTrainedModel",
+            heads=(
+                Head(
+                    "modeling_savi.SAViModel", "AutoModel", None, "other", "Video object-centric representation",
+                    "This checkpoint is the backbone: video (and first-frame boxes) in, corrected and predicted slots "
+                    "per frame out.",
+                    "outputs.last_hidden_state  # corrected slots: (batch, frames, slots, slot_size)",
+                ),
+                Head(
+                    "modeling_savi.SAViForVideoReconstruction", "AutoModelForPreTraining", None, "other",
+                    "Video reconstruction and unsupervised object discovery",
+                    "This checkpoint carries the official objective: each frame's target (RGB, flow or depth) is "
+                    "decoded from its slots with per-slot alpha masks.",
+                    "outputs.reconstruction, outputs.masks  # decoded targets and per-slot masks",
+                ),
+            ),
+            processor_path="video_processing_savi.SAViVideoProcessor",
+            license="apache-2.0",
+            tags=("savi", "video", "object-centric", "slot-attention"),
+            card_template="savi.md",
+            describe_path="model_card.describe_savi",
         ),
     )
 }

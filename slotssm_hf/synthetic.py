@@ -63,6 +63,9 @@ def bouncing_shapes(
         object_colors   uint8 (N, 3) RGB
         object_radii    float32 (N,) in pixels
         object_centers  float32 (N, T, 2) (row, column) in pixels, pixel i spanning [i, i + 1)
+        boxes           float32 (N, 4) each object's first-frame box (ymin, xmin, ymax, xmax) as fractions of
+                        `image_size` (its shape's whole extent, occluded parts included): what conditional SAVi
+                        takes (`VideoCollator(num_boxes=...)` pads it)
 
     Returns a `datasets.Dataset` cached under `cache_dir` (the `datasets` default when None).
     """
@@ -205,6 +208,7 @@ def _bouncing_shapes_features(num_frames, image_size):
             "object_colors": datasets.Array2D((None, 3), "uint8"),
             "object_radii": datasets.List(datasets.Value("float32")),
             "object_centers": datasets.Array3D((None, num_frames, 2), "float32"),
+            "boxes": datasets.Array2D((None, 4), "float32"),
         }
     )
 
@@ -229,7 +233,16 @@ def _bouncing_shapes_examples(
             "object_colors": colors,
             "object_radii": radii.astype(np.float32),
             "object_centers": centers.astype(np.float32),
+            "boxes": _first_frame_boxes(radii, centers, image_size),
         }
+
+
+def _first_frame_boxes(radii, centers, image_size):
+    """(N, 4) float32 (ymin, xmin, ymax, xmax) in [0, 1]: every shape fits the square of its radius around its centre
+    (and centres bounce so that it stays inside the frame)."""
+    first = centers[:, 0]
+    corners = np.concatenate([first - radii[:, None], first + radii[:, None]], axis=1) / image_size
+    return np.clip(corners, 0, 1).astype(np.float32)
 
 
 def _distinct_colors(rng, num_colors):
