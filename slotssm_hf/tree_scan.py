@@ -169,9 +169,11 @@ def bfs_levels(tree: torch.Tensor, height: int, width: int) -> TreeLevels:
         parents.append(positions[:, None].expand_as(candidates)[is_child])
         order.append(children)
         bounds.append(bounds[-1] + children.numel())
+        if bounds[-1] > batch * num_pixels:  # a pixel was reached twice
+            break
         frontier = children
     if bounds[-1] != batch * num_pixels:
-        raise ValueError("the edge mask does not connect every pixel: it is not a spanning tree")
+        raise ValueError("the edge mask has a cycle and leaves pixels unconnected: it is not a spanning tree")
     return TreeLevels(torch.cat(order), torch.cat(parents), tuple(bounds), batch, num_pixels)
 
 
@@ -188,8 +190,10 @@ def _aggregate_up(values: torch.Tensor, weights: torch.Tensor, tree: TreeLevels)
     """a_v = values_v + sum over children c of w_c a_c, leaves to root (breadth-first layout)."""
     out = values.clone()
     bounds, parent = tree.bounds, tree.parent
-    for start, stop in zip(reversed(bounds[1:-1]), reversed(bounds[2:])):
-        out.index_add_(0, parent[start:stop], weights[start:stop] * out[start:stop])
+    for level in reversed(range(1, len(bounds) - 1)):
+        above, start, stop = bounds[level - 1 : level + 2]
+        # Into the slice of the level above: index_add_ on CPU costs time in the size of the whole target.
+        out[above:start].index_add_(0, parent[start:stop] - above, weights[start:stop] * out[start:stop])
     return out
 
 
@@ -262,10 +266,10 @@ def tree_scan(inputs: torch.Tensor, weights: torch.Tensor, tree: TreeLevels) -> 
 
 
 def tree_scan_ref(inputs: torch.Tensor, weights: torch.Tensor, tree: TreeLevels) -> torch.Tensor:
-    """`tree_scan` by the dense (length x length) matrix S of every channel, through autograd: O((batch * length)^2)
-    memory per channel (the forest's matrix is block-diagonal). S = M^T diag(1 - w^2) M, where M[a, v] is the product of w on the path from ancestor a
-    down to v (1 on the diagonal): the sum over the common ancestors of i and j telescopes to the product along the
-    path through their lowest common ancestor, as the root's w is 0."""
+    """`tree_scan` by the dense matrix S of every channel, through autograd: O((batch * length)^2) memory per
+    channel (the forest's matrix is block-diagonal). S = M^T diag(1 - w^2) M, where M[a, v] is the product of w on
+    the path from ancestor a down to v (1 on the diagonal): the sum over the common ancestors of i and j telescopes
+    to the product along the path through their lowest common ancestor, as the root's w is 0."""
     check_scan_inputs(inputs, weights, tree)
     channels, nodes = inputs.shape[-1], tree.batch * tree.length
     w = weights.reshape(-1, channels)[tree.order].T  # (channels, nodes), breadth-first layout
