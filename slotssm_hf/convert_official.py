@@ -17,6 +17,7 @@ import re
 import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -213,9 +214,10 @@ RULES = {
 }  # fmt: skip
 
 
-def convert_sub_model(model_type: str, state_dict: dict, name: str) -> dict:
-    """Rename one official sub-model's keys; every key must match exactly one rule."""
-    prefix, rules = RULES[model_type]
+def rename_keys(state_dict: dict, rules: list, prefix: str, name: str) -> dict:
+    """Rename a state dict's keys by `rules` ((source key pattern, target key template, a list of templates for an
+    even split along dim 0, or None to drop)), prefixing the targets; every key must match exactly one rule, and
+    the error for those that do not lists them all."""
     converted, unknown = {}, []
     for key, tensor in state_dict.items():
         matches = [(re.fullmatch(pattern, key), target) for pattern, target in rules]
@@ -236,6 +238,33 @@ def convert_sub_model(model_type: str, state_dict: dict, name: str) -> dict:
     return converted
 
 
+def convert_sub_model(model_type: str, state_dict: dict, name: str) -> dict:
+    """Rename one official sub-model's keys; every key must match exactly one rule."""
+    prefix, rules = RULES[model_type]
+    return rename_keys(state_dict, rules, prefix, name)
+
+
+def check_fits(state: dict, model_class, config):
+    """Refuse a converted state dict that does not fit `model_class(config)` (built on the meta device): the error
+    lists every missing, unexpected and mis-shaped key."""
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in model_class(config).state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mis_shaped = sorted(
+        f"{k}: {tuple(state[k].shape)} instead of {tuple(expected[k])}"
+        for k in set(expected) & set(state)
+        if state[k].shape != expected[k]
+    )
+    problems = [
+        f"{what}: {keys}"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped))
+        if keys
+    ]
+    if problems:
+        raise ConversionError("the official weights do not fit the converted config; " + "; ".join(problems))
+
+
 def convert_official_state_dicts(config: SlotSSMConfig, encoder: dict, slotssm: dict, decoder: dict) -> dict:
     """The state dict of `SlotSSMForVideoReconstruction(config)` from the three official state dicts.
 
@@ -250,22 +279,7 @@ def convert_official_state_dicts(config: SlotSSMConfig, encoder: dict, slotssm: 
         **convert_sub_model("slot_ssm", slotssm, "slotssm"),
         **convert_sub_model(decoder_type, decoder, "decoder"),
     }
-    with torch.device("meta"):
-        expected = {k: v.shape for k, v in SlotSSMForVideoReconstruction(config).state_dict().items()}
-    missing = sorted(set(expected) - set(converted))
-    unexpected = sorted(set(converted) - set(expected))
-    mis_shaped = sorted(
-        f"{k}: {tuple(converted[k].shape)} instead of {tuple(expected[k])}"
-        for k in set(expected) & set(converted)
-        if converted[k].shape != expected[k]
-    )
-    problems = [
-        f"{what}: {keys}"
-        for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped))
-        if keys
-    ]
-    if problems:
-        raise ConversionError("the official weights do not fit the converted config; " + "; ".join(problems))
+    check_fits(converted, SlotSSMForVideoReconstruction, config)
     return converted
 
 
@@ -360,6 +374,27 @@ def verify_conversion(folder: Path, parts: dict, num_frames: int = 4, seed: int 
     return max((ours.reconstruction - recon).abs().max().item(), (ours.last_hidden_state - slots).abs().max().item())
 
 
+@contextmanager
+def staged_folder(output: Path):
+    """A new temporary folder beside `output` to write into; when the block completes it becomes `output` (an
+    existing `output` is swapped out first and then deleted, so the path is never empty or partial), and when the
+    block fails it is deleted, leaving nothing behind."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.incomplete-", dir=output.parent))
+    try:
+        yield staging
+        if output.exists():
+            old = output.with_name(f".{output.name}.replaced-{os.getpid()}")
+            output.rename(old)
+            staging.rename(output)
+            shutil.rmtree(old)
+        else:
+            staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def convert_checkpoint(source, output, verify: bool = False, overwrite: bool = False, tolerance: float = 1e-4,
                        log=print) -> Path:  # fmt: skip
     """Convert the official checkpoint at `source` (a step folder or a run folder) into `output`.
@@ -385,9 +420,7 @@ def convert_checkpoint(source, output, verify: bool = False, overwrite: bool = F
         model = SlotSSMForVideoReconstruction(config)
     model.load_state_dict(state, strict=True, assign=True)  # assign keeps the source tensors and their dtypes
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.incomplete-", dir=output.parent))
-    try:
+    with staged_folder(output) as staging:
         model.save_pretrained(staging)
         # The official data pipeline: short-side bicubic resize and centre crop to the model's size, ImageNet
         # mean / std, 16 consecutive frames (the processor's defaults at this size).
@@ -404,16 +437,6 @@ def convert_checkpoint(source, output, verify: bool = False, overwrite: bool = F
             log(f"max abs difference against the official reference: {difference:.3g}")
             if not difference <= tolerance:
                 raise ConversionError(f"verification failed: max abs difference {difference:.3g} > {tolerance:g}")
-        if output.exists():  # swap, then delete the old folder: the output path is never left empty or partial
-            old = output.with_name(f".{output.name}.replaced-{os.getpid()}")
-            output.rename(old)
-            staging.rename(output)
-            shutil.rmtree(old)
-        else:
-            staging.rename(output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log(f"wrote {output}")
     return output
 
