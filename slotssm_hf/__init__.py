@@ -6,13 +6,18 @@ Importing the package registers its classes with the transformers Auto classes (
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForImageClassification,
     AutoModelForPreTraining,
     AutoModelForVideoClassification,
     AutoVideoProcessor,
 )
 
+from . import timm_grootv  # registers grootv_tiny / _small / _base with timm
+from .configuration_grootv import GrootVConfig
+
 from .configuration_slotssm import SlotSSMConfig
 from .data import VideoCollator, video_folder_dataset
+from .modeling_grootv import GrootVForImageClassification, GrootVModel, GrootVPreTrainedModel
 from .modeling_slotssm import (
     SlotSSMForVideoClassification,
     SlotSSMForVideoDepthEstimation,
@@ -39,8 +44,21 @@ SlotSSMForVideoReconstruction.register_for_auto_class("AutoModelForPreTraining")
 SlotSSMForVideoClassification.register_for_auto_class("AutoModelForVideoClassification")
 SlotSSMVideoProcessor.register_for_auto_class()
 
+# GrootV (image backbone). Its image processor is transformers' ConvNextImageProcessor, named in the saved
+# preprocessor_config.json, so AutoImageProcessor needs no registration.
+AutoConfig.register(GrootVConfig.model_type, GrootVConfig, exist_ok=True)
+AutoModel.register(GrootVConfig, GrootVModel, exist_ok=True)
+AutoModelForImageClassification.register(GrootVConfig, GrootVForImageClassification, exist_ok=True)
+GrootVConfig.register_for_auto_class()
+GrootVModel.register_for_auto_class("AutoModel")
+GrootVForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
 __all__ = [
     "SlotSSMConfig",
+    "GrootVConfig",
+    "GrootVPreTrainedModel",
+    "GrootVModel",
+    "GrootVForImageClassification",
     "SlotSSMPreTrainedModel",
     "SlotSSMModel",
     "SlotSSMForVideoReconstruction",

@@ -228,10 +228,12 @@ def rename_keys(state_dict: dict, rules: list, prefix: str, name: str) -> dict:
         match, target = matches[0]
         if target is None:
             continue
-        targets = [target] if isinstance(target, str) else target
-        if tensor.shape[0] % len(targets):
-            raise ConversionError(f"{name}: {key} of shape {tuple(tensor.shape)} cannot split into {len(targets)}")
-        for part, template in zip(tensor.chunk(len(targets)), targets):
+        if isinstance(target, str):
+            converted[prefix + target.format(*match.groups())] = tensor.clone()
+            continue
+        if tensor.shape[0] % len(target):
+            raise ConversionError(f"{name}: {key} of shape {tuple(tensor.shape)} cannot split into {len(target)}")
+        for part, template in zip(tensor.chunk(len(target)), target):
             converted[prefix + template.format(*match.groups())] = part.clone()
     if unknown:
         raise ConversionError(f"{name}: keys the official layout does not have: {sorted(unknown)}")

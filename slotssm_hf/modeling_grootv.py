@@ -206,6 +206,15 @@ def init_grootv_weights(module: nn.Module, initializer_range: float):
         init.ones_(module.Ds)
 
 
+# What a saved folder's config.json maps each Auto class to, so every class of the family loads from any saved folder
+# with trust_remote_code=True (transformers itself records only the class that was saved).
+AUTO_MAP = {
+    "AutoConfig": "configuration_grootv.GrootVConfig",
+    "AutoModel": "modeling_grootv.GrootVModel",
+    "AutoModelForImageClassification": "modeling_grootv.GrootVForImageClassification",
+}
+
+
 class GrootVPreTrainedModel(PreTrainedModel):
     config_class = GrootVConfig
     config: GrootVConfig
@@ -218,6 +227,10 @@ class GrootVPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         init_grootv_weights(module, self.config.initializer_range)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        self.config.auto_map = {**AUTO_MAP, **(getattr(self.config, "auto_map", None) or {})}
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
 
 class GrootVModel(GrootVPreTrainedModel):
