@@ -266,20 +266,23 @@ def tree_scan(inputs: torch.Tensor, weights: torch.Tensor, tree: TreeLevels) -> 
 
 
 def tree_scan_ref(inputs: torch.Tensor, weights: torch.Tensor, tree: TreeLevels) -> torch.Tensor:
-    """`tree_scan` by the dense matrix S of every channel, through autograd: O((batch * length)^2) memory per
-    channel (the forest's matrix is block-diagonal). S = M^T diag(1 - w^2) M, where M[a, v] is the product of w on
-    the path from ancestor a down to v (1 on the diagonal): the sum over the common ancestors of i and j telescopes
-    to the product along the path through their lowest common ancestor, as the root's w is 0."""
+    """`tree_scan` through a dense matrix per channel, by autograd: O((batch * length)^2) time and memory per channel
+    (the forest's matrices are block-diagonal). S = M^T diag(1 - w^2) M, where M[a, v] is the product of w on the
+    path from ancestor a down to v (1 on the diagonal): the sum over the common ancestors of i and j telescopes to
+    the product along the path through their lowest common ancestor, as the root's w is 0. y = M^T ((1 - w^2) M u)
+    applies S without forming it."""
     check_scan_inputs(inputs, weights, tree)
     channels, nodes = inputs.shape[-1], tree.batch * tree.length
     w = weights.reshape(-1, channels)[tree.order].T  # (channels, nodes), breadth-first layout
     w = torch.cat([torch.zeros_like(w[:, : tree.batch]), w[:, tree.batch :]], dim=1)
     eye = torch.eye(nodes, dtype=inputs.dtype, device=inputs.device)
-    matrix = eye.repeat(channels, 1, 1)  # M: (channels, nodes, nodes), filled one level of columns at a time
-    for start, stop in zip(tree.bounds[1:-1], tree.bounds[2:]):
-        parent = tree.parent[start:stop]
-        matrix[..., start:stop] = eye[:, start:stop] + w[:, None, start:stop] * matrix[..., parent]
-    dense = matrix.transpose(1, 2) @ ((1 - w * w)[..., None] * matrix)
-    u = inputs.reshape(-1, channels)[tree.order].T
-    y = (dense @ u[..., None])[..., 0].T
+    # The columns of M level by level: a node's column is its own unit vector plus w times its parent's column, and
+    # the parents of a level are the level above.
+    blocks = [eye[:, : tree.bounds[1]].expand(channels, -1, -1)]
+    for above, start, stop in zip(tree.bounds, tree.bounds[1:-1], tree.bounds[2:]):
+        parent = tree.parent[start:stop] - above
+        blocks.append(eye[:, start:stop] + w[:, None, start:stop] * blocks[-1][..., parent])
+    matrix = torch.cat(blocks, dim=-1)  # M: (channels, nodes, nodes)
+    u = inputs.reshape(-1, channels)[tree.order].T[..., None]
+    y = (matrix.transpose(1, 2) @ ((1 - w * w)[..., None] * (matrix @ u)))[..., 0].T
     return torch.empty_like(y).index_copy(0, tree.order, y).view_as(inputs)
