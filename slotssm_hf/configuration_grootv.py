@@ -36,6 +36,8 @@ class GrootVConfig(PreTrainedConfig):
     layer_norm_eps (`float`, defaults to 1e-6): epsilon of the stem, block, level and downsampling LayerNorms
         (the TreeSSM's own two LayerNorms keep torch's 1e-5, as in the official code).
     initializer_range (`float`, defaults to 0.02): std of the truncated normal initialisation of linear layers.
+    use_tree_scan_kernel (`bool`, defaults to `True`): on CUDA, run the scan with the official TreeScan extension
+        where it is installed (the tree is always built by this package).
 
     Example:
 
@@ -58,6 +60,7 @@ class GrootVConfig(PreTrainedConfig):
     head_expand: float = 1.5
     layer_norm_eps: float = 1e-6
     initializer_range: float = 0.02
+    use_tree_scan_kernel: bool = True
 
     def __post_init__(self, **kwargs):
         self.depths = list(self.depths) if self.depths is not None else [2, 2, 9, 2]

@@ -63,9 +63,10 @@ class GrootVTreeSSM(nn.Module):
     `tree_scan` sums u with path products of w; the result is LayerNorm'ed (h_norm), scaled by the pixel's C, plus
     the skip Ds x, LayerNorm'ed again (out_norm), gated by SiLU(z) and projected back. The scan runs in float32."""
 
-    def __init__(self, dim: int, expand: int, conv_kernel: int):
+    def __init__(self, dim: int, expand: int, conv_kernel: int, use_kernel: bool = True):
         super().__init__()
         inner = expand * dim
+        self.use_kernel = use_kernel
         self.dt_rank = math.ceil(dim / 16)
         self.in_proj = nn.Linear(dim, 2 * inner, bias=False)
         self.conv2d = nn.Conv2d(inner, inner, conv_kernel, padding=conv_kernel // 2, groups=inner, bias=False)
@@ -88,7 +89,7 @@ class GrootVTreeSSM(nn.Module):
         dt, b, c = torch.split(xs @ self.x_proj_weight[0].float().T, [self.dt_rank, 1, 1], dim=-1)
         dt = F.softplus(dt @ self.dt_projs_weight[0].float().T + self.dt_projs_bias[0].float())
         a = -torch.exp(self.A_logs.float()[:, 0])
-        y = tree_scan(dt * b * xs, torch.exp(dt * a), tree)
+        y = tree_scan(dt * b * xs, torch.exp(dt * a), tree, use_kernel=self.use_kernel)
         y = self.h_norm(y) * c + self.Ds.float() * xs
         y = self.out_norm(y).view(batch, height, width, -1).to(hidden_states.dtype)
         return self.out_proj(y * F.silu(z))
@@ -111,7 +112,7 @@ class GrootVLayer(GradientCheckpointingLayer):
     def __init__(self, config: GrootVConfig, dim: int, drop_path: float):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.tree_ssm = GrootVTreeSSM(dim, config.ssm_expand, config.ssm_conv_kernel)
+        self.tree_ssm = GrootVTreeSSM(dim, config.ssm_expand, config.ssm_conv_kernel, config.use_tree_scan_kernel)
         self.drop_path = ConvNextDropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.mlp = GrootVMLP(dim, int(dim * config.mlp_ratio))

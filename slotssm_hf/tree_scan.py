@@ -20,14 +20,20 @@ Every stage is batched tensor work with Python loops only over rounds or tree le
   of the same cost (the operator S is symmetric, so grad_u is the same two passes applied to grad_y, and grad_w
   needs one elementwise step more).
 
-`tree_scan_ref` is the O(V^2) dense form of the same operator, for tests and benchmarks.
+`tree_scan_ref` is the O(V^2) dense form of the same operator, for tests and benchmarks. On CUDA, `tree_scan` runs
+the scan with the official `TreeScan` extension (`tree_scan._C`) where it is installed, on the tree built here (so
+both paths use the same tree); it is never required.
 """
 
+import functools
+import importlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+# Device types on which the official TreeScan kernels run (a module constant so tests can stand in for CUDA).
+KERNEL_DEVICE_TYPES = frozenset({"cuda"})
 # Neighbour slots of a grid pixel in the tree-neighbour table, in the order children are visited.
 UP, DOWN, LEFT, RIGHT = range(4)
 
@@ -256,13 +262,80 @@ def check_scan_inputs(inputs, weights, tree: TreeLevels):
         )
 
 
-def tree_scan(inputs: torch.Tensor, weights: torch.Tensor, tree: TreeLevels) -> torch.Tensor:
+@functools.cache
+def load_official_kernels():
+    """The official TreeScan extension module (`tree_scan._C`), or None where it is not installed or fails to load."""
+    try:
+        return importlib.import_module("tree_scan._C")
+    except Exception:  # not installed, or a build that fails to load on this machine
+        return None
+
+
+def official_kernels_for(tensor: torch.Tensor, enabled: bool):
+    """The one dispatch point: the official extension when it may run on `tensor`, else None (the torch path)."""
+    if not enabled or tensor.device.type not in KERNEL_DEVICE_TYPES:
+        return None
+    return load_official_kernels()
+
+
+def official_tree_layout(tree: TreeLevels) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`tree` in the official extension's per-sample breadth-first layout (int32): sorted_index (batch, length), the
+    pixel at each position; sorted_parent (batch, length), the parent's position (0 for the root); sorted_child
+    (batch, length, 4), the children's positions, first slots filled, 0 after the last."""
+    batch, length = tree.batch, tree.length
+    # Grouping the forest's positions by sample keeps each sample's breadth-first order.
+    by_sample = torch.sort(tree.order // length, stable=True).indices
+    local = torch.empty_like(by_sample)
+    local[by_sample] = torch.arange(length, device=local.device).repeat(batch)
+    sorted_index = (tree.order[by_sample] % length).view(batch, length)
+    sorted_parent = local[tree.parent[by_sample]].view(batch, length)
+    # Siblings are consecutive positions: a child's slot is its distance from the first of them.
+    positions = torch.arange(length, device=local.device).expand(batch, -1)
+    first_child = torch.full_like(sorted_parent, length).scatter_reduce_(1, sorted_parent[:, 1:], positions[:, 1:], "amin")
+    slot = positions[:, 1:] - first_child.gather(1, sorted_parent[:, 1:])
+    sorted_child = torch.zeros(batch, length, 4, dtype=torch.long, device=local.device)
+    sorted_child.view(batch, -1).scatter_(1, sorted_parent[:, 1:] * 4 + slot, positions[:, 1:])
+    return sorted_index.int(), sorted_parent.int(), sorted_child.int()
+
+
+class _OfficialTreeScan(torch.autograd.Function):
+    """The official extension's scan ("refine"): inputs (batch, channels, length) in pixel order, weights in its
+    breadth-first order."""
+
+    @staticmethod
+    def forward(ctx, inputs, weights, layout, kernels):
+        coef = torch.ones(layout[0].shape, dtype=inputs.dtype, device=inputs.device)
+        weights = weights.clone()  # the extension zeroes the root's weight in place
+        out, up = kernels.tree_scan_refine_forward(inputs, weights, *layout, coef)
+        ctx.kernels = kernels
+        ctx.save_for_backward(inputs, weights, *layout, out, up, coef)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        inputs, weights, sorted_index, sorted_parent, sorted_child, out, up, coef = ctx.saved_tensors
+        arguments = (inputs, weights, sorted_index, sorted_parent, sorted_child, out, up, grad_output.contiguous(), coef)
+        grad_inputs = ctx.kernels.tree_scan_refine_backward_feature(*arguments)
+        grad_weights = ctx.kernels.tree_scan_refine_backward_edge_weight(*arguments)
+        return grad_inputs, grad_weights, None, None
+
+
+def tree_scan(inputs: torch.Tensor, weights: torch.Tensor, tree: TreeLevels, use_kernel: bool = True) -> torch.Tensor:
     """y_i = sum_j S_ij u_j for every channel: `inputs` u and `weights` w are (batch, length, channels), pixels
     row-major; S_ij is the product of w over the path from i to j in `tree`, each edge weighted by the w of its
     node farther from the root (the root's own w is unused). Differentiable in `inputs` and `weights`; forward and
-    backward are linear in batch * length * channels."""
+    backward are linear in batch * length * channels. With `use_kernel`, CUDA tensors go through the official
+    TreeScan extension where it is installed."""
     check_scan_inputs(inputs, weights, tree)
-    return _TreeScan.apply(inputs.contiguous(), weights.contiguous(), tree)
+    kernels = official_kernels_for(inputs, use_kernel)
+    if kernels is None:
+        return _TreeScan.apply(inputs.contiguous(), weights.contiguous(), tree)
+    layout = official_tree_layout(tree)
+    index = layout[0].long()[:, None, :].expand(-1, inputs.shape[-1], -1)
+    breadth_first_weights = weights.transpose(1, 2).gather(2, index).contiguous()
+    out = _OfficialTreeScan.apply(inputs.transpose(1, 2).contiguous(), breadth_first_weights, layout, kernels)
+    return out.transpose(1, 2)
 
 
 def tree_scan_ref(inputs: torch.Tensor, weights: torch.Tensor, tree: TreeLevels) -> torch.Tensor:

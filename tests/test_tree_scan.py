@@ -3,6 +3,7 @@ BFS levels against SciPy's breadth-first tree, and the two-pass scan against a b
 (float64), the dense form, and numerical gradients."""
 
 import itertools
+import sys
 
 import numpy as np
 import pytest
@@ -229,3 +230,96 @@ def test_scan_refuses_inputs_that_do_not_fit_the_tree(u_shape, w_shape, dtype, m
 def test_tree_features_must_be_channels_last_float():
     with pytest.raises(ValueError, match=r"\(batch, height, width, channels\)"):
         grid_tree(torch.randn(4, 4, 3))
+
+
+# Dispatch to the official TreeScan extension. The stand-in follows the extension's calling conventions (per-sample
+# breadth-first arrays, inputs (batch, channels, length) in pixel order, weights in breadth-first order, the root's
+# weight zeroed in place) and runs its recurrences node by node in Python.
+
+
+def _stand_in_passes(values, weights, sorted_index, sorted_parent, sorted_child):
+    """Leaves-to-root sums (breadth-first layout) and root-to-leaves outputs (pixel order) of one sample."""
+    length = sorted_index.shape[0]
+    up = values[:, sorted_index.long()].clone()
+    for i in reversed(range(length)):
+        for child in sorted_child[i].tolist():
+            if child <= 0:
+                break
+            up[:, i] += weights[:, child] * up[:, child]
+    down = torch.zeros_like(up)
+    for i in range(length):
+        parent = sorted_parent[i].item()
+        w = weights[:, i] if i else torch.zeros_like(weights[:, 0])
+        down[:, i] = w * down[:, parent] + (1 - w * w) * up[:, i]
+    out = torch.empty_like(down)
+    out[:, sorted_index.long()] = down
+    return up, down, out
+
+
+class StandInTreeScanKernels:
+    @staticmethod
+    def tree_scan_refine_forward(inputs, weights, sorted_index, sorted_parent, sorted_child, coef):
+        assert sorted_index.dtype == torch.int32 and weights.shape == inputs.shape and bool((coef == 1).all())
+        weights[:, :, 0] = 0
+        results = [_stand_in_passes(*args) for args in zip(inputs, weights, sorted_index, sorted_parent, sorted_child)]
+        return torch.stack([r[2] for r in results]), torch.stack([r[0] for r in results])
+
+    @staticmethod
+    def tree_scan_refine_backward_feature(inputs, weights, sorted_index, sorted_parent, sorted_child, out, up, grad, coef):
+        arrays = zip(grad, weights, sorted_index, sorted_parent, sorted_child)
+        return torch.stack([_stand_in_passes(*args)[2] for args in arrays])
+
+    @staticmethod
+    def tree_scan_refine_backward_edge_weight(inputs, weights, sorted_index, sorted_parent, sorted_child, out, up, grad, coef):
+        result = torch.zeros_like(weights)
+        for b in range(inputs.shape[0]):
+            up_g, down_g, _ = _stand_in_passes(grad[b], weights[b], sorted_index[b], sorted_parent[b], sorted_child[b])
+            y = out[b][:, sorted_index[b].long()]  # breadth-first layout
+            for i in range(1, inputs.shape[2]):
+                p, w = sorted_parent[b, i].item(), weights[b, :, i]
+                result[b, :, i] = up_g[:, i] * (y[:, p] - w * up[b, :, i]) + up[b, :, i] * (down_g[:, p] - w * up_g[:, i])
+        return result
+
+
+def test_cuda_dispatch_runs_the_official_extension_with_the_same_results(monkeypatch):
+    from slotssm_hf import tree_scan as module
+
+    features, u, w = random_problem(2, 4, 5, channels=3, seed=2)
+    tree = grid_tree(features)
+    u.requires_grad_(True)
+    w.requires_grad_(True)
+    grad_y = torch.randn_like(u)
+    expected = tree_scan(u, w, tree)
+    expected_grads = torch.autograd.grad(expected, (u, w), grad_y)
+    monkeypatch.setattr(module, "KERNEL_DEVICE_TYPES", frozenset({"cpu"}))
+    monkeypatch.setattr(module, "load_official_kernels", lambda: StandInTreeScanKernels)
+    assert tree_scan(u, w, tree, use_kernel=False).grad_fn.name().startswith("_TreeScan")
+    out = tree_scan(u, w, tree)
+    assert out.grad_fn.name() != expected.grad_fn.name()  # the extension's path ran
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    for ours, theirs in zip(torch.autograd.grad(out, (u, w), grad_y), expected_grads):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_the_extension_is_used_only_on_cuda_when_enabled_and_installed(monkeypatch):
+    from slotssm_hf import tree_scan as module
+
+    monkeypatch.setattr(module, "load_official_kernels", lambda: "kernels")
+    x = torch.ones(1)
+    assert module.official_kernels_for(x, enabled=True) is None  # a CPU tensor
+    monkeypatch.setattr(module, "KERNEL_DEVICE_TYPES", frozenset({"cpu"}))
+    assert module.official_kernels_for(x, enabled=True) == "kernels"
+    assert module.official_kernels_for(x, enabled=False) is None
+    monkeypatch.setattr(module, "load_official_kernels", lambda: None)  # not installed
+    assert module.official_kernels_for(x, enabled=True) is None
+
+
+def test_a_missing_extension_loads_as_none(monkeypatch):
+    from slotssm_hf import tree_scan as module
+
+    module.load_official_kernels.cache_clear()
+    monkeypatch.setitem(sys.modules, "tree_scan", None)  # importing it now fails
+    try:
+        assert module.load_official_kernels() is None
+    finally:
+        module.load_official_kernels.cache_clear()
