@@ -106,7 +106,9 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(environment_line())
-    print(f"batch {args.batch}, channels {args.channels}, float32; times in ms (median of {args.repeats}), memory in MiB")
+    print(
+        f"batch {args.batch}, channels {args.channels}, float32; times in ms (median of {args.repeats}), memory in MiB"
+    )
     header = ["grid", "depth", "build"]
     for name in ("tree", "dense", "1-D"):
         header += [f"{name} fwd", f"{name} fwd+bwd", f"{name} MiB"]

@@ -91,9 +91,14 @@ class GrootVConfig(PreTrainedConfig):
         if not self.depths or any(not isinstance(d, int) or d < 1 for d in self.depths):
             raise ValueError(f"depths must be a non-empty list of positive integers, got {self.depths}")
         if self.embed_dim % 2:
-            raise ValueError(f"embed_dim must be even (the stem's first convolution has embed_dim / 2 channels), got {self.embed_dim}")
+            raise ValueError(
+                f"embed_dim must be even (the stem's first convolution has embed_dim / 2 channels), got "
+                f"{self.embed_dim}"
+            )
         if self.ssm_conv_kernel % 2 == 0:
-            raise ValueError(f"ssm_conv_kernel must be odd (a 'same' depthwise convolution), got {self.ssm_conv_kernel}")
+            raise ValueError(
+                f"ssm_conv_kernel must be odd (a 'same' depthwise convolution), got {self.ssm_conv_kernel}"
+            )
         for name in ("mlp_ratio", "head_expand"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -90,7 +90,9 @@ def config_from_state_dict(state: dict, name: str, **overrides) -> GrootVConfig:
         embed_dim, num_channels = state["patch_embed.conv2.weight"].shape[0], state["patch_embed.conv1.weight"].shape[1]
         hidden = state["levels.0.blocks.0.mlp.fc1.weight"].shape[0]
     except KeyError as error:
-        raise ConversionError(f"{name}: the official GrootV layout has {error.args[0]}, this state dict does not") from error
+        raise ConversionError(
+            f"{name}: the official GrootV layout has {error.args[0]}, this state dict does not"
+        ) from error
     blocks = {}
     for key in state:
         parts = key.split(".")

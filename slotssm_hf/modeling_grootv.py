@@ -26,8 +26,13 @@ from .tree_scan import grid_tree, tree_scan
 
 def check_pixel_values(pixel_values, num_channels: int):
     if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4 or not pixel_values.is_floating_point():
-        got = f"{tuple(pixel_values.shape)} {pixel_values.dtype}" if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
-        raise ValueError(f"pixel_values must be a floating-point tensor (batch, {num_channels}, height, width), got {got}")
+        if isinstance(pixel_values, torch.Tensor):
+            got = f"{tuple(pixel_values.shape)} {pixel_values.dtype}"
+        else:
+            got = type(pixel_values).__name__
+        raise ValueError(
+            f"pixel_values must be a floating-point tensor (batch, {num_channels}, height, width), got {got}"
+        )
     if pixel_values.shape[1] != num_channels:
         raise ValueError(
             f"pixel_values must have {num_channels} channels (config.num_channels) in dim 1, got shape "
@@ -70,7 +75,8 @@ class GrootVTreeSSM(nn.Module):
         self.dt_rank = math.ceil(dim / 16)
         self.in_proj = nn.Linear(dim, 2 * inner, bias=False)
         self.conv2d = nn.Conv2d(inner, inner, conv_kernel, padding=conv_kernel // 2, groups=inner, bias=False)
-        # Stacked (1, ...) as the official parameters are: one scan direction. x_proj gives dt (dt_rank), B and C (1 each).
+        # Stacked (1, ...) as the official parameters are (one scan direction). x_proj gives dt (dt_rank wide), B and
+        # C (one each: d_state is 1).
         self.x_proj_weight = nn.Parameter(torch.empty(1, self.dt_rank + 2, inner))
         self.dt_projs_weight = nn.Parameter(torch.empty(1, inner, self.dt_rank))
         self.dt_projs_bias = nn.Parameter(torch.empty(1, inner))
@@ -171,7 +177,8 @@ def build_levels(config: GrootVConfig) -> nn.ModuleList:
     rates = torch.linspace(0, config.drop_path_rate, sum(config.depths), device="cpu").tolist()
     starts = [sum(config.depths[:i]) for i in range(len(config.depths))]
     return nn.ModuleList(
-        GrootVLevel(config, i, rates[start : start + depth]) for i, (start, depth) in enumerate(zip(starts, config.depths))
+        GrootVLevel(config, i, rates[start : start + depth])
+        for i, (start, depth) in enumerate(zip(starts, config.depths))
     )
 
 
@@ -261,7 +268,8 @@ class GrootVModel(GrootVPreTrainedModel):
         strides 4, 4, 8, 16, 32), all channels first.
         """
         check_pixel_values(pixel_values, self.config.num_channels)
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         return_dict = self.config.return_dict if return_dict is None else return_dict
         hidden = self.stem(pixel_values)
         all_hidden = [hidden]
@@ -273,7 +281,9 @@ class GrootVModel(GrootVPreTrainedModel):
         hidden_states = tuple(h.permute(0, 3, 1, 2) for h in all_hidden) if output_hidden_states else None
         if not return_dict:
             return tuple(v for v in (last, pooled, hidden_states) if v is not None)
-        return BaseModelOutputWithPoolingAndNoAttention(last_hidden_state=last, pooler_output=pooled, hidden_states=hidden_states)
+        return BaseModelOutputWithPoolingAndNoAttention(
+            last_hidden_state=last, pooler_output=pooled, hidden_states=hidden_states
+        )
 
 
 class GrootVForImageClassification(GrootVPreTrainedModel):

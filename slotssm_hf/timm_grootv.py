@@ -64,7 +64,9 @@ class GrootV(nn.Module):
         for module in self.modules():
             if isinstance(module, GrootVLayer):
                 module.gradient_checkpointing = enable
-                module._gradient_checkpointing_func = functools.partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)
+                module._gradient_checkpointing_func = functools.partial(
+                    torch.utils.checkpoint.checkpoint, use_reentrant=False
+                )
 
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
@@ -101,7 +103,9 @@ class GrootV(nn.Module):
             return intermediates
         return features.permute(0, 3, 1, 2), intermediates
 
-    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True):
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ):
         """Drop the levels after the last of `indices` (and that level's downsampling), and with `prune_head` the
         convolution head and classifier."""
         take_indices, max_index = feature_take_indices(len(self.levels), indices)
@@ -135,10 +139,11 @@ def checkpoint_filter_fn(state_dict: dict, model: GrootV) -> dict:
         from .convert_official import rename_keys
 
         state_dict = rename_keys(state_dict, RULES, "", "official state dict")
-    return {
-        ("head." + key.removeprefix("classifier.")) if key.startswith("classifier.") else key.removeprefix("grootv."): value
-        for key, value in state_dict.items()
-    }
+    renamed = {}
+    for key, value in state_dict.items():
+        classifier = key.startswith("classifier.")
+        renamed["head." + key.removeprefix("classifier.") if classifier else key.removeprefix("grootv.")] = value
+    return renamed
 
 
 def _create(variant: str, pretrained: bool, **kwargs) -> GrootV:

@@ -210,7 +210,8 @@ def _propagate_down(up: torch.Tensor, weights: torch.Tensor, decay: torch.Tensor
     bounds, parent = tree.bounds, tree.parent
     out[: bounds[1]] = up[: bounds[1]]
     for start, stop in zip(bounds[1:-1], bounds[2:]):
-        out[start:stop] = torch.addcmul(decay[start:stop] * up[start:stop], weights[start:stop], out[parent[start:stop]])
+        inflow = decay[start:stop] * up[start:stop]
+        out[start:stop] = torch.addcmul(inflow, weights[start:stop], out[parent[start:stop]])
     return out
 
 
@@ -239,7 +240,8 @@ class _TreeScan(torch.autograd.Function):
         # The edge of v splits the tree into v's subtree (sums up, up_g seen from v) and the rest (y - w up seen from
         # the parent p): d loss / d w_v = up_g_v (y_p - w_v up_v) + up_v (grad_u_p - w_v up_g_v).
         parent = tree.parent
-        grad_w = up_g * torch.addcmul(y[parent], w, up, value=-1) + up * torch.addcmul(grad_u[parent], w, up_g, value=-1)
+        grad_w = up_g * torch.addcmul(y[parent], w, up, value=-1)
+        grad_w += up * torch.addcmul(grad_u[parent], w, up_g, value=-1)
         grad_w[: tree.batch] = 0
         shape = grad_output.shape
         grad_inputs = torch.empty_like(grad_u).index_copy_(0, tree.order, grad_u).view(shape)
@@ -291,7 +293,8 @@ def official_tree_layout(tree: TreeLevels) -> tuple[torch.Tensor, torch.Tensor, 
     sorted_parent = local[tree.parent[by_sample]].view(batch, length)
     # Siblings are consecutive positions: a child's slot is its distance from the first of them.
     positions = torch.arange(length, device=local.device).expand(batch, -1)
-    first_child = torch.full_like(sorted_parent, length).scatter_reduce_(1, sorted_parent[:, 1:], positions[:, 1:], "amin")
+    first_child = torch.full_like(sorted_parent, length)
+    first_child.scatter_reduce_(1, sorted_parent[:, 1:], positions[:, 1:], "amin")
     slot = positions[:, 1:] - first_child.gather(1, sorted_parent[:, 1:])
     sorted_child = torch.zeros(batch, length, 4, dtype=torch.long, device=local.device)
     sorted_child.view(batch, -1).scatter_(1, sorted_parent[:, 1:] * 4 + slot, positions[:, 1:])
@@ -315,7 +318,8 @@ class _OfficialTreeScan(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
         inputs, weights, sorted_index, sorted_parent, sorted_child, out, up, coef = ctx.saved_tensors
-        arguments = (inputs, weights, sorted_index, sorted_parent, sorted_child, out, up, grad_output.contiguous(), coef)
+        layout = (sorted_index, sorted_parent, sorted_child)
+        arguments = (inputs, weights, *layout, out, up, grad_output.contiguous(), coef)
         grad_inputs = ctx.kernels.tree_scan_refine_backward_feature(*arguments)
         grad_weights = ctx.kernels.tree_scan_refine_backward_edge_weight(*arguments)
         return grad_inputs, grad_weights, None, None

@@ -51,8 +51,9 @@ def perturbed(model):
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             if tensor.is_floating_point():
-                noise = torch.rand(tensor.shape, generator=g) if "running_var" in name else torch.randn(tensor.shape, generator=g)
-                tensor.add_(0.1 * noise)
+                # (running variances stay positive)
+                noise = torch.rand if "running_var" in name else torch.randn
+                tensor.add_(0.1 * noise(tensor.shape, generator=g))
     return model
 
 

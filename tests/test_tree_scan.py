@@ -33,6 +33,13 @@ def scipy_tree(costs: torch.Tensor, height: int, width: int):
     return scipy.sparse.csgraph.minimum_spanning_tree(graph)
 
 
+def tree_graph(mask: torch.Tensor, height: int, width: int):
+    """The edges of a (E,) mask over `grid_edges` as a SciPy sparse graph."""
+    first, second = grid_edges(height, width)
+    ones = np.ones(int(mask.sum()))
+    return scipy.sparse.coo_matrix((ones, (first[mask].numpy(), second[mask].numpy())), shape=(height * width,) * 2)
+
+
 def kruskal(costs: list[float], height: int, width: int) -> set[int]:
     """Kruskal's algorithm with a stable sort (equal costs in edge-index order) and a plain union-find."""
     first, second = (t.tolist() for t in grid_edges(height, width))
@@ -55,12 +62,10 @@ def kruskal(costs: list[float], height: int, width: int) -> set[int]:
 def path_product_oracle(u, w, tree_mask, height, width):
     """y_i = sum_j (product of w along the tree path i..j) u_j, each edge weighted by the w of its end farther from
     pixel 0, by walking parent pointers of SciPy's breadth-first tree in Python; float64."""
-    first, second = grid_edges(height, width)
     num_pixels = height * width
     out = torch.zeros_like(u)
     for b in range(u.shape[0]):
-        edges = tree_mask[b].nonzero().squeeze(1)
-        graph = scipy.sparse.coo_matrix((np.ones(len(edges)), (first[edges].numpy(), second[edges].numpy())), shape=(num_pixels,) * 2)
+        graph = tree_graph(tree_mask[b], height, width)
         _, predecessors = scipy.sparse.csgraph.breadth_first_order(graph, 0, directed=False)
 
         def ancestors(i):
@@ -136,11 +141,9 @@ def test_bfs_levels_give_scipys_parents_and_depths(height, width):
     mask = minimum_spanning_tree(grid_edge_costs(features), height, width)
     levels = bfs_levels(mask, height, width)
     num_pixels = height * width
-    first, second = grid_edges(height, width)
     assert sorted(levels.order.tolist()) == list(range(2 * num_pixels))
     for b in range(2):
-        edges = mask[b].nonzero().squeeze(1)
-        graph = scipy.sparse.coo_matrix((np.ones(len(edges)), (first[edges].numpy(), second[edges].numpy())), shape=(num_pixels,) * 2)
+        graph = tree_graph(mask[b], height, width)
         _, predecessors = scipy.sparse.csgraph.breadth_first_order(graph, 0, directed=False)
         depth = scipy.sparse.csgraph.shortest_path(graph, unweighted=True, directed=False, indices=0)
         for position, node in enumerate(levels.order.tolist()):
@@ -149,7 +152,8 @@ def test_bfs_levels_give_scipys_parents_and_depths(height, width):
             pixel = node % num_pixels
             parent = levels.order[levels.parent[position]].item() % num_pixels
             assert parent == (pixel if pixel == 0 else predecessors[pixel])
-            level = next(d for d in range(len(levels.bounds) - 1) if levels.bounds[d] <= position < levels.bounds[d + 1])
+            bounds = levels.bounds
+            level = next(d for d in range(len(bounds) - 1) if bounds[d] <= position < bounds[d + 1])
             assert level == depth[pixel]
 
 
@@ -209,7 +213,8 @@ def test_root_weight_is_unused():
 def test_float32_scan_is_close_to_float64():
     features, u, w = random_problem(3, 9, 11, channels=8)
     tree = grid_tree(features)
-    torch.testing.assert_close(tree_scan(u.float(), w.float(), tree), tree_scan(u, w, tree).float(), rtol=1e-5, atol=1e-5)
+    expected = tree_scan(u, w, tree).float()
+    torch.testing.assert_close(tree_scan(u.float(), w.float(), tree), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -265,19 +270,22 @@ class StandInTreeScanKernels:
         return torch.stack([r[2] for r in results]), torch.stack([r[0] for r in results])
 
     @staticmethod
-    def tree_scan_refine_backward_feature(inputs, weights, sorted_index, sorted_parent, sorted_child, out, up, grad, coef):
+    def tree_scan_refine_backward_feature(inputs, weights, sorted_index, sorted_parent, sorted_child, out, up, grad,
+                                          coef):  # fmt: skip
         arrays = zip(grad, weights, sorted_index, sorted_parent, sorted_child)
         return torch.stack([_stand_in_passes(*args)[2] for args in arrays])
 
     @staticmethod
-    def tree_scan_refine_backward_edge_weight(inputs, weights, sorted_index, sorted_parent, sorted_child, out, up, grad, coef):
+    def tree_scan_refine_backward_edge_weight(inputs, weights, sorted_index, sorted_parent, sorted_child, out, up, grad,
+                                              coef):  # fmt: skip
         result = torch.zeros_like(weights)
         for b in range(inputs.shape[0]):
             up_g, down_g, _ = _stand_in_passes(grad[b], weights[b], sorted_index[b], sorted_parent[b], sorted_child[b])
             y = out[b][:, sorted_index[b].long()]  # breadth-first layout
             for i in range(1, inputs.shape[2]):
                 p, w = sorted_parent[b, i].item(), weights[b, :, i]
-                result[b, :, i] = up_g[:, i] * (y[:, p] - w * up[b, :, i]) + up[b, :, i] * (down_g[:, p] - w * up_g[:, i])
+                outside, outside_g = y[:, p] - w * up[b, :, i], down_g[:, p] - w * up_g[:, i]
+                result[b, :, i] = up_g[:, i] * outside + up[b, :, i] * outside_g
         return result
 
 
