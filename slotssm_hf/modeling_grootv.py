@@ -96,9 +96,15 @@ class GrootVTreeSSM(nn.Module):
         dt = F.softplus(dt @ self.dt_projs_weight[0].float().T + self.dt_projs_bias[0].float())
         a = -torch.exp(self.A_logs.float()[:, 0])
         y = tree_scan(dt * b * xs, torch.exp(dt * a), tree, use_kernel=self.use_kernel)
-        y = self.h_norm(y) * c + self.Ds.float() * xs
-        y = self.out_norm(y).view(batch, height, width, -1).to(hidden_states.dtype)
+        y = float_layer_norm(self.h_norm, y) * c + self.Ds.float() * xs
+        y = float_layer_norm(self.out_norm, y).view(batch, height, width, -1).to(hidden_states.dtype)
         return self.out_proj(y * F.silu(z))
+
+
+def float_layer_norm(norm: nn.LayerNorm, hidden_states: torch.Tensor) -> torch.Tensor:
+    """`norm` in float32 whatever the dtype of its weights (the scan's output stays float32 in half-precision models)."""
+    weight, bias = norm.weight.float(), norm.bias.float()
+    return F.layer_norm(hidden_states, norm.normalized_shape, weight, bias, norm.eps)
 
 
 class GrootVMLP(nn.Module):

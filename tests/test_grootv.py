@@ -233,6 +233,16 @@ def test_auto_classes_save_and_load_give_identical_outputs(tmp_path):
         assert torch.equal(backbone(x).pooler_output, model.grootv(x).pooler_output)
 
 
+def test_half_precision_loading_keeps_a_logs_in_float32_and_runs(tmp_path):
+    GrootVForImageClassification(GrootVConfig(**TINY)).save_pretrained(tmp_path)
+    model = GrootVForImageClassification.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    ssm = model.grootv.levels[0].blocks[0].tree_ssm
+    assert ssm.A_logs.dtype == torch.float32 and ssm.in_proj.weight.dtype == torch.bfloat16
+    with torch.no_grad():
+        logits = model(images().to(torch.bfloat16)).logits
+    assert logits.dtype == torch.bfloat16 and bool(logits.isfinite().all())
+
+
 def test_image_processor_is_the_official_evaluation_pipeline(tmp_path):
     processor = image_processor(GrootVConfig())
     processor.save_pretrained(tmp_path)
