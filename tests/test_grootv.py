@@ -191,6 +191,18 @@ def test_classifier_trains_every_weight():
     assert not untouched
 
 
+def test_activation_checkpointing_gives_the_same_gradients():
+    model = perturbed(GrootVForImageClassification(GrootVConfig(**TINY))).train()
+    x, labels = images(), torch.tensor([1, 4])
+    torch.manual_seed(0)
+    plain = torch.autograd.grad(model(x, labels=labels).loss, list(model.parameters()))
+    model.activation_checkpointing_enable()
+    torch.manual_seed(0)  # the same drop-path draws
+    checkpointed = torch.autograd.grad(model(x, labels=labels).loss, list(model.parameters()))
+    for ours, expected in zip(checkpointed, plain):
+        torch.testing.assert_close(ours, expected)
+
+
 @pytest.mark.parametrize(
     "overrides,message",
     [
