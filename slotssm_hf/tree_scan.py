@@ -7,8 +7,8 @@ propagates along it:
     y_i = sum_j S_ij u_j,   S_ij = product of the edge weights on the tree path between i and j (S_ii = 1),
 
 where the weight of the edge between a pixel and its parent is the pixel's own w (per channel). Written from the
-paper and the project's notes (no code of the official CUDA extension was used); the official extension computes
-the same operator.
+paper and the project's notes, with the official code read (not copied) for its conventions: edge order, root,
+which pixel's w weights an edge; the official CUDA extension computes the same operator.
 
 Every stage is batched tensor work with Python loops only over rounds or tree levels, never over pixels:
 - `minimum_spanning_tree`: Borůvka's algorithm over the whole batch at once, O(E log V) work in at most log2(V)

@@ -334,6 +334,21 @@ def test_timm_model_loads_a_converted_checkpoint_and_matches_the_transformers_mo
             assert torch.equal(ours, theirs)
 
 
+def test_timm_reads_an_official_state_dict_as_the_converter_does(official_pth, tmp_path):
+    source, official = official_pth()
+    converted = GrootVForImageClassification.from_pretrained(
+        convert_checkpoint(source, tmp_path / "out", log=lambda *_: None)
+    ).eval()
+    torch.save({"model": official}, tmp_path / "official.pth")
+    overlay = {"file": str(tmp_path / "official.pth")}
+    backbone = timm.create_model(
+        "grootv_tiny", pretrained=True, pretrained_cfg_overlay=overlay, embed_dim=16, depths=(1, 2, 1, 1)
+    ).eval()
+    x = images()
+    with torch.no_grad():
+        assert torch.equal(backbone(x), converted(x).logits)
+
+
 def test_timm_features_only_gives_every_level():
     features = timm.create_model("grootv_tiny", features_only=True, embed_dim=16, depths=(1, 1, 1, 1)).eval()
     assert features.feature_info.channels() == [16, 32, 64, 128]
