@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,9 @@ from huggingface_hub.errors import StrictDataclassError
 from PIL import Image
 from test_tree_scan import path_product_oracle
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
+from transformers.dynamic_module_utils import get_imports
 
+import slotssm_hf
 from slotssm_hf import (
     GrootVConfig,
     GrootVForImageClassification,
@@ -303,6 +306,15 @@ def test_saved_folder_loads_with_remote_code_where_the_package_is_absent(tmp_pat
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["GrootVForImageClassification", "GrootVModel"]
+
+
+def test_the_model_code_needs_only_torch_and_transformers():
+    """A saved folder's code (the model, its config and the tree scan) loads with trust_remote_code where neither
+    this package, timm nor SciPy is installed: transformers refuses a folder whose code imports a missing package."""
+    package = Path(slotssm_hf.__file__).parent
+    for name in ("configuration_grootv.py", "modeling_grootv.py", "tree_scan.py"):
+        third_party = set(get_imports(package / name)) - sys.stdlib_module_names
+        assert third_party <= {"torch", "transformers", "huggingface_hub"}, name
 
 
 # timm
