@@ -1,11 +1,17 @@
-"""A model zoo of slot-based and state-space video models for the Hugging Face ecosystem (first family: SlotSSM).
+"""A model zoo of slot-based and state-space video models for the Hugging Face ecosystem: SlotSSM, SAVi / SAVi++ and
+GrootV.
 
 Importing the package registers every family of `registry.FAMILIES` with the transformers Auto classes
-(idempotently).
+(idempotently), and GrootV's variants with timm.
 """
 
+from . import timm_grootv  # registers grootv_tiny / _small / _base with timm
+from .configuration_grootv import GrootVConfig
+from .configuration_savi import SAViConfig
 from .configuration_slotssm import SlotSSMConfig
 from .data import VideoCollator, video_folder_dataset
+from .modeling_grootv import GrootVForImageClassification, GrootVModel, GrootVPreTrainedModel
+from .modeling_savi import SAViForVideoReconstruction, SAViModel, SAViPreTrainedModel
 from .modeling_slotssm import (
     SlotSSMForVideoClassification,
     SlotSSMForVideoDepthEstimation,
@@ -18,12 +24,14 @@ from .registry import FAMILIES, register_family
 from .ssm import Mamba1Mixer, Mamba2Mixer, MambaState
 from .streaming import stream
 from .timm_encoder import timm_video_processor_kwargs
+from .video_processing_savi import SAViVideoProcessor
 from .video_processing_slotssm import SlotSSMVideoProcessor
 
 for _family in FAMILIES.values():
     register_family(_family)
 
 __all__ = [
+    "FAMILIES",
     "SlotSSMConfig",
     "SlotSSMPreTrainedModel",
     "SlotSSMModel",
@@ -31,20 +39,21 @@ __all__ = [
     "SlotSSMForVideoClassification",
     "SlotSSMForVideoPrediction",
     "SlotSSMForVideoDepthEstimation",
+    "SlotSSMVideoProcessor",
+    "SAViConfig",
+    "SAViPreTrainedModel",
+    "SAViModel",
+    "SAViForVideoReconstruction",
+    "SAViVideoProcessor",
+    "GrootVConfig",
+    "GrootVPreTrainedModel",
+    "GrootVModel",
+    "GrootVForImageClassification",
     "Mamba1Mixer",
     "Mamba2Mixer",
     "MambaState",
-    "SlotSSMVideoProcessor",
-    "FAMILIES",
     "stream",
     "timm_video_processor_kwargs",
     "VideoCollator",
     "video_folder_dataset",
 ]
-
-# SAVi / SAVi++
-from .configuration_savi import SAViConfig  # noqa: E402
-from .modeling_savi import SAViForVideoReconstruction, SAViModel, SAViPreTrainedModel  # noqa: E402
-from .video_processing_savi import SAViVideoProcessor  # noqa: E402
-
-__all__ += ["SAViConfig", "SAViPreTrainedModel", "SAViModel", "SAViForVideoReconstruction", "SAViVideoProcessor"]

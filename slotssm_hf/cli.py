@@ -1,31 +1,27 @@
 """The `slotssm-hf` command line: `slotssm-hf COMMAND [ARGS]`; `slotssm-hf COMMAND --help` for its arguments."""
 
+import importlib
 import sys
 
+# command: (module whose main(argv) runs it, what it does)
 COMMANDS = {
-    "convert-official": "convert a checkpoint trained with the official SlotSSM code",
-    "convert-savi": "convert a checkpoint trained with the official SAVi / SAVi++ code (Flax), without JAX",
-    "push": "publish a saved checkpoint on the Hugging Face Hub in one commit, with a model card",
-    "train": "train a SlotSSM with the transformers Trainer (built-in data by default)",
-}
+    "convert-official": ("convert_official", "convert a checkpoint trained with the official SlotSSM code"),
+    "convert-savi": ("convert_savi", "convert a checkpoint trained with the official SAVi / SAVi++ code (Flax), without JAX"),
+    "convert-grootv": ("convert_grootv", "convert a GrootV checkpoint (.pth) trained with the official GrootVL code"),
+    "push": ("hub", "publish a saved checkpoint on the Hugging Face Hub in one commit, with a model card"),
+    "train": ("train", "train a model of the zoo with the transformers Trainer (built-in data by default)"),
+}  # fmt: skip
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] not in COMMANDS:
-        listing = "\n".join(f"  {name:<18} {help}" for name, help in COMMANDS.items())
-        print(f"usage: slotssm-hf COMMAND [ARGS]\n\ncommands:\n{listing}", file=sys.stdout if argv[:1] in (["-h"], ["--help"]) else sys.stderr)
-        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
-    command, rest = argv[0], argv[1:]
-    if command == "convert-official":
-        from .convert_official import main as run
-    elif command == "convert-savi":
-        from .convert_savi import main as run
-    elif command == "push":
-        from .hub import main as run
-    else:
-        from .train import main as run
-    return run(rest)
+        asked = argv[:1] in (["-h"], ["--help"])
+        listing = "\n".join(f"  {name:<18} {help}" for name, (_, help) in COMMANDS.items())
+        print(f"usage: slotssm-hf COMMAND [ARGS]\n\ncommands:\n{listing}", file=sys.stdout if asked else sys.stderr)
+        return 0 if asked else 2
+    module, _ = COMMANDS[argv[0]]
+    return importlib.import_module(f"{__package__}.{module}").main(argv[1:])
 
 
 if __name__ == "__main__":

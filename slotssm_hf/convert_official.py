@@ -17,6 +17,7 @@ import re
 import shutil
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -213,9 +214,10 @@ RULES = {
 }  # fmt: skip
 
 
-def convert_sub_model(model_type: str, state_dict: dict, name: str) -> dict:
-    """Rename one official sub-model's keys; every key must match exactly one rule."""
-    prefix, rules = RULES[model_type]
+def rename_keys(state_dict: dict, rules: list, prefix: str, name: str) -> dict:
+    """Rename a state dict's keys by `rules` ((source key pattern, target key template, a list of templates for an
+    even split along dim 0, or None to drop)), prefixing the targets; every key must match exactly one rule, and
+    the error for those that do not lists them all."""
     converted, unknown = {}, []
     for key, tensor in state_dict.items():
         matches = [(re.fullmatch(pattern, key), target) for pattern, target in rules]
@@ -226,14 +228,43 @@ def convert_sub_model(model_type: str, state_dict: dict, name: str) -> dict:
         match, target = matches[0]
         if target is None:
             continue
-        targets = [target] if isinstance(target, str) else target
-        if tensor.shape[0] % len(targets):
-            raise ConversionError(f"{name}: {key} of shape {tuple(tensor.shape)} cannot split into {len(targets)}")
-        for part, template in zip(tensor.chunk(len(targets)), targets):
+        if isinstance(target, str):
+            converted[prefix + target.format(*match.groups())] = tensor.clone()
+            continue
+        if tensor.shape[0] % len(target):
+            raise ConversionError(f"{name}: {key} of shape {tuple(tensor.shape)} cannot split into {len(target)}")
+        for part, template in zip(tensor.chunk(len(target)), target):
             converted[prefix + template.format(*match.groups())] = part.clone()
     if unknown:
         raise ConversionError(f"{name}: keys the official layout does not have: {sorted(unknown)}")
     return converted
+
+
+def convert_sub_model(model_type: str, state_dict: dict, name: str) -> dict:
+    """Rename one official sub-model's keys; every key must match exactly one rule."""
+    prefix, rules = RULES[model_type]
+    return rename_keys(state_dict, rules, prefix, name)
+
+
+def check_fits(state: dict, model_class, config):
+    """Refuse a converted state dict that does not fit `model_class(config)` (built on the meta device): the error
+    lists every missing, unexpected and mis-shaped key."""
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in model_class(config).state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mis_shaped = sorted(
+        f"{k}: {tuple(state[k].shape)} instead of {tuple(expected[k])}"
+        for k in set(expected) & set(state)
+        if state[k].shape != expected[k]
+    )
+    problems = [
+        f"{what}: {keys}"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped))
+        if keys
+    ]
+    if problems:
+        raise ConversionError("the official weights do not fit the converted config; " + "; ".join(problems))
 
 
 def convert_official_state_dicts(config: SlotSSMConfig, encoder: dict, slotssm: dict, decoder: dict) -> dict:
@@ -250,22 +281,7 @@ def convert_official_state_dicts(config: SlotSSMConfig, encoder: dict, slotssm: 
         **convert_sub_model("slot_ssm", slotssm, "slotssm"),
         **convert_sub_model(decoder_type, decoder, "decoder"),
     }
-    with torch.device("meta"):
-        expected = {k: v.shape for k, v in SlotSSMForVideoReconstruction(config).state_dict().items()}
-    missing = sorted(set(expected) - set(converted))
-    unexpected = sorted(set(converted) - set(expected))
-    mis_shaped = sorted(
-        f"{k}: {tuple(converted[k].shape)} instead of {tuple(expected[k])}"
-        for k in set(expected) & set(converted)
-        if converted[k].shape != expected[k]
-    )
-    problems = [
-        f"{what}: {keys}"
-        for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped))
-        if keys
-    ]
-    if problems:
-        raise ConversionError("the official weights do not fit the converted config; " + "; ".join(problems))
+    check_fits(converted, SlotSSMForVideoReconstruction, config)
     return converted
 
 
@@ -360,14 +376,15 @@ def verify_conversion(folder: Path, parts: dict, num_frames: int = 4, seed: int 
     return max((ours.reconstruction - recon).abs().max().item(), (ours.last_hidden_state - slots).abs().max().item())
 
 
-def write_folder_atomically(output: Path, fill):
-    """Run `fill(staging)` on a temporary folder beside `output`, then rename it into place: a failure (or an
-    interruption) leaves nothing behind, and an existing `output` (the caller decided it may be replaced) is swapped
-    out only once the new one is complete, so the output path is never empty or partial."""
+@contextmanager
+def staged_folder(output: Path):
+    """A new temporary folder beside `output` to write into; when the block completes it becomes `output` (an
+    existing `output` is swapped out first and then deleted, so the path is never empty or partial), and when the
+    block fails it is deleted, leaving nothing behind."""
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.incomplete-", dir=output.parent))
     try:
-        fill(staging)
+        yield staging
         if output.exists():
             old = output.with_name(f".{output.name}.replaced-{os.getpid()}")
             output.rename(old)
@@ -405,7 +422,7 @@ def convert_checkpoint(source, output, verify: bool = False, overwrite: bool = F
         model = SlotSSMForVideoReconstruction(config)
     model.load_state_dict(state, strict=True, assign=True)  # assign keeps the source tensors and their dtypes
 
-    def fill(staging: Path):
+    with staged_folder(output) as staging:
         model.save_pretrained(staging)
         # The official data pipeline: short-side bicubic resize and centre crop to the model's size, ImageNet
         # mean / std, 16 consecutive frames (the processor's defaults at this size).
@@ -422,8 +439,6 @@ def convert_checkpoint(source, output, verify: bool = False, overwrite: bool = F
             log(f"max abs difference against the official reference: {difference:.3g}")
             if not difference <= tolerance:
                 raise ConversionError(f"verification failed: max abs difference {difference:.3g} > {tolerance:g}")
-
-    write_folder_atomically(output, fill)
     log(f"wrote {output}")
     return output
 

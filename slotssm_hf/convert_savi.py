@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .configuration_savi import VARIANTS, SAViConfig
-from .convert_official import ConversionError, write_folder_atomically
+from .convert_official import ConversionError, staged_folder
 
 # (source path pattern, target key template, layout rule). Paths are relative to the parameter tree; a `{0}`-style
 # field takes the pattern's groups; "@int-1" marks 1-based official indices.
@@ -286,7 +286,7 @@ def convert_savi_checkpoint(source, output, variant: str = "savi_conditional_sma
         model = SAViForVideoReconstruction(config)
     model.load_state_dict(state, strict=True, assign=True)
 
-    def fill(staging: Path):
+    with staged_folder(output) as staging:
         model.save_pretrained(staging)
         SAViVideoProcessor.for_config(config).save_pretrained(staging)
         provenance = (
@@ -299,8 +299,6 @@ def convert_savi_checkpoint(source, output, variant: str = "savi_conditional_sma
             log(f"max abs difference against the float64 reference: {difference:.3g}")
             if not difference <= tolerance:
                 raise ConversionError(f"verification failed: max abs difference {difference:.3g} > {tolerance:g}")
-
-    write_folder_atomically(output, fill)
     log(f"wrote {output}")
     return output
 

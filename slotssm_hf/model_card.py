@@ -72,6 +72,28 @@ def describe_savi(config) -> dict:
     }
 
 
+# ImageNet-1k top-1 at 224 px of the published GrootV variants (the authors' numbers).
+GROOTV_PUBLISHED_TOP1 = {"tiny": 83.4, "small": 84.2, "base": 84.8}
+
+
+def describe_grootv(config) -> dict:
+    """Template fields that describe the architecture of a GrootV `config`, and which published variant it is."""
+    from .configuration_grootv import VARIANTS
+
+    size = next(
+        (name for name, fields in VARIANTS.items()
+         if fields["embed_dim"] == config.embed_dim and fields["depths"] == config.depths),
+        None,
+    )  # fmt: skip
+    return {
+        "variant": f"GrootV-{size[0].upper()}" if size else "GrootV",
+        "timm_size": size or "tiny",
+        "accuracy": f"{GROOTV_PUBLISHED_TOP1[size]}%" if size else "not published",
+        "embed_dim": config.embed_dim,
+        "depths": "-".join(map(str, config.depths)),
+    }
+
+
 def model_metrics(results: dict, prefix: str) -> dict[str, float]:
     """The finite model metrics among `Trainer.evaluate` results, keyed without `prefix` ("eval_": {"loss": ...})."""
     metrics = {key.removeprefix(prefix): value for key, value in results.items() if key.startswith(prefix)}

@@ -163,6 +163,30 @@ FAMILIES = {
             card_template="savi.md",
             describe_path="model_card.describe_savi",
         ),
+        Family(
+            model_type="grootv",
+            config_path="configuration_grootv.GrootVConfig",
+            base_path="modeling_grootv.GrootVPreTrainedModel",
+            heads=(
+                Head(
+                    "modeling_grootv.GrootVModel", "AutoModel", "image-feature-extraction", "image-feature-extraction",
+                    "Image feature extraction",
+                    "This checkpoint is the backbone: an image in, four levels of feature maps and a pooled feature out.",
+                    "outputs.pooler_output  # (batch, channels); outputs.last_hidden_state: the last feature map",
+                ),
+                Head(
+                    "modeling_grootv.GrootVForImageClassification", "AutoModelForImageClassification",
+                    "image-classification", "image-classification", "Image classification",
+                    "This checkpoint carries the ImageNet-1k classification head.",
+                    "outputs.logits  # (batch, num_labels)",
+                ),
+            ),
+            processor_path=None,  # transformers' ConvNextImageProcessor, named in the saved preprocessor_config.json
+            license="other",
+            tags=("grootv", "state-space-model", "timm", "image-classification"),
+            card_template="grootv.md",
+            describe_path="model_card.describe_grootv",
+        ),
     )
 }
 
