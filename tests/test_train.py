@@ -86,3 +86,21 @@ def test_two_processes_on_the_cpu(tmp_path, launcher):
     state = json.loads((tmp_path / "checkpoint-4" / "trainer_state.json").read_text())
     # Each optimizer step saw one batch per process: 4 steps x 2 processes x batch 2 = 16 videos = 2 epochs of 8.
     assert state["global_step"] == 4 and state["epoch"] == pytest.approx(2.0)
+
+
+def test_resumed_run_with_random_clip_starts_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
+    import datasets
+    import numpy as np
+
+    # 12-frame videos trained as 4-frame clips: every clip starts at a random frame.
+    videos = np.random.default_rng(0).integers(0, 256, (8, 12, 32, 32, 3), dtype=np.uint8)
+    datasets.Dataset.from_dict({"video": list(videos)}).save_to_disk(tmp_path / "data")
+    arguments = [*TINY_RUN, "--no-pictures", "--data", str(tmp_path / "data")]
+    main([*arguments, "--output-dir", str(tmp_path / "whole")])
+    shutil.copytree(tmp_path / "whole" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
+    main([*arguments, "--output-dir", str(tmp_path / "resumed"), "--resume-from-checkpoint", "last"])
+    whole = load_file(tmp_path / "whole" / "final" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "final" / "model.safetensors")
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], rtol=0, atol=0, msg=key)
