@@ -17,6 +17,7 @@ with N processes (DDP; gloo on the CPU); FSDP and DeepSpeed go through the Train
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -113,11 +114,16 @@ def make_trainer_class():
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
-            if not torch.isfinite(loss).all():
+            # Every process looks at every process's loss, so all stop at the same step with the same message: a
+            # process stopping alone would leave the others applying averaged NaN gradients, or waiting for it.
+            losses = self.accelerator.gather(loss.detach().float().reshape(1)).tolist()
+            broken = [rank for rank, value in enumerate(losses) if not math.isfinite(value)]
+            if broken:
+                where = f" on process {', '.join(map(str, broken))} of {len(losses)}" if len(losses) > 1 else ""
                 raise NonFiniteLossError(
-                    f"the training loss became {loss.item()} at step {self.state.global_step + 1}; training stopped "
-                    f"before applying it. The last good checkpoint (if any) is in {self.args.output_dir}; lower the "
-                    "learning rate or use float32 precision."
+                    f"the training loss became {losses[broken[0]]} at step {self.state.global_step + 1}{where}; "
+                    f"training stopped before applying it. The last good checkpoint (if any) is in "
+                    f"{self.args.output_dir}; lower the learning rate or use float32 precision."
                 )
             return loss
 
