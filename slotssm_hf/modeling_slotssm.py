@@ -11,6 +11,7 @@ from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.cache_utils import LinearAttentionCacheLayerMixin
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -60,6 +61,36 @@ def check_pixel_values_videos(pixel_values_videos, config: SlotSSMConfig):
         f"expected pixel_values_videos of shape (batch, frames, {', '.join(map(str, expected))}) with at least one "
         f"frame and a floating dtype, got {got}"
     )
+
+
+def check_cache(cache, layers, batch_size: int):
+    """Refuse a cache that is not the state of these slot `layers` for a batch of `batch_size` videos."""
+    origin = (
+        "the cache must come from a previous call of this model with use_cache=True on the same videos (or be "
+        "DynamicCache(config=model.config) to start)"
+    )
+    kinds = [type(layer).__name__ for layer in getattr(cache, "layers", ())]
+    if (
+        not isinstance(cache, DynamicCache)
+        or len(cache.layers) != len(layers)
+        or not all(isinstance(layer, LinearAttentionCacheLayerMixin) for layer in cache.layers)
+    ):
+        raise ValueError(
+            f"{origin}; got a {type(cache).__name__} with layers {kinds}, where this model needs "
+            f"{len(layers)} linear-attention layers, one per slot block"
+        )
+    for layer in layers:
+        conv_state = cache.get_conv_state(layer.layer_idx)
+        if conv_state is None:  # not started yet
+            continue
+        got = (tuple(conv_state.shape), tuple(cache.get_recurrent_state(layer.layer_idx).shape))
+        needed = layer.time_mixer.zero_state(batch_size * layer.num_slots, device="meta")
+        needed = (tuple(needed.conv_state.shape), tuple(needed.ssm_state.shape))
+        if got != needed:
+            raise ValueError(
+                f"{origin}; its layer {layer.layer_idx} holds (conv, SSM) states of shapes {got}, where this model "
+                f"needs {needed} for {batch_size} videos of {layer.num_slots} slots"
+            )
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -268,6 +299,7 @@ class SlotSSMBlock(GradientCheckpointingLayer):
         dim = config.hidden_size
         eps = config.layer_norm_eps
         self.layer_idx = layer_idx
+        self.num_slots = config.num_slots
         self.cross_attention_input_proj = nn.Linear(config.encoder_output_size, dim)
         self.cross_attention_input_norm = nn.LayerNorm(dim, eps=eps)
         self.cross_attention_slot_norm = nn.LayerNorm(dim, eps=eps)
@@ -705,6 +737,10 @@ class SlotSSMModel(SlotSSMPreTrainedModel):
             Return `cache` (a new cache when none was passed), as transformers' Mamba2Model does.
         """
         check_pixel_values_videos(pixel_values_videos, self.config)
+        # As transformers' vision models do: frames of another floating dtype (float64, bfloat16) run in the model's.
+        pixel_values_videos = pixel_values_videos.to(self.dtype)
+        if cache is not None:
+            check_cache(cache, self.layers, pixel_values_videos.shape[0])
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
