@@ -93,6 +93,28 @@ def runs_in_float32(dtype):
     return check
 
 
+def nan_pixel_at_frame(t):
+    def feed(model):
+        clip = video(model.config, batch=2, frames=5)
+        clip[1, t, 0, 3, 4] = float("nan")
+        with torch.no_grad():
+            return model(clip).last_hidden_state
+
+    return feed
+
+
+def causal_despite_nan_at_frame(t):
+    """The slots before frame t are those of the clean clip (the model is causal); from frame t on they are NaN."""
+
+    def check(result, model):
+        with torch.no_grad():
+            clean = model(video(model.config, batch=2, frames=5)).last_hidden_state
+        assert torch.equal(result[:, :t], clean[:, :t]) and torch.equal(result[0], clean[0])
+        assert result[1, t:].isnan().all()
+
+    return check
+
+
 def forward(dtype=torch.float32, batch=1, **kwargs):
     def feed(model):
         with torch.no_grad():
@@ -163,6 +185,9 @@ CASES = [
     BadInput("model-frames-axis-missing", model, lambda m: m(torch.zeros(1, 3, 32, 32)), ValueError,
              r"got \(1, 3, 32, 32\)"),
     BadInput("model-no-frames", model, lambda m: m(torch.zeros(1, 0, 3, 32, 32)), ValueError, "at least one frame"),
+    BadInput("model-nan-pixel-mamba2", model, nan_pixel_at_frame(2), check=causal_despite_nan_at_frame(2)),
+    BadInput("model-nan-pixel-mamba1", lambda t: SlotSSMModel(tiny_config(mamba_version="mamba1")).eval(),
+             nan_pixel_at_frame(3), check=causal_despite_nan_at_frame(3)),
     # Caches
     BadInput("cache-empty-dynamic-cache", model, forward(cache=DynamicCache(), use_cache=True), ValueError,
              r"the cache must come from a previous call of this model with use_cache=True .*got a DynamicCache with "
