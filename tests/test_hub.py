@@ -382,10 +382,16 @@ def test_arguments_the_hub_would_refuse_are_refused_before_any_request(checkpoin
 @pytest.mark.parametrize(
     "arguments", [{"revision": "refs/pr/7"}, {"revision": "experiment", "create_pr": True}], ids=["pr", "pr-on-branch"]
 )
-def test_a_push_that_cannot_commit_creates_no_repo(checkpoint, arguments):
-    with HubStandIn({TOKEN: USER}) as hub, pytest.raises(PushError, match="has no revision .* nothing was created"):
-        push_to_hub(checkpoint, REPO, token=TOKEN, endpoint=hub.endpoint, **arguments)
-    assert hub.repos == {}
+def test_a_push_that_cannot_commit_creates_no_repo_and_no_branch(checkpoint, arguments):
+    with HubStandIn({TOKEN: USER}) as hub:
+        with pytest.raises(PushError, match="has no revision .* nothing was created"):
+            push_to_hub(checkpoint, REPO, token=TOKEN, endpoint=hub.endpoint, **arguments)
+        assert hub.repos == {}
+        push_to_hub(checkpoint, REPO, token=TOKEN, endpoint=hub.endpoint)
+        refs = dict(hub.repos[REPO].refs)
+        with pytest.raises(PushError, match="has no revision .* nothing was created"):  # the repo exists, not the revision
+            push_to_hub(checkpoint, REPO, token=TOKEN, endpoint=hub.endpoint, **arguments)
+    assert hub.repos[REPO].refs == refs
 
 
 def test_non_finite_weights_are_refused_before_any_request_unless_allowed(checkpoint):
