@@ -370,7 +370,7 @@ def check_output_path(source: Path, output: Path, overwrite: bool):
             "write the converted checkpoint to a folder outside the official one"
         )
     if output.exists() and not output.is_dir():
-        raise ConversionError(f"{output} is a file, not a checkpoint folder; it is never replaced: choose another output")
+        raise ConversionError(f"{output} is a file, not a checkpoint folder; it is never replaced: choose another one")
     if output.exists() and not overwrite:
         raise ConversionError(f"{output} already exists; pass --overwrite to replace it")
 

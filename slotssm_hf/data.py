@@ -98,7 +98,8 @@ class VideoCollator:
         if missing:
             raise ValueError(f"rows {missing} have no '{VIDEO_COLUMN}' entry (a video path, array or frame list)")
         videos = [self._as_video(row[VIDEO_COLUMN]) for row in rows]
-        seeds = {"clip_seeds": [row[CLIP_SEED_COLUMN] for row in rows]} if all(CLIP_SEED_COLUMN in r for r in rows) else {}
+        seeded = all(CLIP_SEED_COLUMN in row for row in rows)
+        seeds = {"clip_seeds": [row[CLIP_SEED_COLUMN] for row in rows]} if seeded else {}
         batch = {VIDEO_COLUMN: self.processor(videos, **self.processor_kwargs, **seeds)[VIDEO_COLUMN]}
         for column in self.stacked_columns:
             if all(column in row for row in rows):

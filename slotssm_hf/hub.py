@@ -125,7 +125,7 @@ def check_finite_weights(folder: Path):
         )
 
 
-# Characters git refuses in branch names (git check-ref-format), and so does the Hub.
+# Characters git refuses in branch names (git check-ref-format); Hub branches are git branches.
 INVALID_BRANCH_CHARACTERS = set(" ~^:?*[\\\x7f") | {chr(c) for c in range(32)}
 
 
@@ -153,8 +153,6 @@ def check_push_arguments(repo_id: str, revision: str | None, create_pr: bool, da
             or revision.startswith("-")
         ):
             raise PushError(f"--revision {revision!r} is not a valid branch name")
-    if revision is not None and revision.startswith("refs/pr/") and create_pr:
-        raise PushError(f"--create-pr opens a new pull request; it cannot target the pull request {revision}")
 
 
 def model_code_files(folder: Path, auto_maps) -> list[str]:

@@ -1,8 +1,10 @@
 """Run by tests/test_train.py under `torchrun --nproc_per_node 2`: only process 1 sees a NaN pixel, hence a NaN
-loss, at the first step. Each process prints what stopped it and whether its weights are still the initial ones."""
+loss, at the first step. Each process writes what stopped it, and whether its weights are still the initial ones,
+to OUTPUT_DIR/process-RANK.txt (one file each: lines the processes printed would interleave)."""
 
 import os
 import sys
+from pathlib import Path
 
 import torch
 from test_modeling import tiny_config
@@ -29,10 +31,11 @@ def main(output_dir: str):
                                    data_collator=batches)  # fmt: skip
     try:
         trainer.train()
-        print(f"process {os.environ['RANK']} finished training", flush=True)
+        outcome = "finished training"
     except NonFiniteLossError as error:
         unchanged = all(torch.equal(initial[k], v) for k, v in model.state_dict().items())
-        print(f"process {os.environ['RANK']} stopped, weights unchanged: {unchanged}: {error}", flush=True)
+        outcome = f"stopped, weights unchanged: {unchanged}: {error}"
+    (Path(output_dir) / f"process-{os.environ['RANK']}.txt").write_text(outcome)
     torch.distributed.destroy_process_group()
 
 

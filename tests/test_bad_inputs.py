@@ -141,7 +141,7 @@ def nan_weights(folder):
 CASES = [
     # SlotSSMVideoProcessor
     BadInput("processor-float-0-255", processor, lambda p: p(FRAMES * 255), ValueError,
-             r"video 0: floating-point pixels must be in \[0, 1\], got values from .* to 25\d.*divide 0-255 floats by 255"),
+             r"video 0: floating-point pixels must be in \[0, 1\], got values from .* to 25\d.*divide 0-255 floats"),
     BadInput("processor-float-nan", processor, lambda p: p(with_value(FRAMES, 2, np.nan)), ValueError,
              "video 0: the frames hold NaN or infinite pixel values"),
     BadInput("processor-float-inf", processor, lambda p: p(with_value(FRAMES, 5, -np.inf)), ValueError,
@@ -161,7 +161,8 @@ CASES = [
     BadInput("processor-fps-0", processor, lambda p: p(FRAMES, fps=0), ValueError,
              r"fps must be a positive number \(or None\), got 0"),
     BadInput("processor-frames-of-different-sizes", processor, lambda p: p([FRAMES[0], FRAMES[1], FRAMES[2, :30]]),
-             ValueError, r"video 0: every frame must have the shape of the first, \(40, 40, 3\); frame 2 has shape \(30, 40, 3\)"),
+             ValueError, r"video 0: every frame must have the shape of the first, \(40, 40, 3\); frame 2 has shape "
+             r"\(30, 40, 3\)"),
     BadInput("processor-no-frames", processor, lambda p: p(np.zeros((0, 32, 32, 3), np.uint8)), ValueError,
              "the video has no frames"),
     BadInput("processor-empty-list", processor, lambda p: p([]), ValueError, "expected at least one video"),

@@ -248,7 +248,8 @@ def snapshot(folder: Path) -> dict:
 
 
 @pytest.mark.parametrize(
-    "output", ["run", "run/converted", "run/checkpoint_step_1/slotssm/out", "."], ids=["same", "inside", "deep", "holds"]
+    "output", ["run", "run/converted", "run/checkpoint_step_1/slotssm/out", "."],
+    ids=["same", "inside", "deep", "holds"],
 )
 def test_output_overlapping_the_source_is_refused_before_anything_is_touched(tmp_path, output):
     write_official_checkpoint(tmp_path / "run" / "checkpoint_step_1", official_configs(**SMALL))
@@ -300,7 +301,8 @@ def test_a_failed_cleanup_after_the_swap_is_a_warning_not_a_failure(tmp_path, mo
 
     monkeypatch.setattr("slotssm_hf.convert_official.shutil.rmtree", failing_cleanup)
     messages = []
-    assert convert_checkpoint(tmp_path / "step", tmp_path / "out", overwrite=True, log=messages.append) == tmp_path / "out"
+    output = convert_checkpoint(tmp_path / "step", tmp_path / "out", overwrite=True, log=messages.append)
+    assert output == tmp_path / "out"
     assert (tmp_path / "out" / "model.safetensors").is_file()
     assert any(m.startswith("warning: could not delete the replaced checkpoint, left at") for m in messages)
 
@@ -321,7 +323,8 @@ def test_non_finite_weights_are_refused_unless_allowed(tmp_path):
     state = load_file(weights)
     state["blocks.0.time_mixer.D"][3] = float("nan")
     save_file(state, weights)
-    with pytest.raises(ConversionError, match=r"NaN or infinite values \(slotssm.layers.0.time_mixer.D\).*--allow-non-finite"):
+    message = r"NaN or infinite values \(slotssm.layers.0.time_mixer.D\).*--allow-non-finite"
+    with pytest.raises(ConversionError, match=message):
         convert_checkpoint(tmp_path / "step", tmp_path / "out")
     assert not (tmp_path / "out").exists()
     convert_checkpoint(tmp_path / "step", tmp_path / "out", allow_non_finite=True)

@@ -370,7 +370,6 @@ def test_cli_lists_push_and_reports_a_refused_folder(tmp_path, capsys):
         ({"base_model": "org/base/extra"}, "'org/base/extra' is not a valid base model id"),
         ({"revision": "my branch"}, "--revision 'my branch' is not a valid branch name"),
         ({"revision": "release..1"}, "--revision 'release..1' is not a valid branch name"),
-        ({"revision": "refs/pr/1", "create_pr": True}, "cannot target the pull request refs/pr/1"),
     ],
 )
 def test_arguments_the_hub_would_refuse_are_refused_before_any_request(checkpoint, arguments, message):
@@ -389,7 +388,8 @@ def test_a_push_that_cannot_commit_creates_no_repo_and_no_branch(checkpoint, arg
         assert hub.repos == {}
         push_to_hub(checkpoint, REPO, token=TOKEN, endpoint=hub.endpoint)
         refs = dict(hub.repos[REPO].refs)
-        with pytest.raises(PushError, match="has no revision .* nothing was created"):  # the repo exists, not the revision
+        # Now the repo exists, but not the revision.
+        with pytest.raises(PushError, match="has no revision .* nothing was created"):
             push_to_hub(checkpoint, REPO, token=TOKEN, endpoint=hub.endpoint, **arguments)
     assert hub.repos[REPO].refs == refs
 
@@ -401,7 +401,8 @@ def test_non_finite_weights_are_refused_before_any_request_unless_allowed(checkp
     state["slotssm.initial_slots"][0, 0, 1, 2] = float("inf")
     save_file(state, checkpoint / "model.safetensors", metadata={"format": "pt"})
     with HubStandIn({TOKEN: USER}) as hub:
-        with pytest.raises(PushError, match=r"holds NaN or infinite values \(slotssm.initial_slots\).*--allow-non-finite"):
+        message = r"holds NaN or infinite values \(slotssm.initial_slots\).*--allow-non-finite"
+        with pytest.raises(PushError, match=message):
             push_to_hub(checkpoint, REPO, token=TOKEN, endpoint=hub.endpoint)
         assert hub.requests == []
         assert cli(["push", str(checkpoint), REPO]) == 2

@@ -303,7 +303,9 @@ def test_half_precision_inputs_keep_state_math_in_float32(kind, dtype):
 
 @pytest.mark.parametrize("kind", MIXERS)
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
-@pytest.mark.parametrize("seq_len, chunk_size, t", [(9, None, 4), (11, 4, 6), (11, 4, 8)], ids=["one-chunk", "mid-chunk", "chunk-start"])
+@pytest.mark.parametrize(
+    "seq_len, chunk_size, t", [(9, None, 4), (11, 4, 6), (11, 4, 8)], ids=["one-chunk", "mid-chunk", "chunk-start"]
+)
 def test_a_non_finite_frame_leaves_the_earlier_outputs_untouched(kind, value, seq_len, chunk_size, t):
     torch.manual_seed(0)
     mixer = MIXERS[kind]()

@@ -111,11 +111,12 @@ def test_a_non_finite_loss_on_one_process_stops_every_process_with_the_same_mess
     command = [*LAUNCHERS["torchrun"][:-1], "29519", str(script), str(tmp_path)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(script.parent), *sys.path])}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    lines = sorted(line for line in result.stdout.splitlines() if line.startswith("process "))
-    message = "the training loss became nan at step 1 on process 1 of 2; training stopped before applying it"
-    assert [line.split(":", 2)[:2] for line in lines] == [
-        ["process 0 stopped, weights unchanged", " True"],
-        ["process 1 stopped, weights unchanged", " True"],
-    ], result.stdout[-3000:] + result.stderr[-3000:]
-    assert lines[0].split(":", 2)[2] == lines[1].split(":", 2)[2] and message in lines[0]
+    outcomes = [(tmp_path / f"process-{rank}.txt") for rank in (0, 1)]
+    assert all(path.is_file() for path in outcomes), result.stdout[-3000:] + result.stderr[-3000:]
+    outcomes = [path.read_text() for path in outcomes]
+    message = (
+        "stopped, weights unchanged: True: the training loss became nan at step 1 on process 1 of 2; training "
+        "stopped before applying it"
+    )
+    assert outcomes[0] == outcomes[1] and outcomes[0].startswith(message), outcomes
     assert not any(p.name.startswith("checkpoint") for p in tmp_path.iterdir())
