@@ -129,7 +129,7 @@ def check_finite_weights(folder: Path):
 INVALID_BRANCH_CHARACTERS = set(" ~^:?*[\\\x7f") | {chr(c) for c in range(32)}
 
 
-def check_push_arguments(repo_id: str, revision: str | None, create_pr: bool, datasets, base_model):
+def check_push_arguments(repo_id: str, revision: str | None, datasets, base_model):
     """Refuse, before any request, arguments the Hub would reject only after the repo was created."""
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
@@ -250,7 +250,7 @@ def push_to_hub(folder, repo_id: str, private: bool = False, revision: str | Non
     from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.utils import httpx
 
-    check_push_arguments(repo_id, revision, create_pr, datasets, base_model)
+    check_push_arguments(repo_id, revision, datasets, base_model)
     checkpoint = checked_checkpoint(folder, allow_non_finite=allow_non_finite)
     card = model_card_for(folder, repo_id, checkpoint, datasets=datasets, base_model=base_model)
     operations = [CommitOperationAdd(name, str(path)) for name, path in checkpoint.files.items()]
