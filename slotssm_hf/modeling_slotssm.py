@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import DynamicCache, PreTrainedModel
+from transformers import Cache, DynamicCache, PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import LinearAttentionCacheLayerMixin
@@ -24,6 +24,8 @@ from .timm_encoder import create_timm_backbone
 
 # Added to the per-slot sums before the inverted attention's renormalisation over tokens.
 INVERTED_ATTENTION_EPS = 1e-5
+# What a slot block calls on its cache.
+CACHE_METHODS = ("get_conv_state", "get_recurrent_state", "update_conv_state", "update_recurrent_state")
 
 
 def sincos_position_table(dim: int, grid_size: int, num_prefix_rows: int) -> torch.Tensor:
@@ -64,24 +66,25 @@ def check_pixel_values_videos(pixel_values_videos, config: SlotSSMConfig):
 
 
 def check_cache(cache, layers, batch_size: int):
-    """Refuse a cache that is not the state of these slot `layers` for a batch of `batch_size` videos."""
+    """Refuse a cache that is not the state of these slot `layers` for a batch of `batch_size` videos. Besides
+    transformers' caches, any object with their conv / recurrent state methods is taken (a stand-in time mixer may
+    keep states of its own layout, which only the mixer knows)."""
     origin = (
         "the cache must come from a previous call of this model with use_cache=True on the same videos (or be "
         "DynamicCache(config=model.config) to start)"
     )
-    kinds = [type(layer).__name__ for layer in getattr(cache, "layers", ())]
-    if (
-        not isinstance(cache, DynamicCache)
-        or len(cache.layers) != len(layers)
-        or not all(isinstance(layer, LinearAttentionCacheLayerMixin) for layer in cache.layers)
-    ):
-        raise ValueError(
-            f"{origin}; got a {type(cache).__name__} with layers {kinds}, where this model needs "
-            f"{len(layers)} linear-attention layers, one per slot block"
-        )
+    if isinstance(cache, Cache):
+        kinds = [type(layer).__name__ for layer in cache.layers]
+        if len(kinds) != len(layers) or not all(isinstance(c, LinearAttentionCacheLayerMixin) for c in cache.layers):
+            raise ValueError(
+                f"{origin}; got a {type(cache).__name__} with layers {kinds}, where this model needs {len(layers)} "
+                "linear-attention layers, one per slot block"
+            )
+    elif not all(callable(getattr(cache, name, None)) for name in CACHE_METHODS):
+        raise ValueError(f"{origin}; got a {type(cache).__name__}")
     for layer in layers:
         conv_state = cache.get_conv_state(layer.layer_idx)
-        if conv_state is None:  # not started yet
+        if conv_state is None or not isinstance(layer.time_mixer, MambaMixerBase):  # not started, or not ours
             continue
         got = (tuple(conv_state.shape), tuple(cache.get_recurrent_state(layer.layer_idx).shape))
         needed = layer.time_mixer.zero_state(batch_size * layer.num_slots, device="meta")
