@@ -92,12 +92,14 @@ def test_resumed_run_with_random_clip_starts_ends_with_the_weights_of_an_uninter
     import datasets
     import numpy as np
 
-    # 12-frame videos trained as 4-frame clips: every clip starts at a random frame.
+    # 12-frame videos trained as 4-frame clips: every clip starts at a random frame. 7 training videos (one is held
+    # out) in batches of 2 make 4 steps an epoch: the run resumes at the start of the second epoch, whose clips
+    # differ from the first's.
     videos = np.random.default_rng(0).integers(0, 256, (8, 12, 32, 32, 3), dtype=np.uint8)
     datasets.Dataset.from_dict({"video": list(videos)}).save_to_disk(tmp_path / "data")
-    arguments = [*TINY_RUN, "--no-pictures", "--data", str(tmp_path / "data")]
+    arguments = [*TINY_RUN, "--steps", "6", "--no-pictures", "--data", str(tmp_path / "data")]
     main([*arguments, "--output-dir", str(tmp_path / "whole")])
-    shutil.copytree(tmp_path / "whole" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
+    shutil.copytree(tmp_path / "whole" / "checkpoint-4", tmp_path / "resumed" / "checkpoint-4")
     main([*arguments, "--output-dir", str(tmp_path / "resumed"), "--resume-from-checkpoint", "last"])
     whole = load_file(tmp_path / "whole" / "final" / "model.safetensors")
     resumed = load_file(tmp_path / "resumed" / "final" / "model.safetensors")
@@ -120,3 +122,17 @@ def test_a_non_finite_loss_on_one_process_stops_every_process_with_the_same_mess
     )
     assert outcomes[0] == outcomes[1] and outcomes[0].startswith(message), outcomes
     assert not any(p.name.startswith("checkpoint") for p in tmp_path.iterdir())
+
+
+def test_clip_seeds_depend_on_seed_epoch_and_row_only():
+    from transformers import TrainerControl, TrainerState
+
+    from slotssm_hf.data import EpochCallback, SeededClips
+
+    clips = SeededClips([{"pixel_values_videos": "a.mp4"}, {"pixel_values_videos": "b.mp4"}], seed=0)
+    first_epoch = [clips[i]["clip_seed"] for i in range(2)]
+    assert first_epoch == [clips[i]["clip_seed"] for i in range(2)] and first_epoch[0] != first_epoch[1]
+    EpochCallback(clips).on_epoch_begin(None, TrainerState(epoch=1.5), TrainerControl())  # resumed mid-epoch 1
+    second_epoch = [clips[i]["clip_seed"] for i in range(2)]
+    assert clips.epoch == 1 and set(first_epoch).isdisjoint(second_epoch)
+    assert [SeededClips(clips.dataset, seed=1)[i]["clip_seed"] for i in range(2)] != first_epoch
