@@ -93,13 +93,13 @@ def test_resumed_run_with_random_clip_starts_ends_with_the_weights_of_an_uninter
     import numpy as np
 
     # 12-frame videos trained as 4-frame clips: every clip starts at a random frame. 7 training videos (one is held
-    # out) in batches of 2 make 4 steps an epoch: the run resumes at the start of the second epoch, whose clips
-    # differ from the first's.
+    # out) in batches of 2 make 4 steps an epoch: the run resumes in the middle of the first epoch and goes on into
+    # the second, whose clips differ from the first's.
     videos = np.random.default_rng(0).integers(0, 256, (8, 12, 32, 32, 3), dtype=np.uint8)
     datasets.Dataset.from_dict({"video": list(videos)}).save_to_disk(tmp_path / "data")
-    arguments = [*TINY_RUN, "--steps", "6", "--no-pictures", "--data", str(tmp_path / "data")]
+    arguments = [*TINY_RUN, "--steps", "6", "--save-steps", "3", "--no-pictures", "--data", str(tmp_path / "data")]
     main([*arguments, "--output-dir", str(tmp_path / "whole")])
-    shutil.copytree(tmp_path / "whole" / "checkpoint-4", tmp_path / "resumed" / "checkpoint-4")
+    shutil.copytree(tmp_path / "whole" / "checkpoint-3", tmp_path / "resumed" / "checkpoint-3")
     main([*arguments, "--output-dir", str(tmp_path / "resumed"), "--resume-from-checkpoint", "last"])
     whole = load_file(tmp_path / "whole" / "final" / "model.safetensors")
     resumed = load_file(tmp_path / "resumed" / "final" / "model.safetensors")
