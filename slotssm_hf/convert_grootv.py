@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .configuration_grootv import VARIANTS, GrootVConfig
-from .convert_official import ConversionError, check_fits, rename_keys, staged_folder
+from .convert_official import ConversionError, check_fits, check_output_path, rename_keys, staged_folder
 
 # Official key -> GrootVForImageClassification key. The official model wraps its norms in nn.Sequential (with
 # layout permutations around them), hence the `.0` / `.1` indices.
@@ -143,8 +143,7 @@ def convert_checkpoint(source, output, ema: bool = False, overwrite: bool = Fals
     from .modeling_grootv import GrootVForImageClassification
 
     source, output = Path(source), Path(output)
-    if output.exists() and not overwrite:
-        raise ConversionError(f"{output} already exists; pass --overwrite to replace it")
+    check_output_path(source, output, overwrite)
     state = official_state_dict(read_official_checkpoint(source), ema, source.name)
     config = config_from_state_dict(state, source.name)
     converted = rename_keys(state, RULES, "", source.name)
@@ -152,7 +151,7 @@ def convert_checkpoint(source, output, ema: bool = False, overwrite: bool = Fals
     with torch.device("meta"):
         model = GrootVForImageClassification(config)
     model.load_state_dict(converted, strict=True, assign=True)  # assign keeps the source tensors and their dtypes
-    with staged_folder(output) as staging:
+    with staged_folder(output, log) as staging:
         model.save_pretrained(staging)
         image_processor(config).save_pretrained(staging)
         provenance = (

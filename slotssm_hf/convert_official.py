@@ -14,9 +14,9 @@ import json
 import os
 import pickle
 import re
+import secrets
 import shutil
 import sys
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -376,53 +376,96 @@ def verify_conversion(folder: Path, parts: dict, num_frames: int = 4, seed: int 
     return max((ours.reconstruction - recon).abs().max().item(), (ours.last_hidden_state - slots).abs().max().item())
 
 
+def check_output_path(source: Path, output: Path, overwrite: bool):
+    """Refuse, before anything is read or written, an output that is the source, lies inside it or holds it (a
+    replaced output would take the official checkpoint with it), or that is a file."""
+    source_path, output_path = source.resolve(), output.resolve()
+    if output_path == source_path or source_path in output_path.parents or output_path in source_path.parents:
+        raise ConversionError(
+            f"the output {output} and the source {source} overlap (the same folder, or one inside the other); "
+            "write the converted checkpoint to a folder outside the official one"
+        )
+    if output.exists() and not output.is_dir():
+        raise ConversionError(f"{output} is a file, not a checkpoint folder; it is never replaced: choose another one")
+    if output.exists() and not overwrite:
+        raise ConversionError(f"{output} already exists; pass --overwrite to replace it")
+
+
+def move_into_place(staging: Path, output: Path, log):
+    """Rename the complete `staging` folder to `output`. An existing `output` is first renamed aside, put back if
+    the second rename fails, and deleted only once the new folder is in place; failing to delete it is reported,
+    not an error, since the conversion itself succeeded."""
+    if not output.exists():
+        staging.rename(output)
+        return
+    old = output.with_name(f".{output.name}.replaced-{os.getpid()}")
+    output.rename(old)
+    try:
+        staging.rename(output)
+    except BaseException:
+        old.rename(output)
+        raise
+    try:
+        shutil.rmtree(old)
+    except OSError as error:
+        log(f"warning: could not delete the replaced checkpoint, left at {old} ({error}); delete it yourself")
+
+
 @contextmanager
-def staged_folder(output: Path):
-    """A new temporary folder beside `output` to write into; when the block completes it becomes `output` (an
-    existing `output` is swapped out first and then deleted, so the path is never empty or partial), and when the
-    block fails it is deleted, leaving nothing behind."""
+def staged_folder(output: Path, log=print):
+    """A new folder beside `output` to write into; when the block completes it is moved into place
+    (`move_into_place`), and when the block fails it is deleted, leaving nothing behind. Callers check `output` first
+    (`check_output_path`)."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.incomplete-", dir=output.parent))
+    # mkdir, not tempfile.mkdtemp: the folder gets the user's umask instead of mode 0700.
+    staging = output.with_name(f".{output.name}.incomplete-{secrets.token_hex(4)}")
+    staging.mkdir()
     try:
         yield staging
-        if output.exists():
-            old = output.with_name(f".{output.name}.replaced-{os.getpid()}")
-            output.rename(old)
-            staging.rename(output)
-            shutil.rmtree(old)
-        else:
-            staging.rename(output)
+        move_into_place(staging, output, log)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
 def convert_checkpoint(source, output, verify: bool = False, overwrite: bool = False, tolerance: float = 1e-4,
-                       log=print) -> Path:  # fmt: skip
+                       allow_non_finite: bool = False, log=print) -> Path:  # fmt: skip
     """Convert the official checkpoint at `source` (a step folder or a run folder) into `output`.
 
     The result is written to a temporary folder beside `output` and renamed into place only once complete (and
-    verified, with `verify=True`), so a failure leaves nothing behind. An existing `output` is replaced only
-    with `overwrite=True`.
+    verified, with `verify=True`), so a failure leaves nothing behind. An existing `output` folder is replaced
+    only with `overwrite=True`; an output that overlaps the source, or is a file, is refused. Weights holding NaN
+    or infinite values are refused unless `allow_non_finite=True`.
     """
+    from .hub import non_finite_weights, shortlist
     from .model_card import render_model_card
     from .modeling_slotssm import SlotSSMForVideoReconstruction
     from .video_processing_slotssm import SlotSSMVideoProcessor
 
-    output = Path(output)
-    if output.exists() and not overwrite:
-        raise ConversionError(f"{output} already exists; pass --overwrite to replace it")
+    source, output = Path(source), Path(output)
+    check_output_path(source, output, overwrite)
     step_folder = find_step_folder(source)
-    if step_folder != Path(source):
+    if step_folder != source:
         log(f"converting the latest checkpoint in {source}: {step_folder.name}")
     parts = read_official_checkpoint(step_folder)
-    config = convert_official_config(*(parts[p][0] for p in SUB_MODEL_FOLDERS))
+    try:
+        config = convert_official_config(*(parts[p][0] for p in SUB_MODEL_FOLDERS))
+    except KeyError as error:
+        raise ConversionError(
+            f"the official config.json files in {step_folder} lack the field {error.args[0]!r}"
+        ) from error
     state = convert_official_state_dicts(config, *(parts[p][1] for p in SUB_MODEL_FOLDERS))
+    non_finite = non_finite_weights(state.items())
+    if non_finite and not allow_non_finite:
+        raise ConversionError(
+            f"the official weights hold NaN or infinite values ({shortlist(non_finite)}): the training run "
+            "diverged before this checkpoint; convert an earlier one, or pass --allow-non-finite to convert it anyway"
+        )
     with torch.device("meta"):
         model = SlotSSMForVideoReconstruction(config)
     model.load_state_dict(state, strict=True, assign=True)  # assign keeps the source tensors and their dtypes
 
-    with staged_folder(output) as staging:
+    with staged_folder(output, log) as staging:
         model.save_pretrained(staging)
         # The official data pipeline: short-side bicubic resize and centre crop to the model's size, ImageNet
         # mean / std, 16 consecutive frames (the processor's defaults at this size).
@@ -435,7 +478,12 @@ def convert_checkpoint(source, output, verify: bool = False, overwrite: bool = F
         )
         render_model_card(model, output.name, provenance, has_processor=True).save(staging / "README.md")
         if verify:
-            difference = verify_conversion(staging, parts)
+            try:
+                difference = verify_conversion(staging, parts)
+            except Exception as error:  # the reference reads the official configs more strictly than the converter
+                raise ConversionError(
+                    f"verification could not run the official reference ({type(error).__name__}: {error})"
+                ) from error
             log(f"max abs difference against the official reference: {difference:.3g}")
             if not difference <= tolerance:
                 raise ConversionError(f"verification failed: max abs difference {difference:.3g} > {tolerance:g}")
@@ -448,14 +496,26 @@ def add_arguments(parser: argparse.ArgumentParser):
     parser.add_argument("output", help="folder to write the slotssm_hf checkpoint to")
     parser.add_argument("--verify", action="store_true", help="compare with the official reference; fail above 1e-4")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument(
+        "--allow-non-finite", action="store_true", help="convert weights that hold NaN or infinite values"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        convert_checkpoint(args.source, args.output, verify=args.verify, overwrite=args.overwrite)
+        convert_checkpoint(
+            args.source,
+            args.output,
+            verify=args.verify,
+            overwrite=args.overwrite,
+            allow_non_finite=args.allow_non_finite,
+        )
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # one line, not a traceback, whatever went wrong
+        print(f"error: the conversion failed ({type(error).__name__}: {error})", file=sys.stderr)
+        return 1
     return 0
 
 

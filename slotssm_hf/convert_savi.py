@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .configuration_savi import VARIANTS, SAViConfig
-from .convert_official import ConversionError, staged_folder
+from .convert_official import ConversionError, check_output_path, staged_folder
 
 # (source path pattern, target key template, layout rule). Paths are relative to the parameter tree; a `{0}`-style
 # field takes the pattern's groups; "@int-1" marks 1-based official indices.
@@ -259,8 +259,7 @@ def convert_savi_checkpoint(source, output, variant: str = "savi_conditional_sma
     from .video_processing_savi import SAViVideoProcessor
 
     output = Path(output)
-    if output.exists() and not overwrite:
-        raise ConversionError(f"{output} already exists; pass --overwrite to replace it")
+    check_output_path(Path(source), output, overwrite)
     if variant not in VARIANTS:
         raise ConversionError(f"unknown variant {variant!r}; the official setups are {sorted(VARIANTS)}")
     unknown = sorted(set(overrides or {}) - set(SAViConfig.__dataclass_fields__))
@@ -286,7 +285,7 @@ def convert_savi_checkpoint(source, output, variant: str = "savi_conditional_sma
         model = SAViForVideoReconstruction(config)
     model.load_state_dict(state, strict=True, assign=True)
 
-    with staged_folder(output) as staging:
+    with staged_folder(output, log) as staging:
         model.save_pretrained(staging)
         SAViVideoProcessor.for_config(config).save_pretrained(staging)
         provenance = (

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import TrainerCallback
 
 from .video_processing_slotssm import SlotSSMVideoProcessor
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".gif", ".m4v", ".mpg", ".mpeg")
 VIDEO_COLUMN = "pixel_values_videos"
 LABEL_COLUMN = "labels"
+CLIP_SEED_COLUMN = "clip_seed"
 
 
 def video_folder_dataset(folder, extensions=VIDEO_EXTENSIONS):
@@ -41,10 +43,47 @@ def video_folder_dataset(folder, extensions=VIDEO_EXTENSIONS):
     return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
 
 
+class SeededClips(torch.utils.data.Dataset):
+    """`dataset` (map-style) with a `clip_seed` added to every row: a function of `seed`, the epoch and the row's
+    index only, which `VideoCollator` hands to the processor for that row's random clip.
+
+    A clip drawn from a global generator depends on when its batch is built, and the Trainer builds batches ahead
+    of the step that uses them: a run resumed from a checkpoint builds its first batch after another draw than the
+    uninterrupted run did, so its clips, hence its weights, differ. `set_epoch` (called by `EpochCallback`) gives
+    every epoch new clips.
+    """
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        entropy = np.random.SeedSequence([self.seed, self.epoch, int(index)])
+        return {**self.dataset[index], CLIP_SEED_COLUMN: int(entropy.generate_state(1)[0])}
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+
+class EpochCallback(TrainerCallback):
+    """Tells `dataset` (e.g. `SeededClips`) the epoch the Trainer starts, before it builds the epoch's first batch
+    (accelerate's data loader forwards `set_epoch` to its sampler only)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # state.epoch is the fractional epoch reached so far (that of the checkpoint when resuming).
+        self.dataset.set_epoch(int(state.epoch or 0))
+
+
 class VideoCollator:
     """Builds a batch from dataset rows: the processor turns the `pixel_values_videos` entries (paths, arrays or
     frame lists) into `pixel_values_videos` (batch, frames, 3, H, W); `labels` and the `extra_columns` (e.g.
-    ground-truth `instance_masks`), when every row has them, are stacked into tensors.
+    ground-truth `instance_masks`), when every row has them, are stacked into tensors. Rows that all carry a
+    `clip_seed` (see `SeededClips`) take their random clips from it.
 
     With `num_boxes`, each row's first-frame `boxes` (n, 4) (ymin, xmin, ymax, xmax) in [0, 1], as conditional SAVi
     takes them, are padded with zero rows to `boxes` (batch, num_boxes, 4) float32 plus `boxes_mask` (batch,
@@ -66,7 +105,9 @@ class VideoCollator:
         if missing:
             raise ValueError(f"rows {missing} have no '{VIDEO_COLUMN}' entry (a video path, array or frame list)")
         videos = [self._as_video(row[VIDEO_COLUMN]) for row in rows]
-        batch = {VIDEO_COLUMN: self.processor(videos, **self.processor_kwargs)[VIDEO_COLUMN]}
+        seeded = all(CLIP_SEED_COLUMN in row for row in rows)
+        seeds = {"clip_seeds": [row[CLIP_SEED_COLUMN] for row in rows]} if seeded else {}
+        batch = {VIDEO_COLUMN: self.processor(videos, **self.processor_kwargs, **seeds)[VIDEO_COLUMN]}
         for column in self.stacked_columns:
             if all(column in row for row in rows):
                 batch[column] = torch.as_tensor(np.stack([np.asarray(row[column]) for row in rows]))
@@ -104,4 +145,4 @@ class VideoCollator:
         return array.astype(np.uint8) if array.dtype.kind in "iu" else array
 
 
-__all__ = ["video_folder_dataset", "VideoCollator"]
+__all__ = ["video_folder_dataset", "SeededClips", "EpochCallback", "VideoCollator"]

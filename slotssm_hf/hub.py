@@ -112,6 +112,56 @@ def check_weights(folder: Path, model):
         raise PushError(f"{folder / WEIGHTS} does not match {CONFIG} ({type(model).__name__}): " + "; ".join(problems))
 
 
+def non_finite_weights(named_tensors) -> list[str]:
+    """The names of the floating-point tensors among `named_tensors` ((name, tensor) pairs) that hold NaN or inf."""
+    import torch
+
+    return [name for name, tensor in named_tensors if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+
+
+def check_finite_weights(folder: Path):
+    """Refuse weights holding NaN or infinite values (a diverged run); reads one tensor at a time."""
+    from safetensors import safe_open
+
+    with safe_open(folder / WEIGHTS, framework="pt") as weights:
+        non_finite = non_finite_weights((name, weights.get_tensor(name)) for name in weights.keys())
+    if non_finite:
+        raise PushError(
+            f"{folder / WEIGHTS} holds NaN or infinite values ({shortlist(non_finite)}): the training run diverged; "
+            "publish an earlier checkpoint, or pass --allow-non-finite to publish it anyway"
+        )
+
+
+# Characters git refuses in branch names (git check-ref-format); Hub branches are git branches.
+INVALID_BRANCH_CHARACTERS = set(" ~^:?*[\\\x7f") | {chr(c) for c in range(32)}
+
+
+def check_push_arguments(repo_id: str, revision: str | None, datasets, base_model):
+    """Refuse, before any request, arguments the Hub would reject only after the repo was created."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    ids = [("repo id", repo_id), *(("dataset id", name) for name in datasets or []), ("base model id", base_model)]
+    for what, hub_id in ids:
+        try:
+            if hub_id is not None:
+                validate_repo_id(hub_id)
+        except HFValidationError as error:
+            raise PushError(f"{hub_id!r} is not a valid {what}: {error}") from error
+    if "/" not in repo_id:  # the card tells readers to load "namespace/name"
+        raise PushError(f"repo id {repo_id!r} needs a namespace: namespace/name")
+    if revision is not None and not revision.startswith("refs/pr/"):
+        parts = revision.split("/")
+        if (
+            INVALID_BRANCH_CHARACTERS & set(revision)
+            or any(not part or part.startswith(".") or part.endswith(".lock") for part in parts)
+            or ".." in revision
+            or "@{" in revision
+            or revision.startswith("-")
+        ):
+            raise PushError(f"--revision {revision!r} is not a valid branch name")
+
+
 def model_code_files(folder: Path, auto_maps) -> list[str]:
     """The .py files `trust_remote_code` runs: the modules the auto_maps name and, transitively, their relative
     imports; each must be in `folder`."""
@@ -133,10 +183,10 @@ def model_code_files(folder: Path, auto_maps) -> list[str]:
     return sorted(found)
 
 
-def checked_checkpoint(folder) -> Checkpoint:
+def checked_checkpoint(folder, allow_non_finite: bool = False) -> Checkpoint:
     """Check that `folder` is a publishable SlotSSM checkpoint and gather what a push needs. Raises PushError naming
-    the first problem: pickle files, missing or unreadable files, weights that do not fit the config, missing model
-    code."""
+    the first problem: pickle files, missing or unreadable files, weights that do not fit the config or (unless
+    `allow_non_finite`) hold NaN or inf, missing model code."""
     folder = Path(folder)
     if not folder.is_dir():
         raise PushError(f"{folder} is not a folder")
@@ -151,6 +201,8 @@ def checked_checkpoint(folder) -> Checkpoint:
     config_dict = read_json(folder / CONFIG)
     model = model_from_config(folder, config_dict)
     check_weights(folder, model)
+    if not allow_non_finite:
+        check_finite_weights(folder)
     if not config_dict.get("auto_map"):
         raise PushError(f"{folder / CONFIG} has no auto_map, so the repo would not load with trust_remote_code=True")
     files = {CONFIG: folder / CONFIG, WEIGHTS: folder / WEIGHTS}
@@ -187,29 +239,26 @@ def model_card_for(folder, repo_id: str, checkpoint: Checkpoint, datasets=None, 
 
 def push_to_hub(folder, repo_id: str, private: bool = False, revision: str | None = None,
                 commit_message: str | None = None, create_pr: bool = False, token: str | bool | None = None,
-                datasets=None, base_model: str | None = None, endpoint: str | None = None):  # fmt: skip
+                datasets=None, base_model: str | None = None, endpoint: str | None = None,
+                allow_non_finite: bool = False):  # fmt: skip
     """Publish the SlotSSM checkpoint saved in `folder` as the model repo `repo_id` ("namespace/name") in one commit.
 
     The repo is created when missing (`private` applies then); `revision` names a branch, created from main when
     missing; `create_pr` opens a pull request instead of committing to the branch. `token` defaults to the saved
     login or HF_TOKEN; `endpoint` to HF_ENDPOINT or huggingface.co. `datasets` and `base_model` (Hub ids) go into
-    the card's metadata.
+    the card's metadata. Weights holding NaN or inf are refused unless `allow_non_finite`.
 
     Returns huggingface_hub's CommitInfo: `.oid` is the commit sha to pin with `revision=`, `.commit_url`, and
-    `.pr_url` for a pull request. Raises PushError, before any request, for a folder that cannot be published, and
-    for a Hub that refuses the credentials or cannot be reached.
+    `.pr_url` for a pull request. Raises PushError, before any request, for a folder or arguments that cannot be
+    published; before the repo is created, for a revision the commit needs that the repo lacks; and for a Hub that
+    refuses the credentials or cannot be reached.
     """
     from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
-    from huggingface_hub.utils import httpx, validate_repo_id
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import httpx
 
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as error:
-        raise PushError(f"{repo_id!r} is not a valid repo id: {error}") from error
-    if "/" not in repo_id:  # the card tells readers to load "namespace/name"
-        raise PushError(f"repo id {repo_id!r} needs a namespace: namespace/name")
-    checkpoint = checked_checkpoint(folder)
+    check_push_arguments(repo_id, revision, datasets, base_model)
+    checkpoint = checked_checkpoint(folder, allow_non_finite=allow_non_finite)
     card = model_card_for(folder, repo_id, checkpoint, datasets=datasets, base_model=base_model)
     operations = [CommitOperationAdd(name, str(path)) for name, path in checkpoint.files.items()]
     operations.append(CommitOperationAdd(CARD, str(card).encode()))
@@ -217,6 +266,11 @@ def push_to_hub(folder, repo_id: str, private: bool = False, revision: str | Non
 
     api = HfApi(endpoint=endpoint, token=token)
     try:
+        # A pull request (new, or one given as refs/pr/N) needs its target to exist already: check with read-only
+        # requests, so that a push that cannot commit never creates the repo.
+        needed = revision if revision is not None and (create_pr or revision.startswith("refs/pr/")) else None
+        if needed is not None and not (api.repo_exists(repo_id) and api.revision_exists(repo_id, needed)):
+            raise PushError(f"{repo_id} has no revision {needed!r} to commit to; nothing was created or committed")
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision not in (None, "main") and not create_pr and not revision.startswith("refs/pr/"):
             api.create_branch(repo_id, branch=revision, exist_ok=True)
@@ -254,6 +308,9 @@ def main(argv=None) -> int:
     parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing directly")
     parser.add_argument("--dataset", action="append", default=None, help="a Hub dataset id for the card (repeatable)")
     parser.add_argument("--base-model", default=None, help="the Hub id of the model this one was fine-tuned from")
+    parser.add_argument(
+        "--allow-non-finite", action="store_true", help="publish weights that hold NaN or infinite values"
+    )
     args = parser.parse_args(argv)
     try:
         commit = push_to_hub(
@@ -265,6 +322,7 @@ def main(argv=None) -> int:
             create_pr=args.create_pr,
             datasets=args.dataset,
             base_model=args.base_model,
+            allow_non_finite=args.allow_non_finite,
         )
     except PushError as error:
         print(f"error: {error}", file=sys.stderr)

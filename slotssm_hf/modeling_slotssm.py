@@ -8,9 +8,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import DynamicCache
+from transformers import Cache, DynamicCache
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.cache_utils import LinearAttentionCacheLayerMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.processing_utils import Unpack
@@ -27,6 +28,8 @@ from .timm_encoder import create_timm_backbone
 
 # Added to the per-slot sums before the inverted attention's renormalisation over tokens.
 INVERTED_ATTENTION_EPS = 1e-5
+# What a slot block calls on its cache.
+CACHE_METHODS = ("get_conv_state", "get_recurrent_state", "update_conv_state", "update_recurrent_state")
 
 
 def sincos_position_table(dim: int, grid_size: int, num_prefix_rows: int) -> torch.Tensor:
@@ -64,6 +67,37 @@ def check_pixel_values_videos(pixel_values_videos, config: SlotSSMConfig):
         f"expected pixel_values_videos of shape (batch, frames, {', '.join(map(str, expected))}) with at least one "
         f"frame and a floating dtype, got {got}"
     )
+
+
+def check_cache(cache, layers, batch_size: int):
+    """Refuse a cache that is not the state of these slot `layers` for a batch of `batch_size` videos. Besides
+    transformers' caches, any object with their conv / recurrent state methods is taken (a stand-in time mixer may
+    keep states of its own layout, which only the mixer knows)."""
+    origin = (
+        "the cache must come from a previous call of this model with use_cache=True on the same videos (or be "
+        "DynamicCache(config=model.config) to start)"
+    )
+    if isinstance(cache, Cache):
+        kinds = [type(layer).__name__ for layer in cache.layers]
+        if len(kinds) != len(layers) or not all(isinstance(c, LinearAttentionCacheLayerMixin) for c in cache.layers):
+            raise ValueError(
+                f"{origin}; got a {type(cache).__name__} with layers {kinds}, where this model needs {len(layers)} "
+                "linear-attention layers, one per slot block"
+            )
+    elif not all(callable(getattr(cache, name, None)) for name in CACHE_METHODS):
+        raise ValueError(f"{origin}; got a {type(cache).__name__}")
+    for layer in layers:
+        conv_state = cache.get_conv_state(layer.layer_idx)
+        if conv_state is None or not isinstance(layer.time_mixer, MambaMixerBase):  # not started, or not ours
+            continue
+        got = (tuple(conv_state.shape), tuple(cache.get_recurrent_state(layer.layer_idx).shape))
+        needed = layer.time_mixer.zero_state(batch_size * layer.num_slots, device="meta")
+        needed = (tuple(needed.conv_state.shape), tuple(needed.ssm_state.shape))
+        if got != needed:
+            raise ValueError(
+                f"{origin}; its layer {layer.layer_idx} holds (conv, SSM) states of shapes {got}, where this model "
+                f"needs {needed} for {batch_size} videos of {layer.num_slots} slots"
+            )
 
 
 def inverted_attention_forward(module, query, key, value, attention_mask, scaling, **kwargs):
@@ -282,6 +316,7 @@ class SlotSSMBlock(GradientCheckpointingLayer):
         dim = config.hidden_size
         eps = config.layer_norm_eps
         self.layer_idx = layer_idx
+        self.num_slots = config.num_slots
         self.cross_attention_input_proj = nn.Linear(config.encoder_output_size, dim)
         self.cross_attention_input_norm = nn.LayerNorm(dim, eps=eps)
         self.cross_attention_slot_norm = nn.LayerNorm(dim, eps=eps)
@@ -707,6 +742,10 @@ class SlotSSMModel(SlotSSMPreTrainedModel):
             the slots and the cross-attention weights of every block.
         """
         check_pixel_values_videos(pixel_values_videos, self.config)
+        # As transformers' vision models do: frames of another floating dtype (float64, bfloat16) run in the model's.
+        pixel_values_videos = pixel_values_videos.to(self.dtype)
+        if cache is not None:
+            check_cache(cache, self.layers, pixel_values_videos.shape[0])
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         batch, frames = pixel_values_videos.shape[:2]

@@ -181,8 +181,16 @@ def ssd_scan(x, dt, A, B, C, chunk_size=None, initial_state=None):
     # Within chunks: y_i = sum_{j <= i} (C_i . B_j) exp(A_cumsum_i - A_cumsum_j) dt_j x_j.
     causal = torch.ones(chunk, chunk, dtype=torch.bool, device=x.device).tril()
     decay = (A_cumsum[..., :, None] - A_cumsum[..., None, :]).masked_fill(~causal, -math.inf).exp()
-    scores = (C @ B.transpose(-1, -2))[:, :, :, None] * decay  # (b, c, g, hg, Q, Q)
-    y = scores @ x_dt
+    # Masked, not only multiplied by a zero decay: a NaN or inf B_j would otherwise reach the rows i < j (0 * NaN).
+    scores = (C @ B.transpose(-1, -2)).masked_fill(~causal, 0)[:, :, :, None] * decay  # (b, c, g, hg, Q, Q)
+    finite = torch.isfinite(x_dt)
+    if finite.all():
+        y = scores @ x_dt
+    else:
+        # The zero scores above the diagonal would carry a non-finite x_j into every row i < j (0 * NaN): the
+        # product takes zeros there, and the rows from j on become NaN, as the recurrence makes them.
+        reached = (~finite).cumsum(dim=-2) > 0
+        y = (scores @ x_dt.masked_fill(~finite, 0)).masked_fill(reached, math.nan)
 
     # State each chunk adds by its end: sum_j exp(A_cumsum_end - A_cumsum_j) dt_j x_j B_j^T.
     to_end = torch.exp(A_cumsum[..., -1:] - A_cumsum)  # (b, c, g, hg, Q)

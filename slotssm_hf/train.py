@@ -17,6 +17,7 @@ with N processes (DDP; gloo on the CPU); FSDP and DeepSpeed go through the Train
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -97,11 +98,16 @@ def make_trainer_class():
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
-            if not torch.isfinite(loss).all():
+            # Every process looks at every process's loss, so all stop at the same step with the same message: a
+            # process stopping alone would leave the others applying averaged NaN gradients, or waiting for it.
+            losses = self.accelerator.gather(loss.detach().float().reshape(1)).tolist()
+            broken = [rank for rank, value in enumerate(losses) if not math.isfinite(value)]
+            if broken:
+                where = f" on process {', '.join(map(str, broken))} of {len(losses)}" if len(losses) > 1 else ""
                 raise NonFiniteLossError(
-                    f"the training loss became {loss.item()} at step {self.state.global_step + 1}; training stopped "
-                    f"before applying it. The last good checkpoint (if any) is in {self.args.output_dir}; lower the "
-                    "learning rate or use float32 precision."
+                    f"the training loss became {losses[broken[0]]} at step {self.state.global_step + 1}{where}; "
+                    f"training stopped before applying it. The last good checkpoint (if any) is in "
+                    f"{self.args.output_dir}; lower the learning rate or use float32 precision."
                 )
             return loss
 
@@ -163,7 +169,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from transformers import TrainingArguments, set_seed
 
-    from .data import VideoCollator
+    from .data import EpochCallback, SeededClips, VideoCollator
     from .metrics import ObjectDiscoveryMetrics
     from .model_card import render_model_card
     from .video_processing_slotssm import SlotSSMVideoProcessor
@@ -193,6 +199,14 @@ def main(argv=None) -> int:
     )
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     object_metrics = "instance_masks" in eval_data.column_names and config.decoder_type == "spatial_broadcast"
+    if not object_metrics:  # the collator stacks the masks of rows that have them
+        train_data, eval_data = (
+            data.remove_columns("instance_masks") if "instance_masks" in data.column_names else data
+            for data in (train_data, eval_data)
+        )
+    # Random clips from seeds of (seed, epoch, row) rather than a global generator, so that a resumed run trains
+    # on the clips the uninterrupted run did (the evaluation clips stay those of epoch 0).
+    train_clips, eval_clips = SeededClips(train_data, args.seed), SeededClips(eval_data, args.seed + 1)
     training_args = TrainingArguments(
         output_dir=str(output_dir),
         max_steps=args.steps,
@@ -217,15 +231,17 @@ def main(argv=None) -> int:
         deepspeed=args.deepspeed,
         seed=args.seed,
         data_seed=args.seed,
+        remove_unused_columns=False,  # the collator reads only the columns it needs, clip_seed among them
         report_to=[],
         disable_tqdm=False,
     )
     trainer = make_trainer_class()(
         model=model,
         args=training_args,
-        train_dataset=train_data,
-        eval_dataset=eval_data,
+        train_dataset=train_clips,
+        eval_dataset=eval_clips,
         data_collator=VideoCollator(processor, sampling="random", extra_columns=("instance_masks",)),
+        callbacks=[EpochCallback(train_clips)],
         compute_metrics=ObjectDiscoveryMetrics() if object_metrics else None,
         preprocess_logits_for_metrics=ObjectDiscoveryMetrics.preprocess_logits if object_metrics else None,
     )

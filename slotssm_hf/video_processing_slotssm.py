@@ -3,6 +3,7 @@
 import bisect
 import functools
 import heapq
+import numbers
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,11 +24,13 @@ class SlotSSMVideoProcessorKwargs(VideosKwargs, total=False):
     """frame_stride: step between consecutive sampled frames (overridden by `fps` when the video's rate is known).
     sampling: "start" (consecutive frames from the first), "random" (consecutive frames from a random start, for
     training) or "uniform" (evenly spaced over the whole video).
-    video_backend: decoder for video files: "pyav" (default), "torchcodec" or "decord"."""
+    video_backend: decoder for video files: "pyav" (default), "torchcodec" or "decord".
+    clip_seeds: one seed per video for its random clip (default: drawn from NumPy's global generator)."""
 
     frame_stride: int
     sampling: str
     video_backend: str
+    clip_seeds: list[int]
 
 
 def clip_positions(total_frames: int, num_frames: int, stride: int, sampling: str, rng=np.random) -> np.ndarray:
@@ -257,9 +260,16 @@ def as_video_list(videos) -> list:
 
 
 def as_video_tensor(video, name: str) -> torch.Tensor:
-    """A video as a (T, 3, H, W) uint8 tensor; floating-point pixels are taken as [0, 1]."""
+    """A video as a (T, 3, H, W) uint8 tensor; floating-point pixels must be in [0, 1]."""
     if isinstance(video, (list, tuple)):
-        video = np.stack([np.asarray(frame) for frame in video]) if video else np.zeros((0, 1, 1, 3), np.uint8)
+        frames = [np.asarray(frame) for frame in video]
+        for index, frame in enumerate(frames):
+            if frame.shape != frames[0].shape:
+                raise ValueError(
+                    f"{name}: every frame must have the shape of the first, {frames[0].shape}; frame {index} has "
+                    f"shape {frame.shape}"
+                )
+        video = np.stack(frames) if frames else np.zeros((0, 1, 1, 3), np.uint8)
     video = video if isinstance(video, torch.Tensor) else torch.from_numpy(np.asarray(video))
     if video.dim() == 3:  # (T, H, W): grayscale frames
         video = video[:, None]
@@ -273,7 +283,16 @@ def as_video_tensor(video, name: str) -> torch.Tensor:
     if video.shape[0] == 0:
         raise ValueError(f"{name}: the video has no frames")
     if video.is_floating_point():  # [0, 1]: quantised like decoded pixels, so both resize (and clamp) alike
-        video = (video * 255).round_().clamp_(0, 255).to(torch.uint8)
+        video = (video * 255).round_()
+        if not torch.isfinite(video).all():
+            raise ValueError(f"{name}: the frames hold NaN or infinite pixel values")
+        low, high = video.aminmax()
+        if low < 0 or high > 255:  # beyond rounding: not [0, 1] pixels, e.g. 0-255 floats
+            raise ValueError(
+                f"{name}: floating-point pixels must be in [0, 1], got values from {low.item() / 255:g} to "
+                f"{high.item() / 255:g}; pass uint8 frames, or divide 0-255 floats by 255"
+            )
+        video = video.to(torch.uint8)
     elif video.dtype != torch.uint8:
         raise ValueError(f"{name}: expected uint8 or floating-point pixels, got {video.dtype}")
     return video.expand(-1, 3, -1, -1) if video.shape[1] == 1 else video
@@ -322,6 +341,13 @@ class SlotSSMVideoProcessor(BaseVideoProcessor):
         options = {name: kwargs.get(name, getattr(self, name, None)) for name in self.valid_kwargs.__annotations__}
         if options["video_backend"] not in VIDEO_BACKENDS:
             raise ValueError(f"video_backend must be one of {VIDEO_BACKENDS}, got {options['video_backend']!r}")
+        if options["do_sample_frames"]:
+            for name in ("num_frames", "frame_stride"):
+                value = options[name]
+                if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
+                    raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            if options["fps"] is not None and not options["fps"] > 0:
+                raise ValueError(f"fps must be a positive number (or None), got {options['fps']!r}")
         transforms = self._standardize_kwargs(**options)
         self._validate_preprocess_kwargs(**transforms)
         for unused in ("data_format", "return_tensors", "return_metadata", "video_metadata", "device"):
@@ -338,9 +364,13 @@ class SlotSSMVideoProcessor(BaseVideoProcessor):
             return self._preprocess(videos=[clip], **transforms)["pixel_values_videos"][0], info
 
         # Each video is decoded and transformed on its own thread, so one video's decoding overlaps another's
-        # tensor work (PyAV and torch release the GIL). One seed per video, drawn in order from the global
+        # tensor work (PyAV and torch release the GIL). One seed per video, given or drawn in order from the global
         # generator, keeps random clips reproducible under transformers' set_seed.
-        seeds = np.random.randint(0, 2**31, size=len(videos))
+        seeds = options["clip_seeds"]
+        if seeds is None:
+            seeds = np.random.randint(0, 2**31, size=len(videos))
+        elif len(seeds) != len(videos):
+            raise ValueError(f"clip_seeds must hold one seed per video ({len(videos)}), got {len(seeds)}")
         results = list(decoding_pool(os.getpid()).map(process, range(len(videos)), videos, seeds))
         pixel_values = [pixels for pixels, _ in results]
         batch = BatchFeature({"pixel_values_videos": pixel_values}, tensor_type=kwargs.get("return_tensors", "pt"))

@@ -3,6 +3,7 @@ config.json fields) and comparing the result with the official reference compute
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -236,3 +237,120 @@ def test_command_line(tmp_path, command):
     assert "checkpoint_step_5" in result.stdout and "max abs difference" in result.stdout
     again = subprocess.run([*command, str(tmp_path / "run"), str(tmp_path / "out")], capture_output=True, text=True)
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+SMALL = OFFICIAL_VARIANTS["mamba1-ffn-standard-cross-attention"]
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file under `folder` with its bytes, to show that nothing was touched."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "output", ["run", "run/converted", "run/checkpoint_step_1/slotssm/out", "."],
+    ids=["same", "inside", "deep", "holds"],
+)
+def test_output_overlapping_the_source_is_refused_before_anything_is_touched(tmp_path, output):
+    write_official_checkpoint(tmp_path / "run" / "checkpoint_step_1", official_configs(**SMALL))
+    before = snapshot(tmp_path)
+    for source in (tmp_path / "run", tmp_path / "run" / "checkpoint_step_1"):
+        target = tmp_path / output
+        if target == source or target in source.parents or source in target.parents:
+            with pytest.raises(ConversionError, match="overlap"):
+                convert_checkpoint(source, target, overwrite=True)
+    assert snapshot(tmp_path) == before and set(os.listdir(tmp_path / "run")) == {"checkpoint_step_1"}
+
+
+def test_existing_file_as_output_is_refused_and_kept(tmp_path):
+    write_official_checkpoint(tmp_path / "step", official_configs(**SMALL))
+    (tmp_path / "out").write_text("not a checkpoint")
+    with pytest.raises(ConversionError, match="out is a file, not a checkpoint folder; it is never replaced"):
+        convert_checkpoint(tmp_path / "step", tmp_path / "out", overwrite=True)
+    assert (tmp_path / "out").read_text() == "not a checkpoint"
+    assert sorted(p for p in os.listdir(tmp_path) if p.startswith(".")) == []
+
+
+def test_a_failed_swap_puts_the_old_output_back(tmp_path, monkeypatch):
+    write_official_checkpoint(tmp_path / "step", official_configs(**SMALL))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "mine.txt").write_text("keep me")
+    rename = Path.rename
+
+    def failing_second_rename(self, target):
+        if self.name.startswith(".out.incomplete-"):
+            raise OSError("disk full")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing_second_rename)
+    with pytest.raises(OSError, match="disk full"):
+        convert_checkpoint(tmp_path / "step", tmp_path / "out", overwrite=True)
+    assert (tmp_path / "out" / "mine.txt").read_text() == "keep me"
+    assert sorted(os.listdir(tmp_path)) == ["out", "step"]
+
+
+def test_a_failed_cleanup_after_the_swap_is_a_warning_not_a_failure(tmp_path, monkeypatch):
+    write_official_checkpoint(tmp_path / "step", official_configs(**SMALL))
+    (tmp_path / "out").mkdir()
+    rmtree = shutil.rmtree
+
+    def failing_cleanup(path, *args, **kwargs):
+        if Path(path).name.startswith(".out.replaced-"):
+            raise PermissionError("read-only file system")
+        return rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr("slotssm_hf.convert_official.shutil.rmtree", failing_cleanup)
+    messages = []
+    output = convert_checkpoint(tmp_path / "step", tmp_path / "out", overwrite=True, log=messages.append)
+    assert output == tmp_path / "out"
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert any(m.startswith("warning: could not delete the replaced checkpoint, left at") for m in messages)
+
+
+def test_output_folder_mode_follows_the_umask(tmp_path):
+    write_official_checkpoint(tmp_path / "step", official_configs(**SMALL))
+    previous = os.umask(0o022)
+    try:
+        convert_checkpoint(tmp_path / "step", tmp_path / "out")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
+
+
+def test_non_finite_weights_are_refused_unless_allowed(tmp_path):
+    write_official_checkpoint(tmp_path / "step", official_configs(**SMALL))
+    weights = tmp_path / "step" / "slotssm" / "model.safetensors"
+    state = load_file(weights)
+    state["blocks.0.time_mixer.D"][3] = float("nan")
+    save_file(state, weights)
+    message = r"NaN or infinite values \(slotssm.layers.0.time_mixer.D\).*--allow-non-finite"
+    with pytest.raises(ConversionError, match=message):
+        convert_checkpoint(tmp_path / "step", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    convert_checkpoint(tmp_path / "step", tmp_path / "out", allow_non_finite=True)
+    assert load_file(tmp_path / "out" / "model.safetensors")["slotssm.layers.0.time_mixer.D"].isnan().sum() == 1
+
+
+def test_every_command_line_failure_is_one_line_and_a_non_zero_exit(tmp_path, capsys, monkeypatch):
+    from slotssm_hf.convert_official import main as convert
+
+    configs = official_configs(**OFFICIAL_VARIANTS["cnn-encoder-spatial-broadcast-x8"])  # without an MLP
+    write_official_checkpoint(tmp_path / "step", configs)
+    # The converter defaults use_ffn when absent; the official reference that --verify runs needs it.
+    config_file = tmp_path / "step" / "slotssm" / "config.json"
+    config_file.write_text(json.dumps({k: v for k, v in json.loads(config_file.read_text()).items() if k != "use_ffn"}))
+
+    def error_line():  # the last line of stderr (saving shows progress bars), and no traceback
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        return err.splitlines()[-1]
+
+    assert convert([str(tmp_path / "step"), str(tmp_path / "out"), "--verify"]) == 2
+    assert error_line() == "error: verification could not run the official reference (KeyError: 'use_ffn')"
+    config_file.write_text(json.dumps({k: v for k, v in configs[1].items() if k != "d_model"}))
+    assert convert([str(tmp_path / "step"), str(tmp_path / "out")]) == 2
+    assert error_line().endswith("lack the field 'd_model'")
+    monkeypatch.setattr("slotssm_hf.convert_official.find_step_folder", lambda path: 1 / 0)
+    assert convert([str(tmp_path / "step"), str(tmp_path / "out")]) == 1
+    assert error_line() == "error: the conversion failed (ZeroDivisionError: division by zero)"
+    assert sorted(os.listdir(tmp_path)) == ["step"]

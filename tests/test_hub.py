@@ -361,3 +361,50 @@ def test_cli_lists_push_and_reports_a_refused_folder(tmp_path, capsys):
     assert cli(["--help"]) == 0 and "push" in capsys.readouterr().out
     assert cli(["push", str(tmp_path / "absent"), REPO]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"datasets": ["org/videos", "not a dataset id!"]}, "'not a dataset id!' is not a valid dataset id"),
+        ({"base_model": "org/base/extra"}, "'org/base/extra' is not a valid base model id"),
+        ({"revision": "my branch"}, "--revision 'my branch' is not a valid branch name"),
+        ({"revision": "release..1"}, "--revision 'release..1' is not a valid branch name"),
+    ],
+)
+def test_arguments_the_hub_would_refuse_are_refused_before_any_request(checkpoint, arguments, message):
+    with HubStandIn({TOKEN: USER}) as hub, pytest.raises(PushError, match=re.escape(message)):
+        push_to_hub(checkpoint, REPO, token=TOKEN, endpoint=hub.endpoint, **arguments)
+    assert hub.requests == []
+
+
+@pytest.mark.parametrize(
+    "arguments", [{"revision": "refs/pr/7"}, {"revision": "experiment", "create_pr": True}], ids=["pr", "pr-on-branch"]
+)
+def test_a_push_that_cannot_commit_creates_no_repo_and_no_branch(checkpoint, arguments):
+    with HubStandIn({TOKEN: USER}) as hub:
+        with pytest.raises(PushError, match="has no revision .* nothing was created"):
+            push_to_hub(checkpoint, REPO, token=TOKEN, endpoint=hub.endpoint, **arguments)
+        assert hub.repos == {}
+        push_to_hub(checkpoint, REPO, token=TOKEN, endpoint=hub.endpoint)
+        refs = dict(hub.repos[REPO].refs)
+        # Now the repo exists, but not the revision.
+        with pytest.raises(PushError, match="has no revision .* nothing was created"):
+            push_to_hub(checkpoint, REPO, token=TOKEN, endpoint=hub.endpoint, **arguments)
+    assert hub.repos[REPO].refs == refs
+
+
+def test_non_finite_weights_are_refused_before_any_request_unless_allowed(checkpoint):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(checkpoint / "model.safetensors")
+    state["slotssm.initial_slots"][0, 0, 1, 2] = float("inf")
+    save_file(state, checkpoint / "model.safetensors", metadata={"format": "pt"})
+    with HubStandIn({TOKEN: USER}) as hub:
+        message = r"holds NaN or infinite values \(slotssm.initial_slots\).*--allow-non-finite"
+        with pytest.raises(PushError, match=message):
+            push_to_hub(checkpoint, REPO, token=TOKEN, endpoint=hub.endpoint)
+        assert hub.requests == []
+        assert cli(["push", str(checkpoint), REPO]) == 2
+        push_to_hub(checkpoint, REPO, token=TOKEN, endpoint=hub.endpoint, allow_non_finite=True)
+    assert set(hub.repos) == {REPO}

@@ -363,3 +363,29 @@ def test_saved_folder_loads_with_remote_code_where_the_package_is_absent(tmp_pat
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["SlotSSMForVideoReconstruction", "SlotSSMModel"]
+
+
+@pytest.mark.parametrize("dim, grid_size, num_prefix_rows", [(16, 3, 1), (64, 5, 6), (256, 16, 1)])
+def test_sincos_position_table_is_the_documented_formula_and_the_official_table(dim, grid_size, num_prefix_rows):
+    import math
+
+    from slotssm_hf.modeling_slotssm import sincos_position_table
+    from slotssm_hf.official_reference import mae_sincos_table
+
+    table = sincos_position_table(dim, grid_size, num_prefix_rows)
+    assert table.shape == (1, num_prefix_rows + grid_size**2, dim) and table.dtype == torch.float32
+    # Element by element from the docstring: patch (r, c) at row num_prefix_rows + r * grid_size + c, channels
+    # [sin(c w_k), cos(c w_k), sin(r w_k), cos(r w_k)] with w_k = 10000^(-k / (dim / 4)); prefix rows zero.
+    quarter = dim // 4
+    expected = torch.zeros(num_prefix_rows + grid_size**2, dim, dtype=torch.float64)
+    for r in range(grid_size):
+        for c in range(grid_size):
+            row = expected[num_prefix_rows + r * grid_size + c]
+            for k in range(quarter):
+                w = 10000 ** (-k / quarter)
+                row[k], row[quarter + k] = math.sin(c * w), math.cos(c * w)
+                row[2 * quarter + k], row[3 * quarter + k] = math.sin(r * w), math.cos(r * w)
+    # float64 formula vs float32 table: at most half a float32 ulp of values in [-1, 1].
+    torch.testing.assert_close(table[0].double(), expected, rtol=0, atol=6e-8)
+    # The official code's construction (MAE's numpy helper, meshgrid with the width axis first).
+    torch.testing.assert_close(table, mae_sincos_table(dim, grid_size, num_prefix_rows), rtol=0, atol=0)

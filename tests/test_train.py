@@ -86,3 +86,53 @@ def test_two_processes_on_the_cpu(tmp_path, launcher):
     state = json.loads((tmp_path / "checkpoint-4" / "trainer_state.json").read_text())
     # Each optimizer step saw one batch per process: 4 steps x 2 processes x batch 2 = 16 videos = 2 epochs of 8.
     assert state["global_step"] == 4 and state["epoch"] == pytest.approx(2.0)
+
+
+def test_resumed_run_with_random_clip_starts_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
+    import datasets
+    import numpy as np
+
+    # 12-frame videos trained as 4-frame clips: every clip starts at a random frame. 7 training videos (one is held
+    # out) in batches of 2 make 4 steps an epoch: the run resumes in the middle of the first epoch and goes on into
+    # the second, whose clips differ from the first's.
+    videos = np.random.default_rng(0).integers(0, 256, (8, 12, 32, 32, 3), dtype=np.uint8)
+    datasets.Dataset.from_dict({"video": list(videos)}).save_to_disk(tmp_path / "data")
+    arguments = [*TINY_RUN, "--steps", "6", "--save-steps", "3", "--no-pictures", "--data", str(tmp_path / "data")]
+    main([*arguments, "--output-dir", str(tmp_path / "whole")])
+    shutil.copytree(tmp_path / "whole" / "checkpoint-3", tmp_path / "resumed" / "checkpoint-3")
+    main([*arguments, "--output-dir", str(tmp_path / "resumed"), "--resume-from-checkpoint", "last"])
+    whole = load_file(tmp_path / "whole" / "final" / "model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "final" / "model.safetensors")
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], rtol=0, atol=0, msg=key)
+
+
+def test_a_non_finite_loss_on_one_process_stops_every_process_with_the_same_message(tmp_path):
+    script = Path(__file__).with_name("distributed_non_finite.py")
+    command = [*LAUNCHERS["torchrun"][:-1], "29519", str(script), str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(script.parent), *sys.path])}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    outcomes = [(tmp_path / f"process-{rank}.txt") for rank in (0, 1)]
+    assert all(path.is_file() for path in outcomes), result.stdout[-3000:] + result.stderr[-3000:]
+    outcomes = [path.read_text() for path in outcomes]
+    message = (
+        "stopped, weights unchanged: True: the training loss became nan at step 1 on process 1 of 2; training "
+        "stopped before applying it"
+    )
+    assert outcomes[0] == outcomes[1] and outcomes[0].startswith(message), outcomes
+    assert not any(p.name.startswith("checkpoint") for p in tmp_path.iterdir())
+
+
+def test_clip_seeds_depend_on_seed_epoch_and_row_only():
+    from transformers import TrainerControl, TrainerState
+
+    from slotssm_hf.data import EpochCallback, SeededClips
+
+    clips = SeededClips([{"pixel_values_videos": "a.mp4"}, {"pixel_values_videos": "b.mp4"}], seed=0)
+    first_epoch = [clips[i]["clip_seed"] for i in range(2)]
+    assert first_epoch == [clips[i]["clip_seed"] for i in range(2)] and first_epoch[0] != first_epoch[1]
+    EpochCallback(clips).on_epoch_begin(None, TrainerState(epoch=1.5), TrainerControl())  # resumed mid-epoch 1
+    second_epoch = [clips[i]["clip_seed"] for i in range(2)]
+    assert clips.epoch == 1 and set(first_epoch).isdisjoint(second_epoch)
+    assert [SeededClips(clips.dataset, seed=1)[i]["clip_seed"] for i in range(2)] != first_epoch
