@@ -11,17 +11,25 @@ import numpy as np
 import torch
 from huggingface_hub.dataclasses import validate_typed_dict
 from transformers.image_processing_utils import BatchFeature
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, validate_kwargs
+from transformers.image_utils import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    ChannelDimension,
+    PILImageResampling,
+    validate_kwargs,
+)
 from transformers.processing_utils import Unpack, VideosKwargs
 from transformers.video_processing_utils import BaseVideoProcessor
-from transformers.video_utils import VideoMetadata
+from transformers.video_utils import VideoMetadata, convert_to_rgb
 
 SAMPLING_MODES = ("start", "random", "uniform")
+CHANNEL_COUNTS = (1, 3, 4)
 VIDEO_BACKENDS = ("pyav", "torchcodec", "decord")
 
 
 class SlotSSMVideoProcessorKwargs(VideosKwargs, total=False):
-    """frame_stride: step between consecutive sampled frames (overridden by `fps` when the video's rate is known).
+    """frame_stride: step between consecutive sampled frames (replaced by `fps`, which needs the video's rate: read from
+    the file, or given in `video_metadata`).
     sampling: "start" (consecutive frames from the first), "random" (consecutive frames from a random start, for
     training) or "uniform" (evenly spaced over the whole video).
     video_backend: decoder for video files: "pyav" (default), "torchcodec" or "decord".
@@ -259,8 +267,10 @@ def as_video_list(videos) -> list:
     raise ValueError(f"expected a video path, an array or tensor, or a list of frames, got {type(videos).__name__}")
 
 
-def as_video_tensor(video, name: str) -> torch.Tensor:
-    """A video as a (T, 3, H, W) uint8 tensor; floating-point pixels must be in [0, 1]."""
+def as_video_tensor(video, name: str, channels_last: bool | None = None, convert_rgb: bool = True) -> torch.Tensor:
+    """A video as a (T, 3, H, W) uint8 tensor; floating-point pixels must be in [0, 1]. `channels_last` says where
+    the channels are (inferred from the shape when None); grey frames are repeated to RGB, and RGBA frames are
+    blended over white with transformers' `convert_to_rgb` when `convert_rgb`."""
     if isinstance(video, (list, tuple)):
         frames = [np.asarray(frame) for frame in video]
         for index, frame in enumerate(frames):
@@ -273,12 +283,14 @@ def as_video_tensor(video, name: str) -> torch.Tensor:
     video = video if isinstance(video, torch.Tensor) else torch.from_numpy(np.asarray(video))
     if video.dim() == 3:  # (T, H, W): grayscale frames
         video = video[:, None]
-    elif video.dim() == 4 and video.shape[1] not in (1, 3) and video.shape[-1] in (1, 3):
+    elif video.dim() == 4 and channels_last is None:
+        channels_last = video.shape[1] not in CHANNEL_COUNTS and video.shape[-1] in CHANNEL_COUNTS
+    if video.dim() == 4 and channels_last:
         video = video.permute(0, 3, 1, 2)
-    if video.dim() != 4 or video.shape[1] not in (1, 3):
+    if video.dim() != 4 or video.shape[1] not in CHANNEL_COUNTS:
         raise ValueError(
-            f"{name}: expected frames of shape (frames, height, width, 3) or (frames, 3, height, width) (or one "
-            f"channel), got shape {tuple(video.shape)}"
+            f"{name}: expected frames of shape (frames, height, width, channels) or (frames, channels, height, width) "
+            f"with 1, 3 or 4 (RGBA) channels, got shape {tuple(video.shape)}"
         )
     if video.shape[0] == 0:
         raise ValueError(f"{name}: the video has no frames")
@@ -295,6 +307,10 @@ def as_video_tensor(video, name: str) -> torch.Tensor:
         video = video.to(torch.uint8)
     elif video.dtype != torch.uint8:
         raise ValueError(f"{name}: expected uint8 or floating-point pixels, got {video.dtype}")
+    if video.shape[1] == 4:
+        if not convert_rgb:
+            raise ValueError(f"{name}: RGBA frames need do_convert_rgb=True (the model takes RGB)")
+        return convert_to_rgb(video, input_data_format=ChannelDimension.FIRST).round_().to(torch.uint8)
     return video.expand(-1, 3, -1, -1) if video.shape[1] == 1 else video
 
 
@@ -325,6 +341,7 @@ class SlotSSMVideoProcessor(BaseVideoProcessor):
     rescale_factor = 1 / 255
     do_normalize = True
     do_sample_frames = True
+    do_convert_rgb = True
     num_frames = 16
     fps = None
     frame_stride = 1
@@ -359,8 +376,16 @@ class SlotSSMVideoProcessor(BaseVideoProcessor):
         # wait, and cost CPU time the other videos' decoding needs.
         decoder_threads = 1 if len(videos) >= cores else 0
 
+        metadata = kwargs.get("video_metadata")
+        if metadata is None:
+            metadata = [None] * len(videos)
+        elif len(metadata) != len(videos):
+            raise ValueError(f"video_metadata must hold one entry per video ({len(videos)}), got {len(metadata)}")
+
         def process(position: int, video, seed: int) -> tuple[torch.Tensor, VideoMetadata]:
-            clip, info = self._read_video(position, video, seed, options, decoder_threads)
+            given = metadata[position]
+            given = given[0] if isinstance(given, (list, tuple)) else given  # transformers nests one per video
+            clip, info = self._read_video(position, video, seed, given, options, decoder_threads)
             return self._preprocess(videos=[clip], **transforms)["pixel_values_videos"][0], info
 
         # Each video is decoded and transformed on its own thread, so one video's decoding overlaps another's
@@ -379,24 +404,53 @@ class SlotSSMVideoProcessor(BaseVideoProcessor):
             batch["video_metadata"] = [info for _, info in results]
         return batch
 
+    def sample_frames(
+        self,
+        metadata: VideoMetadata,
+        num_frames: int | None = None,
+        fps: float | None = None,
+        frame_stride: int | None = None,
+        sampling: str | None = None,
+        rng=np.random,
+        **kwargs,
+    ) -> np.ndarray:
+        """Positions of the clip's frames in a video of `metadata.total_num_frames` frames (transformers' sampling
+        hook): `num_frames` frames, `frame_stride` apart, or as many apart as the video's rate over `fps` (which then
+        needs `metadata.fps`); from the start, a random start (drawn with `rng`) or spread uniformly (`sampling`).
+        Positions past the end mean the video is shorter than the clip: they repeat the last frame."""
+        num_frames, fps = num_frames or self.num_frames, fps or self.fps
+        stride, sampling = frame_stride or self.frame_stride, sampling or self.sampling
+        if fps:
+            if not metadata.fps:
+                raise ValueError(
+                    f"sampling at fps={fps} needs the video's frame rate; it is unknown for this video: pass "
+                    "video_metadata with its fps, or use frame_stride"
+                )
+            stride = max(1, round(metadata.fps / fps))
+        return clip_positions(metadata.total_num_frames, num_frames, stride, sampling, rng)
+
     def _read_video(
-        self, position: int, video, seed: int, options: dict, decoder_threads: int
+        self, position: int, video, seed: int, metadata, options: dict, decoder_threads: int
     ) -> tuple[torch.Tensor, VideoMetadata]:
-        """Decode or convert one video to (T, 3, H, W) and take its clip: the sampled frames, padded."""
+        """Decode or convert one video to (T, 3, H, W) and take its clip: the sampled frames, padded. `metadata`:
+        what the caller said of the video (its fps), or None."""
         rng = np.random.RandomState(seed)
+        given_fps = (metadata.get("fps") if isinstance(metadata, dict) else getattr(metadata, "fps", None))
+        layout = options["input_data_format"]
+        channels_last = None if layout is None else ChannelDimension(layout) == ChannelDimension.LAST
 
         def positions_for(total: int, video_fps: float | None) -> np.ndarray:
             if not options["do_sample_frames"]:
                 return np.arange(total)
-            fps = options["fps"]
-            stride = max(1, round(video_fps / fps)) if fps and video_fps else options["frame_stride"]
-            return clip_positions(total, options["num_frames"], stride, options["sampling"], rng)
+            metadata = VideoMetadata(total_num_frames=total, fps=video_fps or given_fps)
+            return self.sample_frames(metadata, options["num_frames"], options["fps"], options["frame_stride"],
+                                      options["sampling"], rng)  # fmt: skip
 
         if isinstance(video, (str, os.PathLike)):
             frames, info = self._read_file(os.fspath(video), options["video_backend"], positions_for, decoder_threads)
-            clip = as_video_tensor(frames, os.fspath(video))
+            clip = as_video_tensor(frames, os.fspath(video), convert_rgb=options["do_convert_rgb"])
         else:
-            frames = as_video_tensor(video, f"video {position}")
+            frames = as_video_tensor(video, f"video {position}", channels_last, options["do_convert_rgb"])
             info = clip_metadata(positions_for(len(frames), None), len(frames), None, None)
             clip = frames[info.frames_indices]
         info.height, info.width = clip.shape[-2:]

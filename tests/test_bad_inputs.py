@@ -38,6 +38,16 @@ class BadInput:
     check: Callable[[Any, Any], None] | None = None
 
 
+RGBA = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 4), dtype=np.uint8)
+
+
+def rgba_matches_blended_rgb(result, processor):
+    """Each pixel is colour * alpha + white * (1 - alpha), computed here in float64 and rounded like the processor."""
+    alpha = RGBA[..., 3:] / 255.0
+    blended = np.round(RGBA[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
+    torch.testing.assert_close(result["pixel_values_videos"], processor(blended)["pixel_values_videos"], rtol=0, atol=0)
+
+
 # Builders.
 def processor(tmp_path):
     return SlotSSMVideoProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, num_frames=4)
@@ -166,8 +176,14 @@ CASES = [
     BadInput("processor-no-frames", processor, lambda p: p(np.zeros((0, 32, 32, 3), np.uint8)), ValueError,
              "the video has no frames"),
     BadInput("processor-empty-list", processor, lambda p: p([]), ValueError, "expected at least one video"),
-    BadInput("processor-four-channels", processor, lambda p: p(np.zeros((4, 32, 32, 4), np.uint8)), ValueError,
-             r"expected frames of shape \(frames, height, width, 3\)"),
+    BadInput("processor-five-channels", processor, lambda p: p(np.zeros((4, 32, 32, 5), np.uint8)), ValueError,
+             r"expected frames of shape \(frames, height, width, channels\) .* with 1, 3 or 4 \(RGBA\) channels"),
+    BadInput("processor-rgba-without-conversion", processor,
+             lambda p: p(np.zeros((4, 32, 32, 4), np.uint8), do_convert_rgb=False), ValueError,
+             "RGBA frames need do_convert_rgb=True"),
+    BadInput("processor-rgba-is-blended-over-white", processor, lambda p: p(RGBA), check=rgba_matches_blended_rgb),
+    BadInput("processor-fps-without-a-frame-rate", processor, lambda p: p(FRAMES, fps=5), ValueError,
+             "sampling at fps=5 needs the video's frame rate; it is unknown for this video"),
     BadInput("processor-int32-pixels", processor, lambda p: p(np.zeros((4, 32, 32, 3), np.int32)), ValueError,
              "expected uint8 or floating-point pixels, got torch.int32"),
     BadInput("processor-unknown-sampling", processor, lambda p: p(FRAMES, sampling="middle"), ValueError,

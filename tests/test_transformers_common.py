@@ -16,6 +16,7 @@ import torch
 import transformers
 from transformers.models.auto import modeling_auto
 from transformers.testing_utils import torch_device
+from transformers.video_utils import VideoMetadata
 from transformers_common_tests import common_tests_module
 
 from slotssm_hf import FAMILIES, SlotSSMVideoProcessor
@@ -186,3 +187,31 @@ class SlotSSMVideoProcessingTest(video_common.VideoProcessingTestMixin, unittest
     @property
     def video_processor_dict(self):
         return self.video_processor_tester.prepare_video_processor_dict()
+
+    def test_call_sample_frames(self):
+        """transformers' version with SlotSSM's clip semantics, which follow the official data pipeline where
+        transformers' default sampling differs: a clip is always `num_frames` long, `fps` spaces its frames (rather
+        than setting how many are taken: duration x fps), and a video shorter than the clip is padded with its last
+        frame (counted in `padded_frames`) rather than refused. The rest of the test holds as written."""
+        processor = self.fast_video_processing_class(**self.video_processor_dict)
+        self.video_processor_tester.num_frames = 8
+        videos = self.video_processor_tester.prepare_video_inputs(equal_resolution=False, return_tensors="torch")
+        self.video_processor_tester.num_frames = self.video_processor_dict["num_frames"]
+
+        processor.do_sample_frames = False  # no sampling even when num_frames is given
+        self.assertEqual(processor(videos[0], num_frames=3)[self.input_name].shape[1], 8)
+        self.assertEqual(processor(videos, num_frames=3)[self.input_name].shape[1], 8)
+        processor.do_sample_frames = True
+        self.assertEqual(processor(videos[0], num_frames=3)[self.input_name].shape[1], 3)
+        self.assertEqual(processor(videos, num_frames=3)[self.input_name].shape[1], 3)
+
+        with self.assertRaises(ValueError):  # fps needs the video's frame rate
+            processor.sample_frames(metadata=VideoMetadata(total_num_frames=8), fps=3)
+        for metadata in ({"duration": 2.0, "total_num_frames": 8, "fps": 4}, VideoMetadata(total_num_frames=8, fps=8)):
+            sampled = processor(videos[0], num_frames=3, fps=4, video_metadata=[[metadata]], return_metadata=True)
+            stride = round(metadata["fps"] if isinstance(metadata, dict) else metadata.fps) // 4
+            self.assertEqual(sampled["video_metadata"][0].frames_indices, [0, stride, 2 * stride])
+
+        padded = processor(videos[0], num_frames=10)
+        self.assertEqual(padded[self.input_name].shape[1], 10)
+        self.assertEqual(padded["padded_frames"].tolist(), [2])

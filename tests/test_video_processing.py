@@ -174,8 +174,8 @@ def test_corrupt_empty_and_wrong_inputs_name_the_problem(tmp_path):
         processor(str(tmp_path / "missing.mp4"))
     with pytest.raises(ValueError, match="the video has no frames"):
         processor(np.zeros((0, 32, 32, 3), np.uint8))
-    with pytest.raises(ValueError, match=r"expected frames of shape \(frames, height, width, 3\).*got shape \(4, 32, 32, 4\)"):
-        processor(np.zeros((4, 32, 32, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"expected frames of shape \(frames, height, width, channels\).*1, 3 or 4 \(RGBA\) channels, got shape \(4, 32, 32, 5\)"):
+        processor(np.zeros((4, 32, 32, 5), np.uint8))
     with pytest.raises(ValueError, match="expected uint8 or floating-point pixels, got torch.int32"):
         processor(np.zeros((4, 32, 32, 3), np.int32))
     with pytest.raises(ValueError, match="sampling must be one of"):
