@@ -48,3 +48,9 @@ from .modeling_savi import SAViForVideoReconstruction, SAViModel, SAViPreTrained
 from .video_processing_savi import SAViVideoProcessor  # noqa: E402
 
 __all__ += ["SAViConfig", "SAViPreTrainedModel", "SAViModel", "SAViForVideoReconstruction", "SAViVideoProcessor"]
+
+# STATM-SAVi
+from .configuration_statm import STATMConfig  # noqa: E402
+from .modeling_statm import STATMCache, STATMForVideoReconstruction, STATMModel, STATMPreTrainedModel  # noqa: E402
+
+__all__ += ["STATMConfig", "STATMPreTrainedModel", "STATMModel", "STATMForVideoReconstruction", "STATMCache"]

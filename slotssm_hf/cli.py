@@ -5,6 +5,7 @@ import sys
 COMMANDS = {
     "convert-official": "convert a checkpoint trained with the official SlotSSM code",
     "convert-savi": "convert a checkpoint trained with the official SAVi / SAVi++ code (Flax), without JAX",
+    "convert-statm": "convert a checkpoint trained with the official STATM-SAVi code (Flax), without JAX",
     "push": "publish a saved checkpoint on the Hugging Face Hub in one commit, with a model card",
     "train": "train a SlotSSM with the transformers Trainer (built-in data by default)",
 }
@@ -21,6 +22,8 @@ def main(argv=None) -> int:
         from .convert_official import main as run
     elif command == "convert-savi":
         from .convert_savi import main as run
+    elif command == "convert-statm":
+        from .convert_statm import main as run
     elif command == "push":
         from .hub import main as run
     else:
