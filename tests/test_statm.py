@@ -134,6 +134,8 @@ def test_convert_statm_verify_writes_a_loadable_folder_with_card_and_processor(t
     folder.mkdir(parents=True)
     write_flax_checkpoint({}, folder / "ckpt-1.flax")
     write_flax_checkpoint(clu_checkpoint(statm_params(config)), folder / "ckpt-2.flax")
+    for name in ("checkpoint", "ckpt-2.index", "ckpt-2.data-00000-of-00001"):  # CLU's TF files (data iterator)
+        (folder / name).write_bytes(b"\0")
     convert_statm_checkpoint(tmp_path / "workdir", tmp_path / "out", overrides=TINY, verify=True, log=lines.append)
     assert lines[0].endswith("ckpt-2.flax") and any("max abs difference" in line for line in lines)
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
@@ -145,6 +147,18 @@ def test_convert_statm_verify_writes_a_loadable_folder_with_card_and_processor(t
     assert "`ckpt-2.flax`" in card and "intell-sci-comput/STATM" in card and "slotssm-hf convert-statm" in card
     model = STATMForVideoReconstruction.from_pretrained(tmp_path / "out")
     assert model.config.model_type == "statm" and model.config.num_slots == TINY["num_slots"]
+
+
+def test_norm_scales_of_the_newer_flax_environment_convert_alike():
+    # The official second environment (flax 0.5.1) stores norm scales and biases as (1, 1, 1, C), the first as (C,).
+    overrides = STATM_CASES["resnet-transformer-multihead-corrector"]
+    config = STATMConfig(**overrides)
+    flat = flatten_tree(statm_params(config))
+    newer = {k: v.reshape(1, 1, 1, -1) if k.rsplit("/", 2)[-2].startswith(("bn", "init_bn", "proj_bn")) else v
+             for k, v in flat.items()}  # fmt: skip
+    assert any(v.ndim == 4 and v.shape[:3] == (1, 1, 1) for v in newer.values())
+    first, second = convert_savi_params(flat, config, STATM), convert_savi_params(newer, config, STATM)
+    assert all(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_conversion_refuses_a_savi_predictor_and_names_what_does_not_fit():
