@@ -156,6 +156,9 @@ class STATMModel(STATMPreTrainedModel, SAViModel):
         """
         if cache is not None and initial_slots is not None:
             raise ValueError("pass either cache (continue with its memory buffer) or initial_slots (empty buffer)")
+        if cache is not None and cache.memory_size != self.config.memory_size:
+            raise ValueError(f"the cache keeps {cache.memory_size or 'every'} frames, the model config's memory_size "
+                             f"{self.config.memory_size}: make it as STATMCache(config.memory_size)")  # fmt: skip
         if cache is not None and cache.predicted_slots is not None:
             initial_slots = cache.predicted_slots
             if cache.memory.shape[0] != pixel_values_videos.shape[0]:

@@ -242,6 +242,7 @@ def test_initial_slots_start_an_empty_memory_as_the_official_sliced_evaluation()
         (lambda m, v, b: m(v, boxes=b, cache=STATMCache(), initial_slots=torch.zeros(2, 4, 16)), "either cache"),
         (lambda m, v, b: m(v[:1], cache=m(v, boxes=b, use_cache=True).cache), "the cache holds 2 videos"),
         (lambda m, v, b: m(v), r"needs boxes of shape \(2, 3, 4\)"),
+        (lambda m, v, b: m(v, boxes=b, cache=STATMCache(memory_size=3)), "the cache keeps 3 frames"),
     ],
 )
 def test_bad_calls_name_what_was_expected(call, message):
@@ -249,6 +250,22 @@ def test_bad_calls_name_what_was_expected(call, message):
     video, boxes = inputs(config, frames=2)
     with pytest.raises(ValueError, match=message):
         call(STATMModel(config).eval(), video, boxes)
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    config = STATMConfig(**TINY)
+    video, boxes = inputs(config)
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = STATMForVideoReconstruction(config).train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+            assert model.statm.predictor.gradient_checkpointing  # the block recomputes its forward in backward
+        model(video, boxes=boxes, labels=torch.zeros(2, 3, 3, 16, 16)).loss.backward()
+        grads.append(model.statm.predictor.time_attention.k_proj.weight.grad)
+    torch.testing.assert_close(grads[0], grads[1])
+    assert grads[0].abs().sum() > 0  # the memory is on the gradient path
 
 
 def test_invalid_memory_size_is_refused():
