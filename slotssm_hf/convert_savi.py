@@ -1,5 +1,6 @@
 """Conversion of checkpoints written by the official SAVi / SAVi++ training code (google-research/slot-attention-video)
-into `SAViForVideoReconstruction` checkpoints, without JAX or TensorFlow.
+into `SAViForVideoReconstruction` checkpoints, without JAX or TensorFlow. Families built on SAVi's parts convert
+through the same code with their own `FlaxFamily` (config, variants, model, reference, rules): `convert_statm.py`.
 
 The official trainer saves with CLU's `checkpoint.MultihostCheckpoint`: `checkpoints-<host>/ckpt-<n>.flax`, a Flax
 msgpack of `{step, optimizer: {target: <params>, state}, variables, rng}`; `flax_checkpoint.read_flax_checkpoint`
