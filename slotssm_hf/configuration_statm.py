@@ -47,7 +47,9 @@ class STATMConfig(SAViConfig):
         """Part of `@strict` validation: SAVi's checks plus the memory size."""
         super().validate_architecture()
         if self.memory_size is not None and self.memory_size < 1:
-            raise ValueError(f"memory_size must be None (unbounded, as the official code) or >= 1, got {self.memory_size}")
+            raise ValueError(
+                f"memory_size must be None (unbounded, as the official code) or >= 1, got {self.memory_size}"
+            )
 
 
 # The official MOVi setups (jax-statm/statm/configs/movi/*.py), as STATMConfig overrides of the defaults
