@@ -1,5 +1,5 @@
-"""A model zoo of slot-based and state-space video models for the Hugging Face ecosystem: SlotSSM, SAVi / SAVi++ and
-GrootV.
+"""A model zoo of slot-based and state-space video models for the Hugging Face ecosystem: SlotSSM, SAVi / SAVi++,
+STATM-SAVi and GrootV.
 
 Importing the package registers every family of `registry.FAMILIES` with the transformers Auto classes
 (idempotently), and GrootV's variants with timm.
@@ -9,6 +9,7 @@ from . import timm_grootv  # registers grootv_tiny / _small / _base with timm
 from .configuration_grootv import GrootVConfig
 from .configuration_savi import SAViConfig
 from .configuration_slotssm import SlotSSMConfig
+from .configuration_statm import STATMConfig
 from .data import VideoCollator, video_folder_dataset
 from .modeling_grootv import GrootVForImageClassification, GrootVModel, GrootVPreTrainedModel
 from .modeling_savi import SAViForVideoReconstruction, SAViModel, SAViPreTrainedModel
@@ -20,6 +21,7 @@ from .modeling_slotssm import (
     SlotSSMModel,
     SlotSSMPreTrainedModel,
 )
+from .modeling_statm import STATMCache, STATMForVideoReconstruction, STATMModel, STATMPreTrainedModel
 from .registry import FAMILIES, register_family
 from .ssm import Mamba1Mixer, Mamba2Mixer, MambaState
 from .streaming import stream
@@ -45,6 +47,11 @@ __all__ = [
     "SAViModel",
     "SAViForVideoReconstruction",
     "SAViVideoProcessor",
+    "STATMConfig",
+    "STATMPreTrainedModel",
+    "STATMModel",
+    "STATMForVideoReconstruction",
+    "STATMCache",
     "GrootVConfig",
     "GrootVPreTrainedModel",
     "GrootVModel",

@@ -7,6 +7,7 @@ import sys
 COMMANDS = {
     "convert-official": ("convert_official", "convert a checkpoint trained with the official SlotSSM code"),
     "convert-savi": ("convert_savi", "convert a checkpoint trained with the official SAVi / SAVi++ code (Flax), without JAX"),
+    "convert-statm": ("convert_statm", "convert a checkpoint trained with the official STATM-SAVi code (Flax), without JAX"),
     "convert-grootv": ("convert_grootv", "convert a GrootV checkpoint (.pth) trained with the official GrootVL code"),
     "push": ("hub", "publish a saved checkpoint on the Hugging Face Hub in one commit, with a model card"),
     "train": ("train", "train a model of the zoo with the transformers Trainer (built-in data by default)"),

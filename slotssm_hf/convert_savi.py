@@ -1,5 +1,6 @@
 """Conversion of checkpoints written by the official SAVi / SAVi++ training code (google-research/slot-attention-video)
-into `SAViForVideoReconstruction` checkpoints, without JAX or TensorFlow.
+into `SAViForVideoReconstruction` checkpoints, without JAX or TensorFlow. Families built on SAVi's parts convert
+through the same code with their own `FlaxFamily` (config, variants, model, reference, rules): `convert_statm.py`.
 
 The official trainer saves with CLU's `checkpoint.MultihostCheckpoint`: `checkpoints-<host>/ckpt-<n>.flax`, a Flax
 msgpack of `{step, optimizer: {target: <params>, state}, variables, rng}`; `flax_checkpoint.read_flax_checkpoint`
@@ -27,6 +28,7 @@ Layout changes, each named by its rule below:
 import argparse
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +47,9 @@ _MHA = [
     (r"LayerNorm_1/(?P<p>scale|bias)", "mlp_norm.{p}", "norm"),
     (r"MLP_0/dense_mlp_(?P<i>\d)/(?P<p>kernel|bias)", "mlp.layers.{i}.{p}", "dense"),
 ]  # fmt: skip
-RULES = [
+# Everything but the predictor, which STATM swaps (convert_statm.py). Target keys start with "savi.", the backbone's
+# attribute in SAVi; another family's converted keys start with its own `base_model_prefix` instead.
+SHARED_RULES = [
     # Encoder.
     (r"FrameEncoder_0/CNN_0/conv_(\d+)/(kernel|bias)", "savi.encoder.backbone.convs.{1}.{2}", "conv"),
     (r"FrameEncoder_0/ResNet_0/init_conv/kernel", "savi.encoder.backbone.init_conv.weight", "conv"),
@@ -76,8 +80,6 @@ RULES = [
     (r"SlotAttention_0/GRU_0/GRUCell_0/(ir|iz|in|hr|hz|hn)/(kernel|bias)", "savi.corrector.gru", "gru"),
     (r"SlotAttention_0/MLP_0/LayerNorm_0/(scale|bias)", "savi.corrector.mlp.norm.{1}", "norm"),
     (r"SlotAttention_0/MLP_0/dense_mlp_(\d)/(kernel|bias)", "savi.corrector.mlp.layers.{1}.{2}", "dense"),
-    # Predictor.
-    *[(rf"TransformerBlock_0/{p}", f"savi.predictor.{t}", r) for p, t, r in _MHA],
     # Decoder.
     (r"SpatialBroadcastDecoder_0/PositionEmbedding_0/pos_embedding", "decoder", "grid"),
     (r"SpatialBroadcastDecoder_0/PositionEmbedding_0/dense_pe_0/(kernel|bias)", "decoder.position_embedding.dense.{1}",
@@ -87,6 +89,8 @@ RULES = [
     (r"SpatialBroadcastDecoder_0/Readout_0/(?:Dense_(\d+)/Dense_0|MLP_(\d+)/dense_mlp_0)/(kernel|bias)",
      "decoder.readouts.{1|2}.{3}", "dense"),
 ]  # fmt: skip
+PREDICTOR_RULES = [(rf"TransformerBlock_0/{p}", f"savi.predictor.{t}", r) for p, t, r in _MHA]
+RULES = [*SHARED_RULES, *PREDICTOR_RULES]
 
 # The GRU's Flax gates in torch's order within each fused weight.
 _GRU_GATES = {"ir": ("weight_ih", 0), "iz": ("weight_ih", 1), "in": ("weight_ih", 2),
@@ -138,13 +142,39 @@ def grid(height: int, width: int) -> np.ndarray:
     return np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1)[None]
 
 
-def convert_savi_params(flat_params: dict, config: SAViConfig) -> dict:
-    """The state dict of `SAViForVideoReconstruction(config)` from the official flat parameter tree (paths joined by
-    "/"). Raises `ConversionError` listing every unmapped source path, missing or mis-shaped target and wrong grid."""
-    from .modeling_savi import SAViForVideoReconstruction
+@dataclass(frozen=True)
+class FlaxFamily:
+    """What converting one family's official Flax checkpoints needs: its name in messages and cards, the command,
+    the config class and named variants, the model class the weights load into ("module.Class"), the float64
+    reference that `--verify` compares with ("module.Class", called as SAViReference is), and the rules."""
+
+    name: str
+    command: str
+    config_class: type
+    variants: dict
+    default_variant: str
+    model_path: str
+    reference_path: str
+    rules: tuple
+    code: str  # the official repository, for the card's provenance
+
+
+SAVI = FlaxFamily(
+    "SAVi", "convert-savi", SAViConfig, VARIANTS, "savi_conditional_small",
+    "modeling_savi.SAViForVideoReconstruction", "savi_reference.SAViReference", tuple(RULES),
+    "google-research/slot-attention-video",
+)  # fmt: skip
+
+
+def convert_savi_params(flat_params: dict, config: SAViConfig, family: FlaxFamily = SAVI) -> dict:
+    """The state dict of the family's model (`SAViForVideoReconstruction(config)` for SAVi) from the official flat
+    parameter tree (paths joined by "/"). Raises `ConversionError` listing every unmapped source path, missing or
+    mis-shaped target and wrong grid."""
+    from .registry import load
 
     with torch.device("meta"):
-        target_model = SAViForVideoReconstruction(config)
+        target_model = load(family.model_path)(config)
+    prefix = f"{target_model.base_model_prefix}."
     expected = {k: v.shape for k, v in target_model.state_dict().items()}
     transposed_weights = {f"{name}.weight" for name, module in target_model.named_modules()
                           if isinstance(module, torch.nn.ConvTranspose2d)}  # fmt: skip
@@ -152,12 +182,13 @@ def convert_savi_params(flat_params: dict, config: SAViConfig) -> dict:
     grids = {"encoder": (config.encoder_grid_size,) * 2, "decoder": (config.decoder_broadcast_size,) * 2}
     for path, array in sorted(flat_params.items()):
         array = np.asarray(array)
-        matches = [(re.fullmatch(pattern, path), template, rule) for pattern, template, rule in RULES]
+        matches = [(re.fullmatch(pattern, path), template, rule) for pattern, template, rule in family.rules]
         matches = [m for m in matches if m[0]]
         if len(matches) != 1:
             unmapped.append(path)
             continue
         match, template, rule = matches[0]
+        template = prefix + template.removeprefix("savi.") if template.startswith("savi.") else template
         is_kernel = path.endswith(("kernel", "scale"))
         if rule == "grid":
             want = grid(*grids[template])
@@ -208,11 +239,11 @@ def convert_savi_params(flat_params: dict, config: SAViConfig) -> dict:
         if keys:
             problems.append(f"{what}: {keys}")
     if problems:
-        raise ConversionError("the official parameters do not fit the SAVi config; " + "; ".join(problems))
+        raise ConversionError(f"the official parameters do not fit the {family.name} config; " + "; ".join(problems))
     return converted
 
 
-def parameter_tree(checkpoint: dict) -> dict:
+def parameter_tree(checkpoint: dict, family: FlaxFamily = SAVI) -> dict:
     """The model parameters inside a checkpoint dict: CLU/flax.optim `optimizer/target`, a TrainState's `params`, or
     the tree itself (which holds `FrameEncoder_0`)."""
     if isinstance(checkpoint.get("optimizer"), dict) and isinstance(checkpoint["optimizer"].get("target"), dict):
@@ -224,22 +255,23 @@ def parameter_tree(checkpoint: dict) -> dict:
     tree = tree.get("params", tree) if "FrameEncoder_0" not in tree else tree
     if "FrameEncoder_0" not in tree:
         raise ConversionError(
-            f"no SAVi parameters found (expected optimizer/target/FrameEncoder_0, params/FrameEncoder_0 or "
+            f"no {family.name} parameters found (expected optimizer/target/FrameEncoder_0, params/FrameEncoder_0 or "
             f"FrameEncoder_0 at the top); top-level keys: {sorted(checkpoint)}"
         )
     return tree
 
 
-def verify_conversion(model, flat_params: dict, num_frames: int = 3, seed: int = 0) -> float:
-    """Max abs difference between the converted model (float32) and `SAViReference` (float64, on the source arrays)
-    over the corrected slots and the decoded targets of a seeded clip."""
-    from .savi_reference import SAViReference
+def verify_conversion(model, flat_params: dict, num_frames: int = 3, seed: int = 0,
+                      family: FlaxFamily = SAVI) -> float:  # fmt: skip
+    """Max abs difference between the converted model (float32) and the family's float64 reference on the source
+    arrays over the corrected slots and the decoded targets of a seeded clip."""
+    from .registry import load
 
     config = model.config
     generator = torch.Generator().manual_seed(seed)
     video = torch.rand(1, num_frames, config.num_channels, config.image_size, config.image_size, generator=generator)
     boxes = torch.rand(1, config.num_boxes, 2, 2, generator=generator).sort(dim=2).values.transpose(2, 3).flatten(2)
-    reference = SAViReference(flat_params, config)(video.permute(0, 1, 3, 4, 2).double(), boxes.double())
+    reference = load(family.reference_path)(flat_params, config)(video.permute(0, 1, 3, 4, 2).double(), boxes.double())
     with torch.no_grad():
         ours = model.float().eval()(video, boxes=boxes)
     slots_error = (ours.last_hidden_state.double() - reference["states"]).abs().max().item()
@@ -247,28 +279,31 @@ def verify_conversion(model, flat_params: dict, num_frames: int = 3, seed: int =
     return max(slots_error, outputs_error)
 
 
-def convert_savi_checkpoint(source, output, variant: str = "savi_conditional_small", overrides: dict | None = None,
+def convert_savi_checkpoint(source, output, variant: str | None = None, overrides: dict | None = None,
                             verify: bool = False, overwrite: bool = False, tolerance: float = 1e-4,
-                            log=print) -> Path:  # fmt: skip
+                            log=print, family: FlaxFamily = SAVI) -> Path:  # fmt: skip
     """Convert the official checkpoint at `source` (a `ckpt-<n>.flax` / `checkpoint_<step>` file, a folder holding
-    them, of which the latest is used, or the training work folder holding `checkpoints-0/`) into `output`, written
-    atomically (nothing is left behind on failure; an existing `output` is replaced only with `overwrite=True`)."""
+    them, of which the latest is used, or the training work folder holding `checkpoints-0/`) of `family` (SAVi by
+    default) into `output`, written atomically (nothing is left behind on failure; an existing `output` is replaced
+    only with `overwrite=True`). `variant`: the official config it was trained with (the family's default when None)."""
     from .flax_checkpoint import FlaxCheckpointError, find_flax_checkpoint, flatten_tree, read_flax_checkpoint
     from .model_card import render_model_card
-    from .modeling_savi import SAViForVideoReconstruction
+    from .registry import load
     from .video_processing_savi import SAViVideoProcessor
 
     output = Path(output)
+    variant = family.default_variant if variant is None else variant
+    config_name = family.config_class.__name__
     check_output_path(Path(source), output, overwrite)
-    if variant not in VARIANTS:
-        raise ConversionError(f"unknown variant {variant!r}; the official setups are {sorted(VARIANTS)}")
-    unknown = sorted(set(overrides or {}) - set(SAViConfig.__dataclass_fields__))
+    if variant not in family.variants:
+        raise ConversionError(f"unknown variant {variant!r}; the official setups are {sorted(family.variants)}")
+    unknown = sorted(set(overrides or {}) - set(family.config_class.__dataclass_fields__))
     if unknown:  # the config would keep them as inert attributes: a typo must not go unnoticed
-        raise ConversionError(f"{unknown} are not SAViConfig fields")
+        raise ConversionError(f"{unknown} are not {config_name} fields")
     try:
-        config = SAViConfig(**{**VARIANTS[variant], **(overrides or {})})
+        config = family.config_class(**{**family.variants[variant], **(overrides or {})})
     except Exception as error:  # the config's own validation names the field
-        raise ConversionError(f"variant {variant!r} with {overrides} is not a valid SAViConfig: {error}") from error
+        raise ConversionError(f"variant {variant!r} with {overrides} is not a valid {config_name}: {error}") from error
     # A training work folder: CLU's MultihostCheckpoint writes one checkpoints-<host> folder per host, host 0's first.
     if (Path(source) / "checkpoints-0").is_dir():
         source = Path(source) / "checkpoints-0"
@@ -279,22 +314,22 @@ def convert_savi_checkpoint(source, output, variant: str = "savi_conditional_sma
         raise ConversionError(str(error)) from error
     if path != Path(source):
         log(f"converting the latest checkpoint in {source}: {path.name}")
-    flat = flatten_tree(parameter_tree(checkpoint))
-    state = convert_savi_params(flat, config)
+    flat = flatten_tree(parameter_tree(checkpoint, family))
+    state = convert_savi_params(flat, config, family)
     with torch.device("meta"):
-        model = SAViForVideoReconstruction(config)
+        model = load(family.model_path)(config)
     model.load_state_dict(state, strict=True, assign=True)
 
     with staged_folder(output, log) as staging:
         model.save_pretrained(staging)
         SAViVideoProcessor.for_config(config).save_pretrained(staging)
         provenance = (
-            f"Converted from `{path.name}`, a checkpoint of the official training code (config `{variant}`), by "
-            "`slotssm-hf convert-savi`."
+            f"Converted from `{path.name}`, a checkpoint of the official training code ({family.code}, config "
+            f"`{variant}`), by `slotssm-hf {family.command}`."
         )
         render_model_card(model, output.name, provenance, has_processor=True).save(staging / "README.md")
         if verify:
-            difference = verify_conversion(model, flat)
+            difference = verify_conversion(model, flat, family=family)
             log(f"max abs difference against the float64 reference: {difference:.3g}")
             if not difference <= tolerance:
                 raise ConversionError(f"verification failed: max abs difference {difference:.3g} > {tolerance:g}")
@@ -314,29 +349,30 @@ def _override(text: str) -> tuple[str, object]:
         return name, value
 
 
-def main(argv=None) -> int:
+def main(argv=None, family: FlaxFamily = SAVI) -> int:
     parser = argparse.ArgumentParser(
-        prog="slotssm-hf convert-savi",
-        description="Convert a checkpoint of the official SAVi / SAVi++ code (Flax msgpack) into a slotssm_hf "
-        "checkpoint, without JAX.",
+        prog=f"slotssm-hf {family.command}",
+        description=f"Convert a checkpoint of the official {family.name} code ({family.code}, Flax msgpack) into a "
+        "slotssm_hf checkpoint, without JAX.",
     )
     parser.add_argument("source", help="a ckpt-<n>.flax file, a folder of them (latest used) or the work folder")
     parser.add_argument("output", help="folder to write the slotssm_hf checkpoint to")
-    parser.add_argument("--variant", default="savi_conditional_small", choices=sorted(VARIANTS),
+    parser.add_argument("--variant", default=family.default_variant, choices=sorted(family.variants),
                         help="the official config the checkpoint was trained with")  # fmt: skip
     parser.add_argument("--set", dest="overrides", action="append", type=_override, default=[], metavar="NAME=VALUE",
-                        help="override a SAViConfig field (JSON value), e.g. num_slots=11 for "
-                        "max_instances=10")  # fmt: skip
+                        help=f"override a {family.config_class.__name__} field (JSON value), e.g. num_slots=24 for "
+                        "max_instances=23")  # fmt: skip
     parser.add_argument("--verify", action="store_true", help="compare with the float64 reference; fail above 1e-4")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     args = parser.parse_args(argv)
     try:
         convert_savi_checkpoint(args.source, args.output, args.variant, dict(args.overrides), args.verify,
-                                args.overwrite)  # fmt: skip
+                                args.overwrite, family=family)  # fmt: skip
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
 
 
-__all__ = ["convert_savi_params", "convert_savi_checkpoint", "parameter_tree", "RULES"]
+__all__ = ["convert_savi_params", "convert_savi_checkpoint", "parameter_tree", "RULES", "SHARED_RULES", "FlaxFamily",
+           "SAVI"]  # fmt: skip

@@ -94,6 +94,16 @@ def describe_grootv(config) -> dict:
     }
 
 
+def describe_statm(config) -> dict:
+    """Template fields that describe the architecture of a STATM-SAVi `config`: SAVi's, plus the memory."""
+    memory = "every frame since the start" if config.memory_size is None else f"the last {config.memory_size} frames"
+    return {
+        **describe_savi(config),
+        "predictor_qkv_size": config.predictor_qkv_size,
+        "memory_description": memory,
+    }
+
+
 def model_metrics(results: dict, prefix: str) -> dict[str, float]:
     """The finite model metrics among `Trainer.evaluate` results, keyed without `prefix` ("eval_": {"loss": ...})."""
     metrics = {key.removeprefix(prefix): value for key, value in results.items() if key.startswith(prefix)}

@@ -259,8 +259,11 @@ class SAViModel(SAViPreTrainedModel):
             config.slot_attention_num_heads, config.slot_attention_mlp_size, config.slot_attention_epsilon,
             config.layer_norm_eps,
         )  # fmt: skip
-        self.predictor = build_predictor(config)
+        self.predictor = self.build_predictor(config)
         self.post_init()
+
+    # Families built on SAVi (STATM) swap the predictor here and pass its history through `run_frames`.
+    build_predictor = staticmethod(build_predictor)
 
     def initial_state(self, boxes, batch_size: int, reference: torch.Tensor, generator=None):
         """Slots (batch, num_slots, slot_size) before the first frame."""
@@ -292,6 +295,21 @@ class SAViModel(SAViPreTrainedModel):
         """
         check_savi_inputs(pixel_values_videos, boxes, initial_slots, self.config)
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        corrected, predicted, attention = self.run_frames(pixel_values_videos, boxes, initial_slots, generator)
+        return SAViModelOutput(
+            last_hidden_state=corrected,
+            predicted_slots=predicted,
+            attentions=(attention,) if output_attentions else None,
+        )
+
+    def run_frames(self, pixel_values_videos, boxes, initial_slots, generator=None, memory=None):
+        """Encoder, initialiser and the recurrent loop over frames. Returns the corrected and predicted slots
+        (batch, frames, num_slots, slot_size) and the corrector's attention (batch, frames, heads, num_slots, tokens).
+
+        memory: the history the predictor reads besides the current slots (STATM's buffer of corrected slots): its
+            `append(slots)` records each frame's corrected slots and returns the history to pass to the predictor.
+            None for SAVi's predictor, which reads the current slots only.
+        """
         batch, frames = pixel_values_videos.shape[:2]
         tokens = self.encoder(pixel_values_videos.flatten(0, 1)).unflatten(0, (batch, frames))
         if initial_slots is None:
@@ -303,15 +321,11 @@ class SAViModel(SAViPreTrainedModel):
         for t in range(frames):  # recurrent: each frame starts from the previous frame's prediction
             iterations = first_iterations if t == 0 else self.config.slot_attention_iterations
             slots, attention = self.corrector(state, tokens[:, t], iterations)
-            state = self.predictor(slots)
+            state = self.predictor(slots) if memory is None else self.predictor(slots, memory.append(slots))
             corrected.append(slots)
             predicted.append(state)
             attentions.append(attention)
-        return SAViModelOutput(
-            last_hidden_state=torch.stack(corrected, dim=1),
-            predicted_slots=torch.stack(predicted, dim=1),
-            attentions=(torch.stack(attentions, dim=1),) if output_attentions else None,
-        )
+        return torch.stack(corrected, dim=1), torch.stack(predicted, dim=1), torch.stack(attentions, dim=1)
 
 
 class SAViForVideoReconstruction(SAViPreTrainedModel):
@@ -343,29 +357,38 @@ class SAViForVideoReconstruction(SAViPreTrainedModel):
         backbone_kwargs: `initial_slots`, `output_attentions`, `generator`, as in `SAViModel`.
         """
         outputs = self.savi(pixel_values_videos, boxes=boxes, **backbone_kwargs)
-        slots = outputs.last_hidden_state
-        batch, frames = slots.shape[:2]
-        reconstruction, masks = self.decoder(slots.flatten(0, 1))
-        reconstruction = reconstruction.unflatten(0, (batch, frames))
-        masks = masks.unflatten(0, (batch, frames))
-        if labels is None and list(self.config.targets) == ["video"]:
-            labels = pixel_values_videos
-        loss = None
-        if labels is not None:
-            if not isinstance(labels, torch.Tensor) or labels.shape != reconstruction.shape:
-                raise ValueError(
-                    f"expected labels of shape {tuple(reconstruction.shape)} (targets {self.config.targets} "
-                    f"concatenated along channels), got {getattr(labels, 'shape', type(labels).__name__)}"
-                )
-            loss = (reconstruction.float() - labels.float()).pow(2).sum() / batch
+        loss, reconstruction, masks = decode_slots(
+            self.decoder, self.config, outputs.last_hidden_state, pixel_values_videos, labels
+        )
         return SAViReconstructionOutput(
             loss=loss,
             reconstruction=reconstruction,
             masks=masks,
-            last_hidden_state=slots,
+            last_hidden_state=outputs.last_hidden_state,
             predicted_slots=outputs.predicted_slots,
             attentions=outputs.attentions,
         )
+
+
+def decode_slots(decoder, config, slots, pixel_values_videos, labels):
+    """Slots (batch, frames, num_slots, slot_size) -> (loss, reconstruction, masks) of the reconstruction head: the
+    official objective, squared error summed over frames, pixels and channels, averaged over videos; the input frames
+    are the labels when None and the only target is `"video"`, else there is no loss without labels."""
+    batch, frames = slots.shape[:2]
+    reconstruction, masks = decoder(slots.flatten(0, 1))
+    reconstruction = reconstruction.unflatten(0, (batch, frames))
+    masks = masks.unflatten(0, (batch, frames))
+    if labels is None and list(config.targets) == ["video"]:
+        labels = pixel_values_videos
+    loss = None
+    if labels is not None:
+        if not isinstance(labels, torch.Tensor) or labels.shape != reconstruction.shape:
+            raise ValueError(
+                f"expected labels of shape {tuple(reconstruction.shape)} (targets {config.targets} "
+                f"concatenated along channels), got {getattr(labels, 'shape', type(labels).__name__)}"
+            )
+        loss = (reconstruction.float() - labels.float()).pow(2).sum() / batch
+    return loss, reconstruction, masks
 
 
 __all__ = ["SAViPreTrainedModel", "SAViModel", "SAViForVideoReconstruction", "SAViModelOutput",

@@ -275,11 +275,14 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(hidden_size, qkv_size)
         self.o_proj = nn.Linear(qkv_size, hidden_size)
 
-    def forward(self, hidden_states):
+    def forward(self, hidden_states, key_value_states=None):
+        """hidden_states (batch, length, hidden_size) attend to themselves, or to `key_value_states`
+        (batch, kv_length, hidden_size) when given (cross-attention, e.g. STATM's slots over their history)."""
+        inputs = hidden_states if key_value_states is None else key_value_states
         batch, length, _ = hidden_states.shape
-        shape = (batch, length, self.num_heads, self.head_dim)
-        query, key, value = (proj(hidden_states).view(shape).transpose(1, 2)
-                             for proj in (self.q_proj, self.k_proj, self.v_proj))  # fmt: skip
+        query = self.q_proj(hidden_states).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+        key, value = (proj(inputs).view(batch, inputs.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+                      for proj in (self.k_proj, self.v_proj))  # fmt: skip
         attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )

@@ -187,6 +187,32 @@ FAMILIES = {
             card_template="grootv.md",
             describe_path="model_card.describe_grootv",
         ),
+        Family(
+            model_type="statm",
+            config_path="configuration_statm.STATMConfig",
+            base_path="modeling_statm.STATMPreTrainedModel",
+            heads=(
+                Head(
+                    "modeling_statm.STATMModel", "AutoModel", None, "other", "Video object-centric representation",
+                    "This checkpoint is the backbone: video (and first-frame boxes) in, corrected and predicted slots "
+                    "per frame out, the predictions read from a memory of every earlier frame's slots.",
+                    "outputs.last_hidden_state  # corrected slots: (batch, frames, slots, slot_size)",
+                ),
+                Head(
+                    "modeling_statm.STATMForVideoReconstruction", "AutoModelForPreTraining", None, "other",
+                    "Video reconstruction and unsupervised object discovery",
+                    "This checkpoint carries the official objective: each frame's target (RGB, flow or depth) is "
+                    "decoded from its slots with per-slot alpha masks.",
+                    "outputs.reconstruction, outputs.masks  # decoded targets and per-slot masks",
+                ),
+            ),
+            # SAVi's data convention (frames in [0, 1], first-frame boxes): the same processor.
+            processor_path="video_processing_savi.SAViVideoProcessor",
+            license="apache-2.0",
+            tags=("statm", "savi", "video", "object-centric", "slot-attention"),
+            card_template="statm.md",
+            describe_path="model_card.describe_statm",
+        ),
     )
 }
 

@@ -86,11 +86,14 @@ class SAViReference:
                 h = torch.relu(h)
         return h + x if residual else h
 
-    def attention(self, x, path, num_heads):
-        """Multi-head self-attention with Flax's query/key/value/out DenseGeneral layers."""
+    def attention(self, x, path, num_heads, inputs_kv=None):
+        """Multi-head attention with Flax's query/key/value/out DenseGeneral layers: x attends to itself, or to
+        `inputs_kv` (b, kv_length, d) when given."""
+        inputs_kv = x if inputs_kv is None else inputs_kv
         b, length, _ = x.shape
-        q, k, v = (self.dense(x, f"{path}/{name}").reshape(b, length, num_heads, -1)
-                   for name in ("query", "key", "value"))  # fmt: skip
+        q = self.dense(x, f"{path}/query").reshape(b, length, num_heads, -1)
+        k, v = (self.dense(inputs_kv, f"{path}/{name}").reshape(b, inputs_kv.shape[1], num_heads, -1)
+                for name in ("key", "value"))  # fmt: skip
         weights = torch.softmax(torch.einsum("bqhd,bkhd->bhqk", q / math.sqrt(q.shape[-1]), k), dim=-1)
         out = torch.einsum("bhqk,bkhd->bqhd", weights, v)
         kernel = self.p(f"{path}/out/kernel")
@@ -213,6 +216,11 @@ class SAViReference:
             outputs = (torch.cat([self.dense(features, path) for path in paths], -1) * alphas).sum(1)
         return outputs, alphas
 
+    def predict(self, slots, history):
+        """The next frame's slots from this frame's corrected `slots`; `history`: every corrected slots so far (the
+        current last), which SAVi's predictor does not read."""
+        return self.transformer_block(slots, "TransformerBlock_0", self.config.predictor_num_heads, pre_norm=False)
+
     @torch.no_grad()
     def __call__(self, video, boxes=None):
         cfg = self.config
@@ -226,7 +234,7 @@ class SAViReference:
             iterations = (cfg.first_frame_iterations or cfg.slot_attention_iterations) if i == 0 else (
                 cfg.slot_attention_iterations)  # fmt: skip
             slots, attn = self.correct(state, tokens[:, i], iterations)
-            state = self.transformer_block(slots, "TransformerBlock_0", cfg.predictor_num_heads, pre_norm=False)
+            state = self.predict(slots, states + [slots])
             states.append(slots)
             predicted.append(state)
             attentions.append(attn)

@@ -1,0 +1,319 @@
+"""STATM-SAVi: the spatial-temporal predictor and the whole model against a float64 implementation evaluated on
+official-layout Flax parameters, the converter on checkpoints in the official on-disk format, streaming with the
+memory buffer as the cache, and remote-code loading."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from flax_format import write_flax_checkpoint
+from test_savi import CASES, TINY, clu_checkpoint, inputs, official_params
+
+from slotssm_hf import FAMILIES, STATMCache, STATMConfig, STATMForVideoReconstruction, STATMModel
+from slotssm_hf.convert_official import ConversionError
+from slotssm_hf.convert_savi import convert_savi_params
+from slotssm_hf.convert_statm import STATM, convert_statm_checkpoint
+from slotssm_hf.flax_checkpoint import flatten_tree
+from slotssm_hf.statm_reference import STATMReference
+
+STATM_CASES = {
+    "cnn-boxes": TINY,
+    "resnet-transformer-multihead-corrector": CASES["resnet-transformer-early-fusion"],
+    "memory-of-two-frames-two-iterations": {**TINY, "memory_size": 2, "slot_attention_iterations": 2},
+}
+
+
+def statm_params(config: STATMConfig, seed: int = 0) -> dict:
+    """The official STATM-SAVi parameter tree: SAVi's, with `TimeSpaceTransformerBlock2_0` (two attentions, three
+    norms, an MLP) as the predictor instead of `TransformerBlock_0`."""
+    params = official_params(config, seed)
+    block = params.pop("TransformerBlock_0")
+    other = official_params(config, seed + 1)["TransformerBlock_0"]  # a second attention and norm, other values
+    params["TimeSpaceTransformerBlock2_0"] = {
+        "MultiHeadDotProductAttention_0": block["MultiHeadDotProductAttention_0"],
+        "MultiHeadDotProductAttention_1": other["MultiHeadDotProductAttention_0"],
+        "LayerNorm_0": block["LayerNorm_0"], "LayerNorm_1": other["LayerNorm_0"], "LayerNorm_2": block["LayerNorm_1"],
+        "MLP_0": block["MLP_0"],
+    }  # fmt: skip
+    return params
+
+
+def converted_model(overrides) -> tuple[STATMConfig, dict, STATMForVideoReconstruction]:
+    config = STATMConfig(**overrides)
+    flat = flatten_tree(statm_params(config))
+    model = STATMForVideoReconstruction(config).eval()
+    model.load_state_dict(convert_savi_params(flat, config, STATM))
+    return config, flat, model
+
+
+@pytest.fixture
+def card_templates(monkeypatch):
+    """Render cards from this checkout's model_cards/: an editable install made from another checkout resolves
+    `slotssm_hf.model_cards` there (a no-op where the package is installed from this tree)."""
+    from importlib import resources
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import slotssm_hf.model_card as model_card
+
+    here = Path(__file__).resolve().parents[1] / "model_cards"
+    if Path(str(resources.files("slotssm_hf.model_cards"))).resolve() != here:
+        monkeypatch.setattr(model_card, "resources", SimpleNamespace(files=lambda _: here))
+
+
+def test_official_variant_parameter_counts():
+    counts = {}
+    for name, overrides in FAMILIES["statm"].variants.items():
+        config = STATMConfig(**overrides)
+        with torch.device("meta"):
+            counts[name] = sum(p.numel() for p in STATMForVideoReconstruction(config).parameters())
+        official = sum(a.size for k, a in flatten_tree(statm_params(config)).items() if "pos_embedding" not in k)
+        # torch's GRU cell adds a (zero) hidden bias to the r and z gates: 2 x slot_size.
+        assert counts[name] == official + 2 * config.slot_size, name
+    # The official STATM-SAVi-S has 961,572 parameters (zoo-candidates.md section 8), 8,320 of them the two fixed
+    # position grids (recomputed here, not stored).
+    assert counts["statm_savi_conditional_small"] == 961_572 - 8_192 - 128 + 256
+    assert counts == {"statm_savi_conditional_small": 953_508, "statm_savi_pp_conditional": 23_264_005,
+                      "statm_savi_conditional": 23_264_005}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ["cnn-boxes", "resnet-transformer-multihead-corrector"])
+def test_predictor_matches_float64_reference_over_a_memory_of_frames(case):
+    config, flat, model = converted_model(STATM_CASES[case])
+    predictor, reference = model.statm.predictor.double(), STATMReference(flat, config)
+    generator = torch.Generator().manual_seed(1)
+    history = [torch.randn(2, config.num_slots, config.slot_size, generator=generator).double() for _ in range(4)]
+    with torch.no_grad():
+        ours = predictor(history[-1], torch.stack(history, dim=1))
+    torch.testing.assert_close(ours, reference.predict(history[-1], history), rtol=0, atol=1e-10)
+
+
+def test_temporal_attention_over_one_frame_is_the_value_projection():
+    # With the current frame alone in the memory the softmax has one key: MHA_time(c, [c]) = out(value(c)).
+    config, _, model = converted_model(TINY)
+    block = model.statm.predictor.double()
+    slots = torch.randn(2, config.num_slots, config.slot_size, dtype=torch.float64)
+    with torch.no_grad():
+        time = block.time_attention.o_proj(block.time_attention.v_proj(slots))
+        hidden = block.space_norm(slots + block.space_attention(slots)) + block.time_norm(slots + time)
+        expected = block.mlp_norm(hidden + block.mlp(hidden))
+        torch.testing.assert_close(block(slots, slots[:, None]), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", STATM_CASES)
+def test_model_matches_float64_reference_on_the_flax_arrays(case):
+    config, flat, model = converted_model(STATM_CASES[case])
+    video, boxes = inputs(config, frames=4)
+    reference = STATMReference(flat, config)(video.permute(0, 1, 3, 4, 2).double(), boxes.double())
+    # In float64 the model and the reference compute the same function: agreement to rounding.
+    with torch.no_grad():
+        ours = model.double()(video.double(), boxes=boxes.double(), output_attentions=True)
+    pairs = {
+        "states": ours.last_hidden_state, "states_pred": ours.predicted_slots,
+        "outputs": ours.reconstruction.permute(0, 1, 3, 4, 2), "alphas": ours.masks.permute(0, 1, 2, 4, 5, 3),
+        "attention": ours.attentions[0],
+    }  # fmt: skip
+    for name, value in pairs.items():
+        torch.testing.assert_close(value, reference[name], rtol=0, atol=1e-10, msg=name)
+    # In float32 (as used): measured max error 5.9e-6 over these cases; 1e-4 leaves a 17x margin.
+    with torch.no_grad():
+        ours = model.float()(video, boxes=boxes)
+    torch.testing.assert_close(ours.reconstruction.permute(0, 1, 3, 4, 2).double(), reference["outputs"], rtol=0,
+                               atol=1e-4)  # fmt: skip
+
+
+def test_convert_statm_verify_writes_a_loadable_folder_with_card_and_processor(tmp_path, card_templates):
+    lines = []
+    config = STATMConfig(**TINY)
+    folder = tmp_path / "workdir" / "checkpoints-0"  # as the official trainer lays out its work folder
+    folder.mkdir(parents=True)
+    write_flax_checkpoint({}, folder / "ckpt-1.flax")
+    write_flax_checkpoint(clu_checkpoint(statm_params(config)), folder / "ckpt-2.flax")
+    for name in ("checkpoint", "ckpt-2.index", "ckpt-2.data-00000-of-00001"):  # CLU's TF files (data iterator)
+        (folder / name).write_bytes(b"\0")
+    convert_statm_checkpoint(tmp_path / "workdir", tmp_path / "out", overrides=TINY, verify=True, log=lines.append)
+    assert lines[0].endswith("ckpt-2.flax") and any("max abs difference" in line for line in lines)
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert {"README.md", "config.json", "model.safetensors", "configuration_statm.py", "modeling_statm.py",
+            "configuration_savi.py", "modeling_savi.py", "object_centric.py", "video_preprocessor_config.json"} <= set(
+        names)  # fmt: skip
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "license: apache-2.0" in card and "arxiv.org/abs/2403.15245" in card
+    assert "`ckpt-2.flax`" in card and "intell-sci-comput/STATM" in card and "slotssm-hf convert-statm" in card
+    model = STATMForVideoReconstruction.from_pretrained(tmp_path / "out")
+    assert model.config.model_type == "statm" and model.config.num_slots == TINY["num_slots"]
+
+
+def test_norm_scales_of_the_newer_flax_environment_convert_alike():
+    # The official second environment (flax 0.5.1) stores norm scales and biases as (1, 1, 1, C), the first as (C,).
+    overrides = STATM_CASES["resnet-transformer-multihead-corrector"]
+    config = STATMConfig(**overrides)
+    flat = flatten_tree(statm_params(config))
+    newer = {k: v.reshape(1, 1, 1, -1) if k.rsplit("/", 2)[-2].startswith(("bn", "init_bn", "proj_bn")) else v
+             for k, v in flat.items()}  # fmt: skip
+    assert any(v.ndim == 4 and v.shape[:3] == (1, 1, 1) for v in newer.values())
+    first, second = convert_savi_params(flat, config, STATM), convert_savi_params(newer, config, STATM)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_conversion_refuses_a_savi_predictor_and_names_what_does_not_fit():
+    config = STATMConfig(**TINY)
+    savi_flat = flatten_tree(official_params(config))  # a SAVi checkpoint: TransformerBlock_0, no memory
+    with pytest.raises(ConversionError, match=r"(?s)STATM-SAVi config.*TransformerBlock_0/LayerNorm_0/bias.*"
+                       r"missing: \['statm.predictor.mlp.layers.0.bias'"):  # fmt: skip
+        convert_savi_params(savi_flat, config, STATM)
+    flat = flatten_tree(statm_params(config))
+    with pytest.raises(ConversionError, match="wrong shape: .*statm.predictor.time_attention.q_proj.weight"):
+        convert_savi_params(flat, STATMConfig(**{**TINY, "predictor_qkv_size": 4}), STATM)
+
+
+def test_converter_refuses_unknown_variants_and_fields(tmp_path):
+    write_flax_checkpoint(clu_checkpoint(statm_params(STATMConfig(**TINY))), tmp_path / "ckpt-1.flax")
+    with pytest.raises(ConversionError, match="unknown variant 'savi_conditional_small'; the official setups are"):
+        convert_statm_checkpoint(tmp_path / "ckpt-1.flax", tmp_path / "out", "savi_conditional_small", log=print)
+    with pytest.raises(ConversionError, match=r"\['memory'\] are not STATMConfig fields"):
+        convert_statm_checkpoint(tmp_path / "ckpt-1.flax", tmp_path / "out", overrides={"memory": 6}, log=print)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_convert_statm(tmp_path, capsys, card_templates):
+    from slotssm_hf.cli import main
+
+    write_flax_checkpoint(clu_checkpoint(statm_params(STATMConfig(**TINY))), tmp_path / "ckpt-1.flax")
+    sets = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+    assert main(["convert-statm", str(tmp_path / "ckpt-1.flax"), str(tmp_path / "out"), *sets, "--verify"]) == 0
+    assert main(["convert-statm", str(tmp_path / "ckpt-1.flax"), str(tmp_path / "out2")]) == 2  # default variant
+    assert "wrong shape" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize("memory_size", [None, 2])
+def test_a_prefix_then_single_frames_equals_the_full_pass(memory_size):
+    config = STATMConfig(**{**TINY, "memory_size": memory_size})
+    model = STATMForVideoReconstruction(config).eval()
+    video, boxes = inputs(config, frames=5)
+    with torch.no_grad():
+        whole = model(video, boxes=boxes)
+        assert whole.cache is None  # use_cache defaults to config.use_cache (False)
+        step = model(video[:, :2], boxes=boxes, use_cache=True)
+        cache, parts = step.cache, [step.reconstruction]
+        for t in range(2, 5):
+            step = model(video[:, t : t + 1], cache=cache)
+            assert step.cache is cache  # updated in place
+            parts.append(step.reconstruction)
+    torch.testing.assert_close(torch.cat(parts, dim=1), whole.reconstruction, rtol=0, atol=1e-6)
+    torch.testing.assert_close(cache.predicted_slots, whole.predicted_slots[:, -1], rtol=0, atol=1e-6)
+    assert cache.seen_frames == 5 and cache.get_seq_length() == (memory_size or 5)
+
+
+def test_the_memory_changes_the_prediction_and_a_bounded_memory_forgets():
+    config = STATMConfig(**TINY)
+    model = STATMModel(config).eval()
+    video, boxes = inputs(config, frames=4)
+    with torch.no_grad():
+        full = model(video, boxes=boxes).predicted_slots[:, -1]
+        windowed = model.__class__(STATMConfig(**{**TINY, "memory_size": 1}))
+        windowed.load_state_dict(model.state_dict())
+        short = windowed.eval()(video, boxes=boxes).predicted_slots[:, -1]
+        # Only the frames before the last can make the difference.
+        assert (full - short).abs().max() > 1e-3
+        memory = STATMCache(memory_size=1)
+        memory.append(torch.ones(2, config.num_slots, config.slot_size))
+        assert memory.append(torch.zeros(2, config.num_slots, config.slot_size)).shape[1] == 1
+
+
+def test_initial_slots_start_an_empty_memory_as_the_official_sliced_evaluation():
+    config = STATMConfig(**TINY)
+    model = STATMModel(config).eval()
+    video, boxes = inputs(config, frames=4)
+    with torch.no_grad():
+        first = model(video[:, :2], boxes=boxes)
+        second = model(video[:, 2:], initial_slots=first.predicted_slots[:, -1], use_cache=True)
+    assert second.cache.get_seq_length() == 2  # the buffer restarted at the slice
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m, v, b: m(v, boxes=b, cache=STATMCache(), initial_slots=torch.zeros(2, 4, 16)), "either cache"),
+        (lambda m, v, b: m(v[:1], cache=m(v, boxes=b, use_cache=True).cache), "the cache holds 2 videos"),
+        (lambda m, v, b: m(v), r"needs boxes of shape \(2, 3, 4\)"),
+        (lambda m, v, b: m(v, boxes=b, cache=STATMCache(memory_size=3)), "the cache keeps 3 frames"),
+    ],
+)
+def test_bad_calls_name_what_was_expected(call, message):
+    config = STATMConfig(**TINY)
+    video, boxes = inputs(config, frames=2)
+    with pytest.raises(ValueError, match=message):
+        call(STATMModel(config).eval(), video, boxes)
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    config = STATMConfig(**TINY)
+    video, boxes = inputs(config)
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = STATMForVideoReconstruction(config).train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+            assert model.statm.predictor.gradient_checkpointing  # the block recomputes its forward in backward
+        model(video, boxes=boxes, labels=torch.zeros(2, 3, 3, 16, 16)).loss.backward()
+        grads.append(model.statm.predictor.time_attention.k_proj.weight.grad)
+    torch.testing.assert_close(grads[0], grads[1])
+    assert grads[0].abs().sum() > 0  # the memory is on the gradient path
+
+
+def test_invalid_memory_size_is_refused():
+    with pytest.raises(Exception, match="memory_size must be None"):
+        STATMConfig(**{**TINY, "memory_size": 0})
+
+
+def test_auto_classes_load_a_saved_statm_with_the_package(tmp_path):
+    from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
+
+    STATMForVideoReconstruction(STATMConfig(**TINY)).save_pretrained(tmp_path / "model")
+    assert type(AutoConfig.from_pretrained(tmp_path / "model")) is STATMConfig
+    assert type(AutoModelForPreTraining.from_pretrained(tmp_path / "model")) is STATMForVideoReconstruction
+    assert type(AutoModel.from_pretrained(tmp_path / "model")) is STATMModel
+
+
+def test_saved_folder_loads_with_remote_code_where_the_package_is_absent(tmp_path):
+    from slotssm_hf import SAViVideoProcessor
+
+    config = STATMConfig(**TINY)
+    model = STATMForVideoReconstruction(config).eval()
+    model.save_pretrained(tmp_path / "model")
+    SAViVideoProcessor.for_config(config).save_pretrained(tmp_path / "model")
+    video, boxes = inputs(config)
+    with torch.no_grad():
+        torch.save({"video": video, "boxes": boxes, "expected": model(video, boxes=boxes).reconstruction},
+                   tmp_path / "io.pt")  # fmt: skip
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["slotssm_hf"] = None  # any import of the package now fails
+        import torch
+        from transformers import AutoModel, AutoModelForPreTraining, AutoVideoProcessor
+        folder = {str(tmp_path / "model")!r}
+        model = AutoModelForPreTraining.from_pretrained(folder, trust_remote_code=True).eval()
+        assert "slotssm_hf" not in type(model).__module__, type(model).__module__
+        io = torch.load({str(tmp_path / "io.pt")!r})
+        with torch.no_grad():
+            assert torch.equal(model(io["video"], boxes=io["boxes"]).reconstruction, io["expected"])
+            first = model(io["video"][:, :2], boxes=io["boxes"], use_cache=True)
+            rest = model(io["video"][:, 2:], cache=first.cache)
+        assert torch.allclose(rest.reconstruction, io["expected"][:, 2:], atol=1e-6)
+        backbone = AutoModel.from_pretrained(folder, trust_remote_code=True)
+        processor = AutoVideoProcessor.from_pretrained(folder, trust_remote_code=True)
+        print(type(model).__name__, type(backbone).__name__, type(processor).__name__)
+        """
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["STATMForVideoReconstruction", "STATMModel", "SAViVideoProcessor"]
