@@ -11,8 +11,10 @@ from transformers import (
     AutoVideoProcessor,
 )
 
+from .configuration_convs5 import CONVS5_VARIANTS, ConvS5Config
 from .configuration_slotssm import SlotSSMConfig
 from .data import VideoCollator, video_folder_dataset
+from .modeling_convs5 import ConvS5ForVideoPrediction, ConvS5Model, ConvS5PreTrainedModel
 from .modeling_slotssm import (
     SlotSSMForVideoClassification,
     SlotSSMForVideoDepthEstimation,
@@ -24,6 +26,7 @@ from .modeling_slotssm import (
 from .ssm import Mamba1Mixer, Mamba2Mixer, MambaState
 from .streaming import stream
 from .timm_encoder import timm_video_processor_kwargs
+from .video_processing_convs5 import ConvS5VideoProcessor
 from .video_processing_slotssm import SlotSSMVideoProcessor
 
 AutoConfig.register(SlotSSMConfig.model_type, SlotSSMConfig, exist_ok=True)
@@ -38,6 +41,16 @@ SlotSSMModel.register_for_auto_class("AutoModel")
 SlotSSMForVideoReconstruction.register_for_auto_class("AutoModelForPreTraining")
 SlotSSMForVideoClassification.register_for_auto_class("AutoModelForVideoClassification")
 SlotSSMVideoProcessor.register_for_auto_class()
+
+# ConvS5 (non-commercial official weights; our code): next-frame prediction is its pre-training objective.
+AutoConfig.register(ConvS5Config.model_type, ConvS5Config, exist_ok=True)
+AutoModel.register(ConvS5Config, ConvS5Model, exist_ok=True)
+AutoModelForPreTraining.register(ConvS5Config, ConvS5ForVideoPrediction, exist_ok=True)
+AutoVideoProcessor.register(ConvS5Config, video_processor_class=ConvS5VideoProcessor, exist_ok=True)
+ConvS5Config.register_for_auto_class()
+ConvS5Model.register_for_auto_class("AutoModel")
+ConvS5ForVideoPrediction.register_for_auto_class("AutoModelForPreTraining")
+ConvS5VideoProcessor.register_for_auto_class()
 
 __all__ = [
     "SlotSSMConfig",
@@ -55,4 +68,10 @@ __all__ = [
     "timm_video_processor_kwargs",
     "VideoCollator",
     "video_folder_dataset",
+    "ConvS5Config",
+    "CONVS5_VARIANTS",
+    "ConvS5PreTrainedModel",
+    "ConvS5Model",
+    "ConvS5ForVideoPrediction",
+    "ConvS5VideoProcessor",
 ]

@@ -4,6 +4,7 @@ import sys
 
 COMMANDS = {
     "convert-official": "convert a checkpoint trained with the official SlotSSM code",
+    "convert-convs5": "convert a checkpoint trained with the official ConvS5 code (non-commercial weights)",
     "push": "publish a saved checkpoint on the Hugging Face Hub in one commit, with a model card",
     "train": "train a SlotSSM with the transformers Trainer (built-in data by default)",
 }
@@ -18,6 +19,8 @@ def main(argv=None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "convert-official":
         from .convert_official import main as run
+    elif command == "convert-convs5":
+        from .convert_convs5 import main as run
     elif command == "push":
         from .hub import main as run
     else:

@@ -10,6 +10,7 @@ result against `official_reference` computed from the source weights.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import pickle
@@ -360,6 +361,30 @@ def verify_conversion(folder: Path, parts: dict, num_frames: int = 4, seed: int 
     return max((ours.reconstruction - recon).abs().max().item(), (ours.last_hidden_state - slots).abs().max().item())
 
 
+@contextlib.contextmanager
+def atomic_output_folder(output, overwrite: bool = False):
+    """A temporary folder beside `output` to write a converted checkpoint into: renamed to `output` when the block
+    completes, deleted when it raises, so a failure leaves nothing behind. An existing `output` is refused unless
+    `overwrite`, and then replaced only once the new folder is complete."""
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise ConversionError(f"{output} already exists; pass --overwrite to replace it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.incomplete-", dir=output.parent))
+    try:
+        yield staging
+        if output.exists():  # swap, then delete the old folder: the output path is never left empty or partial
+            old = output.with_name(f".{output.name}.replaced-{os.getpid()}")
+            output.rename(old)
+            staging.rename(output)
+            shutil.rmtree(old)
+        else:
+            staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def convert_checkpoint(source, output, verify: bool = False, overwrite: bool = False, tolerance: float = 1e-4,
                        log=print) -> Path:  # fmt: skip
     """Convert the official checkpoint at `source` (a step folder or a run folder) into `output`.
@@ -373,21 +398,16 @@ def convert_checkpoint(source, output, verify: bool = False, overwrite: bool = F
     from .video_processing_slotssm import SlotSSMVideoProcessor
 
     output = Path(output)
-    if output.exists() and not overwrite:
-        raise ConversionError(f"{output} already exists; pass --overwrite to replace it")
-    step_folder = find_step_folder(source)
-    if step_folder != Path(source):
-        log(f"converting the latest checkpoint in {source}: {step_folder.name}")
-    parts = read_official_checkpoint(step_folder)
-    config = convert_official_config(*(parts[p][0] for p in SUB_MODEL_FOLDERS))
-    state = convert_official_state_dicts(config, *(parts[p][1] for p in SUB_MODEL_FOLDERS))
-    with torch.device("meta"):
-        model = SlotSSMForVideoReconstruction(config)
-    model.load_state_dict(state, strict=True, assign=True)  # assign keeps the source tensors and their dtypes
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.incomplete-", dir=output.parent))
-    try:
+    with atomic_output_folder(output, overwrite) as staging:
+        step_folder = find_step_folder(source)
+        if step_folder != Path(source):
+            log(f"converting the latest checkpoint in {source}: {step_folder.name}")
+        parts = read_official_checkpoint(step_folder)
+        config = convert_official_config(*(parts[p][0] for p in SUB_MODEL_FOLDERS))
+        state = convert_official_state_dicts(config, *(parts[p][1] for p in SUB_MODEL_FOLDERS))
+        with torch.device("meta"):
+            model = SlotSSMForVideoReconstruction(config)
+        model.load_state_dict(state, strict=True, assign=True)  # assign keeps the source tensors and their dtypes
         model.save_pretrained(staging)
         # The official data pipeline: short-side bicubic resize and centre crop to the model's size, ImageNet
         # mean / std, 16 consecutive frames (the processor's defaults at this size).
@@ -404,16 +424,6 @@ def convert_checkpoint(source, output, verify: bool = False, overwrite: bool = F
             log(f"max abs difference against the official reference: {difference:.3g}")
             if not difference <= tolerance:
                 raise ConversionError(f"verification failed: max abs difference {difference:.3g} > {tolerance:g}")
-        if output.exists():  # swap, then delete the old folder: the output path is never left empty or partial
-            old = output.with_name(f".{output.name}.replaced-{os.getpid()}")
-            output.rename(old)
-            staging.rename(output)
-            shutil.rmtree(old)
-        else:
-            staging.rename(output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log(f"wrote {output}")
     return output
 
