@@ -6,7 +6,7 @@ COMMANDS = {
     "convert-official": "convert a checkpoint trained with the official SlotSSM code",
     "convert-convs5": "convert a checkpoint trained with the official ConvS5 code (non-commercial weights)",
     "push": "publish a saved checkpoint on the Hugging Face Hub in one commit, with a model card",
-    "train": "train a SlotSSM with the transformers Trainer (built-in data by default)",
+    "train": "train a SlotSSM (`--model convs5`: a ConvS5) with the transformers Trainer (built-in data by default)",
 }
 
 
@@ -23,6 +23,10 @@ def main(argv=None) -> int:
         from .convert_convs5 import main as run
     elif command == "push":
         from .hub import main as run
+    elif rest[:2] == ["--model", "convs5"]:
+        from .train_convs5 import main as run
+
+        rest = rest[2:]
     else:
         from .train import main as run
     return run(rest)

@@ -346,8 +346,9 @@ class ConvS5Model(ConvS5PreTrainedModel):
         )
         batch, frames = pixel_values_videos.shape[:2]
         features = self.encoder(pixel_values_videos.flatten(0, 1))
-        action = self.action_embeddings.weight[0][None, :, None, None].expand(features.shape[0], -1, *features.shape[2:])
-        hidden_states = self.action_proj(torch.cat([features, action.to(features.dtype)], dim=1))
+        action = self.action_embeddings.weight[0].to(features.dtype)[None, :, None, None]
+        action = action.expand(features.shape[0], -1, *features.shape[2:])
+        hidden_states = self.action_proj(torch.cat([features, action], dim=1))
         hidden_states = hidden_states.unflatten(0, (batch, frames))
         all_hidden_states = (hidden_states,) if output_hidden_states else None
         for idx, layer in enumerate(self.layers):

@@ -3,6 +3,7 @@ the single-step recurrence, the model against a float64 NumPy evaluation of the 
 tree (official module names and shapes), the converter on official-format checkpoint files, rollout and streaming,
 the processor, and remote-code loading."""
 
+import json
 import math
 import os
 import subprocess
@@ -24,6 +25,8 @@ from slotssm_hf.convert_convs5 import convert_convs5_checkpoint, convert_params,
 from slotssm_hf.convert_official import ConversionError
 from slotssm_hf.convs5_reference import FlaxConvS5Reference
 from slotssm_hf.convs5_scan import convs5_scan, convs5_scan_ref, convs5_step, discretize_zoh
+from slotssm_hf.metrics import video_prediction_metrics
+from slotssm_hf.moving_mnist import bouncing_trajectory, moving_mnist
 
 TINY = dict(
     image_size=16, encoder_depths=[8, 16], decoder_depths=[8, 16], resnet_num_groups=4, hidden_size=16,
@@ -87,8 +90,7 @@ def official_params(rng, channels=1, depths=(32, 64), d_model=32, ssm_size=16, l
             },
         }  # fmt: skip
 
-    reversed_depths = list(reversed(depths))
-    decoder_widths = [depths[0], *reversed_depths]
+    widths = [depths[0], *reversed(depths)]
     return {
         "encoder": {
             "Conv_0": conv(channels, depths[0]),
@@ -99,9 +101,9 @@ def official_params(rng, channels=1, depths=(32, 64), d_model=32, ssm_size=16, l
         "sequence_model": {f"layers_{i}": sequence_layer() for i in range(layers)},
         "decoder": {
             "Conv_0": conv(d_model, depths[0]),
-            **{f"ResNetBlock_{i}": teco_block(a, b) for i, (a, b) in enumerate(zip(decoder_widths, decoder_widths[1:]))},
+            **{f"ResNetBlock_{i}": teco_block(a, b) for i, (a, b) in enumerate(zip(widths, widths[1:]))},
             "LayerNorm_0": norm(depths[0]),
-            "Dense_0": {"kernel": normal(depths[0], channels, scale=1 / math.sqrt(depths[0])), "bias": normal(channels)},
+            "Dense_0": {"kernel": normal(depths[0], channels, scale=depths[0] ** -0.5), "bias": normal(channels)},
         },
     }
 
@@ -115,7 +117,9 @@ def converted(params, image_size=16):
 
 def official_checkpoint(path, params):
     """A file as flax.training.checkpoints writes the official TrainState (Adam moments as the optimizer state)."""
-    zeros = lambda tree: {k: zeros(v) if isinstance(v, dict) else np.zeros_like(v) for k, v in tree.items()}  # noqa: E731
+    def zeros(tree):
+        return {k: zeros(v) if isinstance(v, dict) else np.zeros_like(v) for k, v in tree.items()}
+
     tree = {
         "step": np.int32(2000),
         "params": params,
@@ -207,7 +211,8 @@ def test_eigenvalue_clipping_is_applied_in_the_forward_pass_only():
 @pytest.mark.parametrize("with_state", [False, True])
 def test_scan_equals_float64_step_by_step_reference(chunk_size, with_state):
     lambda_re, lambda_im, log_step = random_system()
-    dt_lambda, _ = discretize_zoh(lambda_re, lambda_im, log_step, torch.zeros(12, 1, 1, 1), torch.zeros(12, 1, 1, 1), True)
+    no_b = torch.zeros(12, 1, 1, 1)
+    dt_lambda, _ = discretize_zoh(lambda_re, lambda_im, log_step, no_b, no_b, clip_eigs=True)
     g = torch.Generator().manual_seed(1)
     bu = torch.randn(3, 23, 2, 12, 5, generator=g)
     state = torch.randn(3, 2, 12, 5, generator=g) if with_state else None
@@ -361,7 +366,8 @@ def test_processor_defaults_give_the_official_frames():
 def test_converter_maps_every_layout_change():
     params = official_params(np.random.default_rng(1), channels=3, depths=(32, 32, 64), d_model=64, ssm_size=32, k=5)
     config = infer_config(slotssm_hf.convert_convs5.flatten_tree(params), image_size=16)
-    assert (config.num_channels, config.encoder_depths, config.hidden_size, config.state_size) == (3, [32, 32, 64], 64, 16)
+    assert (config.num_channels, config.encoder_depths, config.hidden_size) == (3, [32, 32, 64], 64)
+    assert config.state_size == 16
     assert (config.b_kernel_size, config.c_kernel_size, config.d_kernel_size) == (5, 5, 5)
     state = convert_params(params, config)
     seq = params["sequence_model"]["layers_1"]["seq"]
@@ -433,6 +439,67 @@ def test_verification_catches_a_layout_mistake(tmp_path, monkeypatch):
         convert_convs5_checkpoint(tmp_path / "checkpoint_1", tmp_path / "out", verify=True, image_size=16,
                                   log=lambda *_: None)  # fmt: skip
     assert not (tmp_path / "out").exists()
+
+
+# Data, metrics and the training job
+
+
+def test_moving_mnist_is_seeded_and_bounces_like_the_official_generator(tmp_path):
+    small = moving_mnist(num_videos=2, num_frames=12, image_size=32, digit_size=12, seed=3, cache_dir=str(tmp_path))
+    large = moving_mnist(num_videos=3, num_frames=12, image_size=32, digit_size=12, seed=3, cache_dir=str(tmp_path))
+    videos = np.asarray(large.with_format("numpy")["video"], dtype=np.uint8)
+    assert videos.shape == (3, 12, 32, 32, 1) and videos.max() > 127
+    np.testing.assert_array_equal(np.asarray(small.with_format("numpy")["video"]), videos[:2])
+    assert not np.array_equal(videos[0], videos[1])
+    corners = bouncing_trajectory(np.random.default_rng(0), 400, 36)
+    steps = np.abs(np.diff(corners, axis=0))
+    assert corners.min() >= 0 and corners.max() <= 36 and (corners == 0).any() and (corners == 36).any()
+    assert steps.max() <= math.ceil(0.15 * 36)  # the official step: 0.15 of the free canvas per frame
+
+
+def ssim_by_windows(x, y, size=11, sigma=1.5, c1=0.01**2, c2=0.03**2):
+    """SSIM of two 2-D images from its definition: weighted statistics of every whole 11 x 11 window."""
+    taps = np.exp(-0.5 * ((np.arange(size) - size // 2) / sigma) ** 2)
+    weights = np.outer(taps, taps) / taps.sum() ** 2
+    values = []
+    for i in range(x.shape[0] - size + 1):
+        for j in range(x.shape[1] - size + 1):
+            a, b = x[i : i + size, j : j + size], y[i : i + size, j : j + size]
+            mean_a, mean_b = (weights * a).sum(), (weights * b).sum()
+            var_a, var_b = (weights * (a - mean_a) ** 2).sum(), (weights * (b - mean_b) ** 2).sum()
+            cov = (weights * (a - mean_a) * (b - mean_b)).sum()
+            values.append(
+                (2 * mean_a * mean_b + c1) * (2 * cov + c2) / ((mean_a**2 + mean_b**2 + c1) * (var_a + var_b + c2))
+            )
+    return np.mean(values)
+
+
+def test_video_prediction_metrics_follow_their_definitions():
+    g = torch.Generator().manual_seed(0)
+    targets = torch.rand(2, 3, 2, 16, 16, generator=g) * 2 - 1
+    predictions = (targets + 0.3 * torch.randn(targets.shape, generator=g)).clamp(-1, 1)
+    metrics = video_prediction_metrics(predictions, targets)
+    x, y = ((predictions.double() + 1) / 2).numpy(), ((targets.double() + 1) / 2).numpy()
+    per_frame_mse = ((x - y) ** 2).mean(axis=(2, 3, 4))
+    expected_ssim = np.mean([ssim_by_windows(x[b, t, c], y[b, t, c]) for b in range(2) for t in range(3) for c in range(2)])
+    np.testing.assert_allclose(metrics["mse"], per_frame_mse.mean(), rtol=1e-10)
+    np.testing.assert_allclose(metrics["psnr"], (-10 * np.log10(per_frame_mse)).mean(), rtol=1e-10)
+    np.testing.assert_allclose(metrics["ssim"], expected_ssim, rtol=1e-10)
+    assert video_prediction_metrics(targets, targets)["ssim"] == pytest.approx(1.0)
+
+
+def test_training_job_improves_the_rollouts(tmp_path, capsys):
+    arguments = ["train", "--model", "convs5", "--image-size", "32", "--num-frames", "6", "--context-frames", "3",
+                 "--steps", "6", "--train-videos", "4", "--eval-videos", "2", "--batch-size", "2",
+                 "--output-dir", str(tmp_path)]  # fmt: skip
+    assert cli(arguments) == 0
+    results = json.loads((tmp_path / "final" / "eval_results.json").read_text())
+    assert results["trained"]["eval_loss"] < results["untrained"]["untrained_loss"]
+    assert results["trained"]["eval_rollout_mse"] < results["untrained"]["untrained_rollout_mse"]
+    assert {"eval_rollout_psnr", "eval_rollout_ssim"} <= set(results["trained"])
+    model = ConvS5ForVideoPrediction.from_pretrained(tmp_path / "final")
+    assert model.config.image_size == 32 and model.config.num_frames == 6
+    assert isinstance(ConvS5VideoProcessor.from_pretrained(tmp_path / "final"), ConvS5VideoProcessor)
 
 
 # Loading
