@@ -163,8 +163,8 @@ class ConvS5SSM(nn.Module):
 
     def forward(self, hidden_states, state=None):
         """hidden_states (batch, frames, U, h, w); state x_0 (batch, 2, P, h, w) (real and imaginary parts) or None
-        for zero. Returns the outputs (batch, frames, U, h, w) and the last state x_T. One frame after a state is
-        one step of the recurrence; more frames go through the parallel scan."""
+        for zero. Returns the outputs (batch, frames, U, h, w) and the last state x_T. A single frame is one step of
+        the recurrence; more frames go through the parallel scan."""
         batch, frames, width, height, grid_width = hidden_states.shape
         dt_lambda, b_bar = discretize_zoh(
             self.Lambda_re, self.Lambda_im, self.log_step, self.B_real, self.B_imag, self.clip_eigs

@@ -18,7 +18,14 @@ from flax_format import write_flax_checkpoint
 from transformers import AutoModel, AutoModelForPreTraining
 
 import slotssm_hf
-from slotssm_hf import CONVS5_VARIANTS, ConvS5Config, ConvS5ForVideoPrediction, ConvS5Model, ConvS5VideoProcessor
+from slotssm_hf import (
+    CONVS5_VARIANTS,
+    ConvS5Config,
+    ConvS5ForVideoPrediction,
+    ConvS5Model,
+    ConvS5VideoProcessor,
+    stream,
+)
 from slotssm_hf import convert_convs5
 from slotssm_hf.cli import main as cli
 from slotssm_hf.convert_convs5 import convert_convs5_checkpoint, convert_params, infer_config
@@ -318,6 +325,16 @@ def test_cached_pieces_continue_the_video(pieces):
     torch.testing.assert_close(torch.cat(outputs, dim=1), full.predictions, rtol=1e-4, atol=1e-5)
     state = cache.layers[0].recurrent_states[0]
     assert state.shape == (2, 2, model.config.state_size, model.config.latent_size, model.config.latent_size)
+
+
+def test_stream_runs_frames_through_the_recurrence():
+    model = ConvS5ForVideoPrediction(tiny_config()).eval()
+    frames = np.random.default_rng(0).integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    processor = ConvS5VideoProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16})
+    pieces = [out.predictions for out in stream(model, list(frames), processor=processor, chunk_size=2)]
+    with torch.no_grad():
+        full = model(processor(frames, num_frames=5)["pixel_values_videos"]).predictions
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=1e-4, atol=1e-5)
 
 
 def test_no_cache_is_returned_unless_asked():
