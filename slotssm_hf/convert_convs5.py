@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .configuration_convs5 import ConvS5Config
-from .convert_official import ConversionError, atomic_output_folder
+from .convert_official import ConversionError, atomic_output_folder, state_dict_problems
 from .flax_checkpoint import FlaxCheckpointError, find_flax_checkpoint, flatten_tree, read_flax_checkpoint
 
 LICENSE_NOTE = (
@@ -181,19 +181,9 @@ def convert_params(params: dict, config: ConvS5Config) -> dict:
         targets, values = ((target,), (values,)) if isinstance(target, str) else (target, values)
         for template, value in zip(targets, values):
             converted[template.format(*match.groups())] = torch.from_numpy(np.ascontiguousarray(value))
-    with torch.device("meta"):
-        expected = {k: v.shape for k, v in ConvS5ForVideoPrediction(config).state_dict().items()}
-    problems = {
-        "keys the official layout does not have": sorted(unknown),
-        "keys matching several rules": sorted(ambiguous),
-        "missing": sorted(set(expected) - set(converted)),
-        "wrong shape": sorted(
-            f"{k}: {tuple(converted[k].shape)} instead of {tuple(expected[k])}"
-            for k in set(expected) & set(converted)
-            if converted[k].shape != expected[k]
-        ),
-    }
-    problems = [f"{what}: {keys}" for what, keys in problems.items() if keys]
+    unmatched = {"keys the official layout does not have": unknown, "keys matching several rules": ambiguous}
+    problems = [f"{what}: {sorted(keys)}" for what, keys in unmatched.items() if keys]
+    problems += state_dict_problems(converted, ConvS5ForVideoPrediction, config)
     if problems:
         raise ConversionError("the checkpoint does not fit an official ConvS5 model; " + "; ".join(problems))
     return converted

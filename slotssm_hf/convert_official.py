@@ -251,23 +251,28 @@ def convert_official_state_dicts(config: SlotSSMConfig, encoder: dict, slotssm: 
         **convert_sub_model("slot_ssm", slotssm, "slotssm"),
         **convert_sub_model(decoder_type, decoder, "decoder"),
     }
+    problems = state_dict_problems(converted, SlotSSMForVideoReconstruction, config)
+    if problems:
+        raise ConversionError("the official weights do not fit the converted config; " + "; ".join(problems))
+    return converted
+
+
+def state_dict_problems(converted: dict, model_class, config) -> list[str]:
+    """What keeps `converted` from loading strictly into `model_class(config)` (built on the meta device): the
+    missing, unexpected and mis-shaped keys, each kind as one "kind: [keys]" entry; empty when it fits."""
     with torch.device("meta"):
-        expected = {k: v.shape for k, v in SlotSSMForVideoReconstruction(config).state_dict().items()}
-    missing = sorted(set(expected) - set(converted))
-    unexpected = sorted(set(converted) - set(expected))
+        expected = {k: v.shape for k, v in model_class(config).state_dict().items()}
     mis_shaped = sorted(
         f"{k}: {tuple(converted[k].shape)} instead of {tuple(expected[k])}"
         for k in set(expected) & set(converted)
         if converted[k].shape != expected[k]
     )
-    problems = [
-        f"{what}: {keys}"
-        for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped))
-        if keys
-    ]
-    if problems:
-        raise ConversionError("the official weights do not fit the converted config; " + "; ".join(problems))
-    return converted
+    kinds = {
+        "missing": sorted(set(expected) - set(converted)),
+        "unexpected": sorted(set(converted) - set(expected)),
+        "wrong shape": mis_shaped,
+    }
+    return [f"{what}: {keys}" for what, keys in kinds.items() if keys]
 
 
 # Official sub-model folder names (the saving class's name, lower-cased), by role.

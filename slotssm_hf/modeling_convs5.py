@@ -21,6 +21,7 @@ from transformers.utils.generic import can_return_tuple
 
 from .configuration_convs5 import ConvS5Config
 from .convs5_scan import convs5_scan, convs5_step, discretize_zoh
+from .video_inputs import check_pixel_values_videos
 
 AUTO_MAP = {
     "AutoConfig": "configuration_convs5.ConvS5Config",
@@ -32,24 +33,7 @@ PIXEL_RANGE_SLACK = 1e-3
 
 
 def check_frames(pixel_values_videos, config: ConvS5Config, name: str = "pixel_values_videos"):
-    expected = (config.num_channels, config.image_size, config.image_size)
-    if not (
-        isinstance(pixel_values_videos, torch.Tensor)
-        and pixel_values_videos.dim() == 5
-        and tuple(pixel_values_videos.shape[2:]) == expected
-        and pixel_values_videos.shape[0] > 0
-        and pixel_values_videos.shape[1] > 0
-        and pixel_values_videos.is_floating_point()
-    ):
-        got = (
-            f"{tuple(pixel_values_videos.shape)} of dtype {pixel_values_videos.dtype}"
-            if isinstance(pixel_values_videos, torch.Tensor)
-            else type(pixel_values_videos).__name__
-        )
-        raise ValueError(
-            f"expected {name} of shape (batch, frames, {', '.join(map(str, expected))}) with at least one frame and "
-            f"a floating dtype, got {got}"
-        )
+    check_pixel_values_videos(pixel_values_videos, config, name)
     low, high = pixel_values_videos.aminmax()
     if low < -1 - PIXEL_RANGE_SLACK or high > 1 + PIXEL_RANGE_SLACK:
         raise ValueError(
