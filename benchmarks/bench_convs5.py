@@ -14,7 +14,11 @@ Transformer over the frame tokens; a transposed convolution back to the grid). A
 Transformer re-runs its whole window for every new frame (no key/value cache), so its cost per frame grows with
 the number of frames so far; it is timed at two context lengths.
 
-Usage: python benchmarks/bench_convs5.py [--threads 2] [--width 64] [--layers 4] [--frames 16 64] [--context 32 128]
+The scan: forward and backward of the state recurrence alone over the training clips (the width's P = U complex
+state channels on the 16x16 grid), `convs5_scan` against the same recurrence stepped in a Python loop
+(`convs5_step`), the choice the "no loop over time in training" rule stands on.
+
+Usage: python benchmarks/bench_convs5.py [--threads 2] [--width 64] [--layers 4] [--frames 16 64] [--context 100 300]
 """
 
 import argparse
@@ -28,6 +32,7 @@ from measure import environment_line
 from torch import nn
 
 from slotssm_hf import ConvS5Config, ConvS5ForVideoPrediction
+from slotssm_hf.convs5_scan import convs5_scan, convs5_step, discretize_zoh
 from slotssm_hf.modeling_convs5 import ConvS5Decoder, ConvS5Encoder, ConvS5Layer
 
 
@@ -122,10 +127,10 @@ def main():
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--frames", type=int, nargs="+", default=[16, 64], help="training clip lengths")
-    parser.add_argument("--context", type=int, nargs="+", default=[32, 128], help="frames before generation")
+    parser.add_argument("--context", type=int, nargs="+", default=[100, 300], help="frames before generation")
     parser.add_argument("--generate", type=int, default=4, help="frames generated per timing")
-    parser.add_argument("--embed-dim", type=int, default=256, help="Transformer width (official: 1024)")
-    parser.add_argument("--transformer-layers", type=int, default=4, help="Transformer depth (official: 8)")
+    parser.add_argument("--embed-dim", type=int, default=1024, help="Transformer width (the official 1024)")
+    parser.add_argument("--transformer-layers", type=int, default=8, help="Transformer depth (the official 8)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
@@ -148,7 +153,30 @@ def main():
 
         return step
 
+    ssm = model.convs5.layers[0].ssm
+    with torch.no_grad():
+        dt_lambda, _ = discretize_zoh(ssm.Lambda_re, ssm.Lambda_im, ssm.log_step, ssm.B_real, ssm.B_imag, True)
+
+    def scan_step(scan, bu):
+        def step():
+            bu.grad = None
+            scan(bu).square().mean().backward()
+
+        return step
+
+    def stepped(bu):
+        states, state = [], None
+        for t in range(bu.shape[1]):
+            state = convs5_step(bu[:, t], dt_lambda, state)
+            states.append(state)
+        return torch.stack(states, dim=1)
+
     rows = []
+    for frames in args.frames:
+        bu = torch.randn(args.batch, frames, 2, width, 256, requires_grad=True)
+        loop = median_time(scan_step(stepped, bu), args.repeats)
+        scan = median_time(scan_step(lambda b: convs5_scan(b, dt_lambda), bu), args.repeats)
+        rows.append((f"state scan fwd+bwd, {args.batch} x {frames} frames", "step loop", loop, scan))
     for frames in args.frames:
         clip = torch.randn(args.batch, frames, width, 16, 16)
         convs5 = median_time(train_step(convs5_stack, clip), args.repeats)
@@ -156,7 +184,7 @@ def main():
         rows.append((f"train step, {args.batch} x {frames} frames", "ConvLSTM", lstm, convs5))
 
     model.eval()
-    transformer = FrameTransformerPredictor(config, args.embed_dim, args.transformer_layers, num_heads=8).eval()
+    transformer = FrameTransformerPredictor(config, args.embed_dim, args.transformer_layers, num_heads=16).eval()
     for context in args.context:
         # The context is consumed before the clock starts (ConvS5: the parallel scan; Transformer: the encodings).
         frames = torch.rand(1, context, 1, 64, 64) * 2 - 1
