@@ -294,6 +294,18 @@ def test_training_step_reaches_every_parameter():
     assert missing == []
 
 
+def test_activation_checkpointing_gives_the_same_gradients():
+    model = ConvS5ForVideoPrediction(tiny_config()).train()
+    video = frames_like(model.config)
+    model(video).loss.backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    model.activation_checkpointing_enable()
+    model(video).loss.backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
 # Rollout and streaming
 
 
