@@ -32,6 +32,7 @@ from slotssm_hf.convert_convs5 import convert_convs5_checkpoint, convert_params,
 from slotssm_hf.convert_official import ConversionError
 from slotssm_hf.convs5_reference import FlaxConvS5Reference
 from slotssm_hf.convs5_scan import convs5_scan, convs5_scan_ref, convs5_step, discretize_zoh
+from slotssm_hf.flax_checkpoint import flatten_tree
 from slotssm_hf.metrics import video_prediction_metrics
 from slotssm_hf.moving_mnist import bouncing_trajectory, moving_mnist
 
@@ -116,7 +117,7 @@ def official_params(rng, channels=1, depths=(32, 64), d_model=32, ssm_size=16, l
 
 
 def converted(params, image_size=16):
-    config = infer_config(slotssm_hf.convert_convs5.flatten_tree(params), image_size=image_size)
+    config = infer_config(flatten_tree(params), image_size=image_size)
     model = ConvS5ForVideoPrediction(config).eval()
     model.load_state_dict(convert_params(params, config), strict=True)
     return model
@@ -394,7 +395,7 @@ def test_processor_defaults_give_the_official_frames():
 
 def test_converter_maps_every_layout_change():
     params = official_params(np.random.default_rng(1), channels=3, depths=(32, 32, 64), d_model=64, ssm_size=32, k=5)
-    config = infer_config(slotssm_hf.convert_convs5.flatten_tree(params), image_size=16)
+    config = infer_config(flatten_tree(params), image_size=16)
     assert (config.num_channels, config.encoder_depths, config.hidden_size) == (3, [32, 32, 64], 64)
     assert config.state_size == 16
     assert (config.b_kernel_size, config.c_kernel_size, config.d_kernel_size) == (5, 5, 5)
@@ -422,7 +423,7 @@ def test_converter_maps_every_layout_change():
 def test_ledger_refuses_checkpoints_that_do_not_fit(edit, message):
     params = official_params(np.random.default_rng(0))
     edit(params)
-    config = infer_config(slotssm_hf.convert_convs5.flatten_tree(params), image_size=16)
+    config = infer_config(flatten_tree(params), image_size=16)
     with pytest.raises(ConversionError, match=message):
         convert_params(params, config)
 
