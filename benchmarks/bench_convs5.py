@@ -18,6 +18,11 @@ The scan: forward and backward of the state recurrence alone over the training c
 state channels on the 16x16 grid), `convs5_scan` against the same recurrence stepped in a Python loop
 (`convs5_step`), the choice the "no loop over time in training" rule stands on.
 
+Memory allocation: ConvS5 processes whole clips at once, so its activations cross glibc's mmap threshold (32 MB)
+at lengths where the ConvLSTM's per-step tensors do not, and glibc would fault in and zero fresh pages for them at
+every step. The script first makes glibc keep freed memory for reuse (`measure.keep_freed_memory`, as a caching
+allocator would; shown on the environment line); `--default-malloc` keeps glibc's defaults.
+
 Usage: python benchmarks/bench_convs5.py [--threads 2] [--width 64] [--layers 4] [--frames 16 64] [--context 100 300]
 """
 
@@ -27,7 +32,7 @@ import time
 
 import torch
 import transformers
-from measure import environment_line
+from measure import environment_line, keep_freed_memory
 from torch import nn
 
 from slotssm_hf import ConvS5Config, ConvS5ForVideoPrediction
@@ -131,7 +136,10 @@ def main():
     parser.add_argument("--generate", type=int, default=4, help="frames generated per timing")
     parser.add_argument("--embed-dim", type=int, default=1024, help="Transformer width (the official 1024)")
     parser.add_argument("--transformer-layers", type=int, default=8, help="Transformer depth (the official 8)")
+    parser.add_argument("--default-malloc", action="store_true", help="keep glibc's allocation defaults")
     args = parser.parse_args()
+    if not args.default_malloc:
+        keep_freed_memory()
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
