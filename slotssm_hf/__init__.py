@@ -1,16 +1,18 @@
 """A model zoo of slot-based and state-space video models for the Hugging Face ecosystem: SlotSSM, SAVi / SAVi++,
-STATM-SAVi and GrootV.
+STATM-SAVi, ConvS5 and GrootV.
 
 Importing the package registers every family of `registry.FAMILIES` with the transformers Auto classes
 (idempotently), and GrootV's variants with timm.
 """
 
 from . import timm_grootv  # registers grootv_tiny / _small / _base with timm
+from .configuration_convs5 import ConvS5Config
 from .configuration_grootv import GrootVConfig
 from .configuration_savi import SAViConfig
 from .configuration_slotssm import SlotSSMConfig
 from .configuration_statm import STATMConfig
 from .data import VideoCollator, video_folder_dataset
+from .modeling_convs5 import ConvS5ForVideoPrediction, ConvS5Model, ConvS5PreTrainedModel
 from .modeling_grootv import GrootVForImageClassification, GrootVModel, GrootVPreTrainedModel
 from .modeling_savi import SAViForVideoReconstruction, SAViModel, SAViPreTrainedModel
 from .modeling_slotssm import (
@@ -26,6 +28,7 @@ from .registry import FAMILIES, register_family
 from .ssm import Mamba1Mixer, Mamba2Mixer, MambaState
 from .streaming import stream
 from .timm_encoder import timm_video_processor_kwargs
+from .video_processing_convs5 import ConvS5VideoProcessor
 from .video_processing_savi import SAViVideoProcessor
 from .video_processing_slotssm import SlotSSMVideoProcessor
 
@@ -52,6 +55,11 @@ __all__ = [
     "STATMModel",
     "STATMForVideoReconstruction",
     "STATMCache",
+    "ConvS5Config",
+    "ConvS5PreTrainedModel",
+    "ConvS5Model",
+    "ConvS5ForVideoPrediction",
+    "ConvS5VideoProcessor",
     "GrootVConfig",
     "GrootVPreTrainedModel",
     "GrootVModel",

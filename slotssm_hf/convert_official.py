@@ -246,23 +246,27 @@ def convert_sub_model(model_type: str, state_dict: dict, name: str) -> dict:
     return rename_keys(state_dict, rules, prefix, name)
 
 
-def check_fits(state: dict, model_class, config):
-    """Refuse a converted state dict that does not fit `model_class(config)` (built on the meta device): the error
-    lists every missing, unexpected and mis-shaped key."""
+def state_dict_problems(state: dict, model_class, config) -> list[str]:
+    """What keeps `state` from loading strictly into `model_class(config)` (built on the meta device): the missing,
+    unexpected and mis-shaped keys, each kind as one "kind: [keys]" entry; empty when it fits."""
     with torch.device("meta"):
         expected = {k: v.shape for k, v in model_class(config).state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
     mis_shaped = sorted(
         f"{k}: {tuple(state[k].shape)} instead of {tuple(expected[k])}"
         for k in set(expected) & set(state)
         if state[k].shape != expected[k]
     )
-    problems = [
-        f"{what}: {keys}"
-        for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped))
-        if keys
-    ]
+    kinds = {
+        "missing": sorted(set(expected) - set(state)),
+        "unexpected": sorted(set(state) - set(expected)),
+        "wrong shape": mis_shaped,
+    }
+    return [f"{what}: {keys}" for what, keys in kinds.items() if keys]
+
+
+def check_fits(state: dict, model_class, config):
+    """Refuse a converted state dict that does not fit `model_class(config)`, listing every offending key."""
+    problems = state_dict_problems(state, model_class, config)
     if problems:
         raise ConversionError("the official weights do not fit the converted config; " + "; ".join(problems))
 

@@ -1,8 +1,15 @@
-"""Object-centric evaluation: FG-ARI and mIoU between slot masks and ground-truth instance masks.
+"""Evaluation metrics.
 
-Both are computed per video over all its frames (a slot must keep tracking the same object to score) and averaged
-over videos. Instance ids: 0 is background, k > 0 is object k. Predicted ids are slot indices.
+Object-centric: FG-ARI and mIoU between slot masks and ground-truth instance masks, computed per video over all its
+frames (a slot must keep tracking the same object to score) and averaged over videos. Instance ids: 0 is
+background, k > 0 is object k. Predicted ids are slot indices.
+
+Video prediction: MSE, PSNR and SSIM of predicted frames, per frame and averaged, as the ConvS5 evaluation (TECO's
+metrics: frames in [0, 1], PSNR from the per-frame MSE, SSIM with an 11-tap Gaussian window of sigma 1.5 over the
+valid positions, averaged over channels).
 """
+
+import math
 
 import numpy as np
 import torch
@@ -109,7 +116,55 @@ class ObjectDiscoveryMetrics:
         return object_discovery_metrics(eval_prediction.predictions, eval_prediction.label_ids)
 
 
+def psnr(predictions, targets, max_value: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio of every frame: (..., C, H, W) -> (...), in dB."""
+    mse = (predictions.double() - targets.double()).square().mean(dim=(-3, -2, -1))
+    return 20 * math.log10(max_value) - 10 * torch.log10(mse)
+
+
+def ssim(predictions, targets, max_value: float = 1.0, filter_size: int = 11, filter_sigma: float = 1.5,
+         k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:  # fmt: skip
+    """Structural similarity of every frame: (..., C, H, W) -> (...), the mean over channels and over the valid
+    (unpadded) window positions of the local SSIM map."""
+    import torch.nn.functional as F
+
+    x, y = predictions.double(), targets.double()
+    shape = x.shape
+    offsets = torch.arange(filter_size, dtype=torch.float64) - (filter_size - 1) / 2
+    taps = torch.exp(-0.5 * (offsets / filter_sigma) ** 2)
+    window = (taps[:, None] * taps[None, :] / taps.sum() ** 2)[None, None]
+
+    def local_mean(image):
+        return F.conv2d(image.reshape(-1, 1, *shape[-2:]), window)
+
+    mean_x, mean_y = local_mean(x), local_mean(y)
+    var_x = local_mean(x * x) - mean_x**2
+    var_y = local_mean(y * y) - mean_y**2
+    covariance = local_mean(x * y) - mean_x * mean_y
+    c1, c2 = (k1 * max_value) ** 2, (k2 * max_value) ** 2
+    ssim_map = ((2 * mean_x * mean_y + c1) * (2 * covariance + c2)) / (
+        (mean_x**2 + mean_y**2 + c1) * (var_x + var_y + c2)
+    )
+    return ssim_map.mean(dim=(-2, -1)).reshape(shape[:-2]).mean(dim=-1)
+
+
+def video_prediction_metrics(predictions, targets) -> dict:
+    """MSE, PSNR and SSIM of predicted frames (batch, frames, C, H, W) in [-1, 1] against the true ones, as the
+    official ConvS5 evaluation reports them: on frames mapped to [0, 1], per frame, averaged over frames and
+    videos."""
+    predictions = (predictions.double().clamp(-1, 1) + 1) / 2
+    targets = (targets.double() + 1) / 2
+    return {
+        "mse": (predictions - targets).square().mean().item(),
+        "psnr": psnr(predictions, targets).mean().item(),
+        "ssim": ssim(predictions, targets).mean().item(),
+    }
+
+
 __all__ = [
+    "psnr",
+    "ssim",
+    "video_prediction_metrics",
     "adjusted_rand_index",
     "foreground_ari",
     "mean_best_overlap_iou",

@@ -104,6 +104,13 @@ def describe_statm(config) -> dict:
     }
 
 
+def describe_convs5(config) -> dict:
+    """Template fields that describe the architecture of a ConvS5 `config`."""
+    return {name: getattr(config, name) for name in (
+        "image_size", "num_channels", "hidden_size", "num_hidden_layers", "state_size", "latent_size", "encoder_depths",
+    )}  # fmt: skip
+
+
 def model_metrics(results: dict, prefix: str) -> dict[str, float]:
     """The finite model metrics among `Trainer.evaluate` results, keyed without `prefix` ("eval_": {"loss": ...})."""
     metrics = {key.removeprefix(prefix): value for key, value in results.items() if key.startswith(prefix)}
@@ -167,6 +174,7 @@ def render_model_card(model, repo_id: str, provenance: str, datasets=None, base_
         pipeline_tag=head.pipeline_tag,
         license=family.license,
         tags=list(family.tags),
+        **dict(family.card_metadata),
         datasets=datasets,
         base_model=base_model,
         model_name=model_name if results else None,

@@ -25,6 +25,7 @@ from .object_centric import eager_attention_forward
 from .pretrained import ZooPreTrainedModel
 from .ssm import GatedRMSNorm, Mamba1Mixer, Mamba2Mixer, MambaMixerBase, MambaState
 from .timm_encoder import create_timm_backbone
+from .video_inputs import check_pixel_values_videos
 
 # Added to the per-slot sums before the inverted attention's renormalisation over tokens.
 INVERTED_ATTENTION_EPS = 1e-5
@@ -45,28 +46,6 @@ def sincos_position_table(dim: int, grid_size: int, num_prefix_rows: int) -> tor
     row_angles = rows.reshape(-1, 1) * omega
     table = torch.cat([col_angles.sin(), col_angles.cos(), row_angles.sin(), row_angles.cos()], dim=1)
     return F.pad(table, (0, 0, num_prefix_rows, 0)).to(torch.get_default_dtype())[None]
-
-
-def check_pixel_values_videos(pixel_values_videos, config: SlotSSMConfig):
-    expected = (config.num_channels, config.image_size, config.image_size)
-    if (
-        isinstance(pixel_values_videos, torch.Tensor)
-        and pixel_values_videos.dim() == 5
-        and tuple(pixel_values_videos.shape[2:]) == expected
-        and pixel_values_videos.shape[0] > 0
-        and pixel_values_videos.shape[1] > 0
-        and pixel_values_videos.is_floating_point()
-    ):
-        return
-    got = (
-        f"{tuple(pixel_values_videos.shape)} of dtype {pixel_values_videos.dtype}"
-        if isinstance(pixel_values_videos, torch.Tensor)
-        else type(pixel_values_videos).__name__
-    )
-    raise ValueError(
-        f"expected pixel_values_videos of shape (batch, frames, {', '.join(map(str, expected))}) with at least one "
-        f"frame and a floating dtype, got {got}"
-    )
 
 
 def check_cache(cache, layers, batch_size: int):
@@ -98,8 +77,6 @@ def check_cache(cache, layers, batch_size: int):
                 f"{origin}; its layer {layer.layer_idx} holds (conv, SSM) states of shapes {got}, where this model "
                 f"needs {needed} for {batch_size} videos of {layer.num_slots} slots"
             )
-
-
 def inverted_attention_forward(module, query, key, value, attention_mask, scaling, **kwargs):
     """Slot-attention-style attention: each key's softmax runs over all (head, query) pairs, so slots compete
     for tokens; each query then takes the weighted mean of the values. Shapes as `eager_attention_forward`; the

@@ -45,7 +45,8 @@ class Head:
 class Family:
     """A model family: its `model_type`, config class, pretrained base class, heads (the backbone first), video
     processor, and what its model cards say: license (of the code and of converted weights), Hub tags, the template in
-    model_cards/, and the function giving the template's architecture fields for a config."""
+    model_cards/, the function giving the template's architecture fields for a config, and further card metadata.
+    `train_module`: the module whose `main(argv)` is `slotssm-hf train --model <model_type>` (None: no train job)."""
 
     model_type: str
     config_path: str
@@ -56,6 +57,8 @@ class Family:
     tags: tuple[str, ...]
     card_template: str
     describe_path: str
+    card_metadata: tuple[tuple[str, str], ...] = ()
+    train_module: str | None = None
 
     @property
     def config_class(self):
@@ -137,6 +140,7 @@ FAMILIES = {
             tags=("slotssm", "video", "object-centric", "state-space-model", "mamba"),
             card_template="slotssm.md",
             describe_path="model_card.describe_slotssm",
+            train_module="train",
         ),
         Family(
             model_type="savi",
@@ -212,6 +216,35 @@ FAMILIES = {
             tags=("statm", "savi", "video", "object-centric", "slot-attention"),
             card_template="statm.md",
             describe_path="model_card.describe_statm",
+        ),
+        Family(
+            model_type="convs5",
+            config_path="configuration_convs5.ConvS5Config",
+            base_path="modeling_convs5.ConvS5PreTrainedModel",
+            heads=(
+                Head(
+                    "modeling_convs5.ConvS5Model", "AutoModel", None, "other", "Video representation",
+                    "This checkpoint is the backbone: frames in, the ConvS5 layers' feature maps per frame out.",
+                    "outputs.last_hidden_state  # (batch, frames, hidden_size, latent_size, latent_size)",
+                ),
+                Head(
+                    "modeling_convs5.ConvS5ForVideoPrediction", "AutoModelForPreTraining", None, "other",
+                    "Video prediction",
+                    "This checkpoint predicts the next frame (teacher-forced training; `rollout` generates).",
+                    "outputs.predictions  # (batch, frames, channels, height, width) in [-1, 1]",
+                ),
+            ),
+            processor_path="video_processing_convs5.ConvS5VideoProcessor",
+            license="other",
+            tags=("convs5", "video", "video-prediction", "state-space-model"),
+            card_template="convs5.md",
+            describe_path="model_card.describe_convs5",
+            # The official weights are under NVIDIA's source code license: non-commercial use only.
+            card_metadata=(
+                ("license_name", "nvidia-source-code-license-nc"),
+                ("license_link", "https://github.com/NVlabs/ConvSSM/blob/main/LICENSE"),
+            ),
+            train_module="train_convs5",
         ),
     )
 }

@@ -175,11 +175,13 @@ def write_videos(dataset, folder: str, fps: int = 8, class_folders: bool = False
 
 
 def _dataset_from_generator(generator, gen_kwargs, features, cache_dir):
-    """`Dataset.from_generator` with a fingerprint of the arguments and this module's source, so a cached copy is
-    reused only when it would be generated identically (the default fingerprint misses edits to helpers)."""
+    """`Dataset.from_generator` with a fingerprint of the arguments and the generator module's source, so a cached
+    copy is reused only when it would be generated identically (the default fingerprint misses edits to helpers)."""
+    import sys
+
     import datasets
 
-    with open(__file__, "rb") as module_file:
+    with open(sys.modules[generator.__module__].__file__, "rb") as module_file:
         source = module_file.read()
     fingerprint = hashlib.sha256(repr((generator.__name__, sorted(gen_kwargs.items()), source)).encode()).hexdigest()
     return datasets.Dataset.from_generator(

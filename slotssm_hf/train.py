@@ -16,6 +16,7 @@ with N processes (DDP; gloo on the CPU); FSDP and DeepSpeed go through the Train
 """
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -134,11 +135,13 @@ def write_pictures(model, processor, eval_data, output_dir: Path) -> list[str]:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="slotssm-hf train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="builtin", help="builtin, a folder of videos, or a save_to_disk folder")
-    parser.add_argument("--model", choices=list(FAMILIES), default="slotssm", help="the model family")
+    families = {name: family for name, family in FAMILIES.items() if family.train_module == __name__.rsplit(".")[-1]}
+    parser.add_argument("--model", choices=[*FAMILIES], default="slotssm",
+                        help="the model family (each family's train job has its own further arguments)")
     parser.add_argument("--head", default="reconstruction", help="a head the family's train job has: "
-                        + "; ".join(f"{name}: {', '.join(family.train_heads())}" for name, family in FAMILIES.items()))
+                        + "; ".join(f"{name}: {', '.join(family.train_heads())}" for name, family in families.items()))
     parser.add_argument("--model-size", default="tiny", help="a named variant of the family: "
-                        + "; ".join(f"{name}: {', '.join(family.variants)}" for name, family in FAMILIES.items()))
+                        + "; ".join(f"{name}: {', '.join(family.variants)}" for name, family in families.items()))
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--num-frames", type=int, default=8)
     parser.add_argument("--steps", type=int, default=500)
@@ -165,7 +168,23 @@ def parse_args(argv=None):
     return args
 
 
+def family_train_job(argv) -> tuple[str, list[str]]:
+    """The module that trains the family `--model` names (registry.Family.train_module), and the other arguments."""
+    chooser = argparse.ArgumentParser(prog="slotssm-hf train", add_help=False)
+    chooser.add_argument("--model", choices=[*FAMILIES], default="slotssm")
+    chosen, rest = chooser.parse_known_args(argv)
+    module = FAMILIES[chosen.model].train_module
+    if module is None:
+        trainable = [name for name, family in FAMILIES.items() if family.train_module]
+        chooser.error(f"{chosen.model} has no train job yet; the families that train: {', '.join(trainable)}")
+    return module, rest
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    module, rest = family_train_job(argv)
+    if module != __name__.rsplit(".")[-1]:
+        return importlib.import_module(f"{__package__}.{module}").main(rest)
     args = parse_args(argv)
     from transformers import TrainingArguments, set_seed
 

@@ -51,21 +51,6 @@ def converted_model(overrides) -> tuple[STATMConfig, dict, STATMForVideoReconstr
     return config, flat, model
 
 
-@pytest.fixture
-def card_templates(monkeypatch):
-    """Render cards from this checkout's model_cards/: an editable install made from another checkout resolves
-    `slotssm_hf.model_cards` there (a no-op where the package is installed from this tree)."""
-    from importlib import resources
-    from pathlib import Path
-    from types import SimpleNamespace
-
-    import slotssm_hf.model_card as model_card
-
-    here = Path(__file__).resolve().parents[1] / "model_cards"
-    if Path(str(resources.files("slotssm_hf.model_cards"))).resolve() != here:
-        monkeypatch.setattr(model_card, "resources", SimpleNamespace(files=lambda _: here))
-
-
 def test_official_variant_parameter_counts():
     counts = {}
     for name, overrides in FAMILIES["statm"].variants.items():
@@ -127,7 +112,7 @@ def test_model_matches_float64_reference_on_the_flax_arrays(case):
                                atol=1e-4)  # fmt: skip
 
 
-def test_convert_statm_verify_writes_a_loadable_folder_with_card_and_processor(tmp_path, card_templates):
+def test_convert_statm_verify_writes_a_loadable_folder_with_card_and_processor(tmp_path):
     lines = []
     config = STATMConfig(**TINY)
     folder = tmp_path / "workdir" / "checkpoints-0"  # as the official trainer lays out its work folder
@@ -181,7 +166,7 @@ def test_converter_refuses_unknown_variants_and_fields(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_convert_statm(tmp_path, capsys, card_templates):
+def test_cli_convert_statm(tmp_path, capsys):
     from slotssm_hf.cli import main
 
     write_flax_checkpoint(clu_checkpoint(statm_params(STATMConfig(**TINY))), tmp_path / "ckpt-1.flax")
