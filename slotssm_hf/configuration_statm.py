@@ -4,6 +4,7 @@ from typing import Literal
 
 from huggingface_hub.dataclasses import strict
 
+from .configuration_savi import VARIANTS as SAVI_VARIANTS
 from .configuration_savi import SAViConfig
 
 
@@ -53,28 +54,14 @@ class STATMConfig(SAViConfig):
 
 
 # The official MOVi setups (jax-statm/statm/configs/movi/*.py), as STATMConfig overrides of the defaults
-# (statm_savi_conditional_small). The published checkpoints are of the small and SAVi++ setups.
-_SAVI_PP_ENCODER_DECODER = {
-    "image_size": 128,
-    "encoder_type": "resnet",
-    "encoder_transformer_layers": 4,
-    "encoder_transformer_size": 64,
-    "encoder_transformer_heads": 4,
-    "encoder_transformer_mlp_size": 1024,
-    "slot_attention_qkv_size": 256,
-    "predictor_qkv_size": 256,
-    "predictor_mlp_size": 1024,
-    "decoder_strides": [2, 2, 2, 2],
-    "decoder_transposed": [True, True, True, True],
-    "early_fusion": True,
-    "targets": {"flow": 3, "depth": 1},
-}
+# (statm_savi_conditional_small). The published checkpoints are of the small and SAVi++ setups; the SAVi++ ones use
+# SAVi++'s encoder, slot attention, predictor sizes and decoder.
 VARIANTS = {
     "statm_savi_conditional_small": {},
     # statm_savi++_conditional.py: two slot-attention iterations, max_instances 10.
-    "statm_savi_pp_conditional": {**_SAVI_PP_ENCODER_DECODER, "slot_attention_iterations": 2},
+    "statm_savi_pp_conditional": {**SAVI_VARIANTS["savi_pp_conditional"], "slot_attention_iterations": 2},
     # statm_savi_conditional.py (its docstring calls it STATM-SAVi++ too): one iteration, max_instances 23.
-    "statm_savi_conditional": {**_SAVI_PP_ENCODER_DECODER, "num_slots": 24},
+    "statm_savi_conditional": {**SAVI_VARIANTS["savi_pp_conditional"], "num_slots": 24},
 }
 
 

@@ -21,7 +21,7 @@ from transformers.utils.generic import can_return_tuple
 
 from .configuration_convs5 import ConvS5Config
 from .convs5_scan import convs5_scan, convs5_step, discretize_zoh
-from .pretrained import ZooPreTrainedModel
+from .pretrained import ZooPreTrainedModel, autoregressive_rollout
 from .video_inputs import check_pixel_values_videos
 
 # Frames are 2 * uint8 / 255 - 1; a little slack lets resampled or re-encoded frames through.
@@ -399,19 +399,11 @@ class ConvS5ForVideoPrediction(ConvS5PreTrainedModel):
             hidden_states=outputs.hidden_states,
         )
 
-    @torch.no_grad()
     def rollout(self, context: torch.Tensor, num_steps: int) -> torch.Tensor:
         """Predict `num_steps` frames after `context` (batch, frames, C, H, W), as the official sampler: the context
         goes through the parallel scan, then each prediction is fed back through one step of the recurrence (memory
         and time per generated frame do not grow). Returns (batch, num_steps, C, H, W) in [-1, 1]."""
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be a positive integer, got {num_steps}")
-        outputs = self(context, use_cache=True)
-        frames = [outputs.predictions[:, -1:]]
-        for _ in range(num_steps - 1):
-            outputs = self(frames[-1], cache=outputs.cache, use_cache=True)
-            frames.append(outputs.predictions)
-        return torch.cat(frames, dim=1)
+        return autoregressive_rollout(self, context, num_steps)
 
     @torch.no_grad()
     def generate(self, pixel_values_videos: torch.Tensor, num_steps: int) -> torch.Tensor:

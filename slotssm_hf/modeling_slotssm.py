@@ -22,7 +22,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_slotssm import SlotSSMConfig
 from .object_centric import eager_attention_forward
-from .pretrained import ZooPreTrainedModel
+from .pretrained import ZooPreTrainedModel, autoregressive_rollout
 from .ssm import GatedRMSNorm, Mamba1Mixer, Mamba2Mixer, MambaMixerBase, MambaState
 from .timm_encoder import create_timm_backbone
 from .video_inputs import check_pixel_values_videos
@@ -882,18 +882,10 @@ class SlotSSMForVideoPrediction(SlotSSMPreTrainedModel):
             **backbone_outputs(outputs),
         )
 
-    @torch.no_grad()
     def rollout(self, context: torch.Tensor, num_steps: int) -> torch.Tensor:
         """Predict `num_steps` frames after `context` (batch, frames, C, H, W), feeding each prediction back as the
         next input through the recurrent state. Returns (batch, num_steps, C, H, W)."""
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be a positive integer, got {num_steps}")
-        outputs = self(context, use_cache=True)
-        frames = [outputs.predictions[:, -1:]]
-        for _ in range(num_steps - 1):
-            outputs = self(frames[-1], cache=outputs.cache, use_cache=True)
-            frames.append(outputs.predictions)
-        return torch.cat(frames, dim=1)
+        return autoregressive_rollout(self, context, num_steps)
 
 
 class SlotSSMForVideoDepthEstimation(SlotSSMPreTrainedModel):
