@@ -5,27 +5,23 @@ the processor, and remote-code loading."""
 
 import json
 import math
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 import torch
 from flax_format import write_flax_checkpoint
+from remote_code import run_without_package
 from transformers import AutoModel, AutoModelForPreTraining, AutoVideoProcessor
 
-import slotssm_hf
 from slotssm_hf import (
     FAMILIES,
     ConvS5Config,
     ConvS5ForVideoPrediction,
     ConvS5Model,
     ConvS5VideoProcessor,
+    convert_convs5,
     stream,
 )
-from slotssm_hf import convert_convs5
 from slotssm_hf.cli import main as cli
 from slotssm_hf.convert_convs5 import convert_convs5_checkpoint, convert_params, infer_config
 from slotssm_hf.convert_official import ConversionError
@@ -537,10 +533,9 @@ def test_saved_folders_load_without_the_package(tmp_path):
     with torch.no_grad():
         torch.save({"frames": video, "expected": model.rollout(video, 2)}, tmp_path / "io.pt")
     assert isinstance(AutoModel.from_pretrained(tmp_path / "model"), ConvS5Model)
-    script = textwrap.dedent(
+    stdout = run_without_package(
+        tmp_path,
         f"""
-        import sys
-        sys.modules["slotssm_hf"] = None  # any import of the package now fails
         import numpy as np
         import torch
         from transformers import AutoModel, AutoModelForPreTraining, AutoVideoProcessor
@@ -554,11 +549,8 @@ def test_saved_folders_load_without_the_package(tmp_path):
         processor = AutoVideoProcessor.from_pretrained(folder, trust_remote_code=True)
         pixels = processor(np.zeros((2, 16, 16, 3), np.uint8), num_frames=2)["pixel_values_videos"]
         print(type(model).__name__, type(backbone).__name__, type(processor).__name__, tuple(pixels.shape))
-        """
+        """,
     )
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == [
+    assert stdout.split() == [
         "ConvS5ForVideoPrediction", "ConvS5Model", "ConvS5VideoProcessor", "(1,", "2,", "1,", "16,", "16)"
     ]  # fmt: skip

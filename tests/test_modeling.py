@@ -4,15 +4,13 @@ transformers primitives), outputs, causality, Auto registration, save/load and r
 import importlib
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import OFFICIAL_VARIANTS, official_configs
 from huggingface_hub.errors import StrictDataclassError
+from remote_code import run_without_package
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 
@@ -21,6 +19,7 @@ from slotssm_hf import FAMILIES, SlotSSMConfig, SlotSSMForVideoReconstruction, S
 from slotssm_hf.convert_official import convert_official_config, convert_official_state_dicts
 from slotssm_hf.modeling_slotssm import SlotSSMAttention
 from slotssm_hf.official_reference import OfficialReference
+
 
 def tiny_config(**overrides):
     return FAMILIES["slotssm"].config("vit-tiny", **overrides)
@@ -343,10 +342,9 @@ def test_saved_folder_loads_with_remote_code_where_the_package_is_absent(tmp_pat
     frames = video(config)
     with torch.no_grad():
         torch.save({"frames": frames, "expected": model(frames).reconstruction}, tmp_path / "io.pt")
-    script = textwrap.dedent(
+    stdout = run_without_package(
+        tmp_path,
         f"""
-        import sys
-        sys.modules["slotssm_hf"] = None  # any import of the package now fails
         import torch
         from transformers import AutoModel, AutoModelForPreTraining
         folder = {str(tmp_path / "model")!r}
@@ -357,12 +355,9 @@ def test_saved_folder_loads_with_remote_code_where_the_package_is_absent(tmp_pat
             assert torch.equal(model(io["frames"]).reconstruction, io["expected"])
         backbone = AutoModel.from_pretrained(folder, trust_remote_code=True)
         print(type(model).__name__, type(backbone).__name__)
-        """
+        """,
     )
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["SlotSSMForVideoReconstruction", "SlotSSMModel"]
+    assert stdout.split() == ["SlotSSMForVideoReconstruction", "SlotSSMModel"]
 
 
 @pytest.mark.parametrize("dim, grid_size, num_prefix_rows", [(16, 3, 1), (64, 5, 6), (256, 16, 1)])

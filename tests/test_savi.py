@@ -1,15 +1,12 @@
 """SAVi / SAVi++: the model against a float64 implementation evaluated on official-layout Flax parameters, the
 converter on checkpoints in the official on-disk format, remote-code loading, and bad inputs."""
 
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 import torch
 from flax_format import write_flax_checkpoint
+from remote_code import run_without_package
 
 from slotssm_hf import FAMILIES, SAViConfig, SAViForVideoReconstruction, SAViModel
 from slotssm_hf.convert_official import ConversionError
@@ -392,10 +389,9 @@ def test_saved_folder_loads_with_remote_code_where_the_package_is_absent(tmp_pat
     with torch.no_grad():
         torch.save({"video": video, "boxes": boxes, "expected": model(video, boxes=boxes).reconstruction},
                    tmp_path / "io.pt")  # fmt: skip
-    script = textwrap.dedent(
+    stdout = run_without_package(
+        tmp_path,
         f"""
-        import sys
-        sys.modules["slotssm_hf"] = None  # any import of the package now fails
         import torch
         import numpy as np
         from transformers import AutoModel, AutoModelForPreTraining, AutoVideoProcessor
@@ -410,12 +406,9 @@ def test_saved_folder_loads_with_remote_code_where_the_package_is_absent(tmp_pat
         frames = processor([np.full((8, 20, 20, 3), 255, np.uint8)])["pixel_values_videos"]
         assert frames.shape == (1, 6, 3, 16, 16) and bool((frames == 1).all()), frames.shape  # [0, 1], no mean/std
         print(type(model).__name__, type(backbone).__name__, type(processor).__name__)
-        """
+        """,
     )
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["SAViForVideoReconstruction", "SAViModel", "SAViVideoProcessor"]
+    assert stdout.split() == ["SAViForVideoReconstruction", "SAViModel", "SAViVideoProcessor"]
 
 
 def test_auto_model_loads_a_saved_savi_with_the_package(tmp_path):
@@ -428,9 +421,9 @@ def test_auto_model_loads_a_saved_savi_with_the_package(tmp_path):
 
 
 def test_bouncing_shapes_boxes_padded_by_the_collator_condition_savi():
+    from slotssm_hf import SAViVideoProcessor
     from slotssm_hf.data import VideoCollator
     from slotssm_hf.synthetic import _bouncing_shapes_examples
-    from slotssm_hf import SAViVideoProcessor
 
     # The rows bouncing_shapes stores (its generator, without building a datasets cache).
     rows = list(_bouncing_shapes_examples(2, 3, 16, 2, 3, (0.07, 0.15), (0.02, 0.06), seed=0))
@@ -458,10 +451,10 @@ def test_bouncing_shapes_boxes_padded_by_the_collator_condition_savi():
 def test_trainer_trains_and_evaluates_fg_ari_and_miou(tmp_path):
     from transformers import Trainer, TrainingArguments
 
+    from slotssm_hf import SAViVideoProcessor
     from slotssm_hf.data import VideoCollator
     from slotssm_hf.metrics import ObjectDiscoveryMetrics
     from slotssm_hf.synthetic import _bouncing_shapes_examples
-    from slotssm_hf import SAViVideoProcessor
 
     rows = [{"pixel_values_videos": r["video"], "boxes": r["boxes"], "instance_masks": r["masks"]}
             for r in _bouncing_shapes_examples(4, 2, 16, 2, 3, (0.07, 0.15), (0.02, 0.06), seed=0)]  # fmt: skip

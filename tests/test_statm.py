@@ -3,15 +3,11 @@ official-layout Flax parameters, the converter on checkpoints in the official on
 memory buffer as the cache, and remote-code loading."""
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
-import numpy as np
 import pytest
 import torch
 from flax_format import write_flax_checkpoint
+from remote_code import run_without_package
 from test_savi import CASES, TINY, clu_checkpoint, inputs, official_params
 
 from slotssm_hf import FAMILIES, STATMCache, STATMConfig, STATMForVideoReconstruction, STATMModel
@@ -278,10 +274,9 @@ def test_saved_folder_loads_with_remote_code_where_the_package_is_absent(tmp_pat
     with torch.no_grad():
         torch.save({"video": video, "boxes": boxes, "expected": model(video, boxes=boxes).reconstruction},
                    tmp_path / "io.pt")  # fmt: skip
-    script = textwrap.dedent(
+    stdout = run_without_package(
+        tmp_path,
         f"""
-        import sys
-        sys.modules["slotssm_hf"] = None  # any import of the package now fails
         import torch
         from transformers import AutoModel, AutoModelForPreTraining, AutoVideoProcessor
         folder = {str(tmp_path / "model")!r}
@@ -296,9 +291,6 @@ def test_saved_folder_loads_with_remote_code_where_the_package_is_absent(tmp_pat
         backbone = AutoModel.from_pretrained(folder, trust_remote_code=True)
         processor = AutoVideoProcessor.from_pretrained(folder, trust_remote_code=True)
         print(type(model).__name__, type(backbone).__name__, type(processor).__name__)
-        """
+        """,
     )
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["STATMForVideoReconstruction", "STATMModel", "SAViVideoProcessor"]
+    assert stdout.split() == ["STATMForVideoReconstruction", "STATMModel", "SAViVideoProcessor"]

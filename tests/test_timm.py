@@ -2,10 +2,6 @@
 shapes against timm's own features, freezing, save/load, training, processor settings and clear refusals."""
 
 import ast
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,6 +9,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from huggingface_hub.errors import StrictDataclassError
+from remote_code import run_without_package
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForPreTraining, Trainer, TrainingArguments
 from transformers.dynamic_module_utils import get_imports
@@ -191,10 +188,9 @@ def test_saved_folder_loads_with_remote_code_where_the_package_is_absent(tmp_pat
     frames = video(config)
     with torch.no_grad():
         torch.save({"frames": frames, "expected": model(frames).reconstruction}, tmp_path / "io.pt")
-    script = textwrap.dedent(
+    stdout = run_without_package(
+        tmp_path,
         f"""
-        import sys
-        sys.modules["slotssm_hf"] = None  # any import of the package now fails
         import torch
         from transformers import AutoModelForPreTraining
         model = AutoModelForPreTraining.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True).eval()
@@ -203,12 +199,9 @@ def test_saved_folder_loads_with_remote_code_where_the_package_is_absent(tmp_pat
         with torch.no_grad():
             assert torch.equal(model(io["frames"]).reconstruction, io["expected"])
         print(type(model.slotssm.encoder.backbone).__name__)
-        """
+        """,
     )
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split() == ["VisionTransformer"]
+    assert stdout.split() == ["VisionTransformer"]
 
 
 def test_the_model_code_needs_timm_only_for_a_timm_encoder():
