@@ -80,7 +80,7 @@ class GrootVTreeSSM(nn.Module):
         self.x_proj_weight = nn.Parameter(torch.empty(1, self.dt_rank + 2, inner))
         self.dt_projs_weight = nn.Parameter(torch.empty(1, inner, self.dt_rank))
         self.dt_projs_bias = nn.Parameter(torch.empty(1, inner))
-        self.A_logs = nn.Parameter(torch.empty(inner, 1))
+        self.A_logs = nn.Parameter(torch.empty(inner, 1, dtype=torch.float32))  # float32 in every model dtype
         self.Ds = nn.Parameter(torch.empty(inner))
         self.h_norm = nn.LayerNorm(inner)
         self.out_norm = nn.LayerNorm(inner)
@@ -147,8 +147,9 @@ class GrootVDownsample(nn.Module):
 
 
 class GrootVLevel(nn.Module):
-    """A level: its blocks, a LayerNorm, and (except the last level) a downsampling to the next. Returns the normed
-    features (the level's output for dense tasks) and the next level's input, both channels last."""
+    """A level: its blocks, a LayerNorm, and (except the last level) a downsampling to the next. Takes its input
+    channels last; returns the normed features channels first (the level's output for dense tasks, as transformers'
+    and timm's backbones give them) and the next level's input channels last."""
 
     def __init__(self, config: GrootVConfig, index: int, drop_paths: list[float]):
         super().__init__()
@@ -161,8 +162,10 @@ class GrootVLevel(nn.Module):
     def forward(self, hidden_states):
         for block in self.blocks:
             hidden_states = block(hidden_states)
-        features = self.norm(hidden_states)
-        return features, features if self.downsample is None else self.downsample(features)
+        # The downsampling reads (a view of) the very tensor returned, so the features reported are in the graph.
+        features = self.norm(hidden_states).permute(0, 3, 1, 2)
+        channels_last = features.permute(0, 2, 3, 1)
+        return features, channels_last if self.downsample is None else self.downsample(channels_last)
 
 
 class GrootVConvHead(nn.Module):
@@ -245,6 +248,10 @@ class GrootVModel(GrootVPreTrainedModel):
         self.conv_head = GrootVConvHead(config)
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The stem, which embeds the pixels (two stride-2 convolutions)."""
+        return self.stem
+
     def forward(
         self,
         pixel_values: torch.Tensor,
@@ -264,14 +271,14 @@ class GrootVModel(GrootVPreTrainedModel):
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        hidden = self.stem(pixel_values)
-        all_hidden = [hidden]
+        stem = self.stem(pixel_values).permute(0, 3, 1, 2)  # reported channels first; the first level reads a view of it
+        hidden, all_hidden = stem.permute(0, 2, 3, 1), [stem]
         for level in self.levels:
             features, hidden = level(hidden)
             all_hidden.append(features)
-        last = features.permute(0, 3, 1, 2)
+        last = features
         pooled = self.conv_head(last).mean(dim=(2, 3))
-        hidden_states = tuple(h.permute(0, 3, 1, 2) for h in all_hidden) if output_hidden_states else None
+        hidden_states = tuple(all_hidden) if output_hidden_states else None
         if not return_dict:
             return tuple(v for v in (last, pooled, hidden_states) if v is not None)
         return BaseModelOutputWithPoolingAndNoAttention(

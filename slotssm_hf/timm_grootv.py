@@ -98,10 +98,10 @@ class GrootV(nn.Module):
         for index, level in enumerate(levels):
             features, hidden = level(hidden)
             if index in take_indices:
-                intermediates.append(features if output_fmt == "NHWC" else features.permute(0, 3, 1, 2))
+                intermediates.append(features if output_fmt == "NCHW" else features.permute(0, 2, 3, 1))
         if intermediates_only:
             return intermediates
-        return features.permute(0, 3, 1, 2), intermediates
+        return features, intermediates
 
     def prune_intermediate_layers(
         self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
@@ -120,7 +120,7 @@ class GrootV(nn.Module):
         hidden = self.stem(x)
         for level in self.levels:
             features, hidden = level(hidden)
-        return features.permute(0, 3, 1, 2)
+        return features
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         pooled = self.conv_head(x).mean(dim=(2, 3))

@@ -1,7 +1,7 @@
-"""transformers' own common tests, for the installed transformers version, against every SlotSSM class:
+"""transformers' own common tests, for the installed transformers version, against every SlotSSM and GrootV class:
 `ModelTesterMixin` (saving and loading, output classes, hidden states and attentions, gradient checkpointing, the
-attention implementations, initialisation, training), `ConfigTester`, and `VideoProcessingTestMixin` for the video
-processor. The mixins come from transformers' source distribution (tests/transformers_common_tests.py).
+attention implementations, initialisation, training), `ConfigTester`, and `VideoProcessingTestMixin` for SlotSSM's
+video processor. The mixins come from transformers' source distribution (tests/transformers_common_tests.py).
 
 Skipped, as transformers' own video models skip them: tests of `inputs_embeds` and of resizing token embeddings (a
 video model has neither). Every other skip below states its reason.
@@ -41,17 +41,24 @@ NAME_TABLES = {
     "AutoModel": modeling_auto.MODEL_MAPPING_NAMES,
     "AutoModelForPreTraining": modeling_auto.MODEL_FOR_PRETRAINING_MAPPING_NAMES,
     "AutoModelForVideoClassification": modeling_auto.MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES,
+    "AutoModelForImageClassification": modeling_auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
 }
+TESTED_FAMILIES = ("slotssm", "grootv")
 
 
 @pytest.fixture(autouse=True, scope="module")
-def family_in_transformers_name_tables():
-    entries = [(NAME_TABLES[head.auto_class], head.class_name) for head in FAMILY.heads if head.auto_class]
-    for table, class_name in entries:
-        table[FAMILY.model_type] = class_name
+def families_in_transformers_name_tables():
+    entries = [
+        (NAME_TABLES[head.auto_class], model_type, head.class_name)
+        for model_type in TESTED_FAMILIES
+        for head in FAMILIES[model_type].heads
+        if head.auto_class
+    ]
+    for table, model_type, class_name in entries:
+        table[model_type] = class_name
     yield
-    for table, _ in entries:
-        del table[FAMILY.model_type]
+    for table, model_type, _ in entries:
+        del table[model_type]
 
 
 class SlotSSMModelTester:
@@ -215,3 +222,77 @@ class SlotSSMVideoProcessingTest(video_common.VideoProcessingTestMixin, unittest
         padded = processor(videos[0], num_frames=10)
         self.assertEqual(padded[self.input_name].shape[1], 10)
         self.assertEqual(padded["padded_frames"].tolist(), [2])
+
+
+GROOTV = FAMILIES["grootv"]
+
+
+class GrootVModelTester:
+    """A tiny GrootV: 32 px images, four levels of widths 16-128."""
+
+    def __init__(self, parent, batch_size=2, image_size=32, num_labels=3, is_training=True):
+        self.parent = parent
+        self.batch_size = batch_size
+        self.image_size = image_size
+        self.num_labels = num_labels
+        self.is_training = is_training
+        self.embed_dim = 16
+        self.num_levels = 4
+
+    def get_config(self):
+        return GROOTV.config("tiny", embed_dim=self.embed_dim, depths=[1] * self.num_levels,
+                             num_labels=self.num_labels, image_size=self.image_size)  # fmt: skip
+
+    def prepare_config_and_inputs_for_common(self):
+        shape = [self.batch_size, 3, self.image_size, self.image_size]
+        return self.get_config(), {"pixel_values": floats_tensor(shape)}
+
+
+class GrootVModelTest(ModelTesterMixin, unittest.TestCase):
+    all_model_classes = tuple(load(head.class_path) for head in GROOTV.heads)
+    test_resize_embeddings = False
+    has_attentions = False
+
+    def setUp(self):
+        transformers.logging.set_verbosity_warning()
+        self.model_tester = GrootVModelTester(self)
+        # A CNN-shaped backbone: no hidden_size or attention heads (as transformers' ConvNext test checks).
+        self.config_tester = ConfigTester(
+            self, config_class=GROOTV.config_class, has_text_modality=False, common_properties=["num_channels", "embed_dim"]
+        )
+
+    def test_config(self):
+        self.config_tester.run_common_tests()
+
+    def test_hidden_states_output(self):
+        """As transformers' CNN backbones test it: the stem's output and every level's features, channels first, at
+        strides 4, 4, 8, 16, 32."""
+        config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
+        size, width = self.model_tester.image_size, self.model_tester.embed_dim
+        expected = [(width, size // 4, size // 4)] + [
+            (width * 2**level, size // 2 ** (level + 2), size // 2 ** (level + 2))
+            for level in range(self.model_tester.num_levels)
+        ]
+        for model_class in self.all_model_classes:
+            for by_config in (False, True):
+                config.output_hidden_states = by_config
+                model = model_class(config).eval()
+                with torch.no_grad():
+                    outputs = model(**inputs, **({} if by_config else {"output_hidden_states": True}))
+                self.assertEqual([tuple(h.shape[1:]) for h in outputs.hidden_states], expected)
+
+    def test_model_get_set_embeddings(self):
+        """The input embedding is the stem; there is no output embedding to tie."""
+        config, _ = self.model_tester.prepare_config_and_inputs_for_common()
+        for model_class in self.all_model_classes:
+            model = model_class(config)
+            self.assertIs(model.get_input_embeddings(), model.base_model.stem)
+            self.assertIsNone(model.get_output_embeddings())
+
+    @unittest.skip(reason="an image model takes pixel_values, it has no inputs_embeds")
+    def test_inputs_embeds(self):
+        pass
+
+    @unittest.skip(reason="an image model takes pixel_values, it has no inputs_embeds")
+    def test_inputs_embeds_matches_input_ids(self):
+        pass
