@@ -17,6 +17,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_convs5 import ConvS5Config
@@ -292,6 +293,11 @@ class ConvS5Model(ConvS5PreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The frame encoder's first convolution, which embeds the pixels."""
+        return self.encoder.conv_in
+
+    @deprecate_kwarg("cache_params", version="5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,
@@ -356,6 +362,7 @@ class ConvS5ForVideoPrediction(ConvS5PreTrainedModel):
         self.decoder = ConvS5Decoder(config)
         self.post_init()
 
+    @deprecate_kwarg("cache_params", version="5.40.0", new_name="cache")
     @can_return_tuple
     def forward(
         self,

@@ -1,4 +1,4 @@
-"""transformers' own common tests, for the installed transformers version, against every SlotSSM and GrootV class:
+"""transformers' own common tests, for the installed transformers version, against every SlotSSM, ConvS5 and GrootV class:
 `ModelTesterMixin` (saving and loading, output classes, hidden states and attentions, gradient checkpointing, the
 attention implementations, initialisation, training), `ConfigTester`, and `VideoProcessingTestMixin` for SlotSSM's
 video processor. The mixins come from transformers' source distribution (tests/transformers_common_tests.py).
@@ -43,7 +43,7 @@ NAME_TABLES = {
     "AutoModelForVideoClassification": modeling_auto.MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES,
     "AutoModelForImageClassification": modeling_auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
 }
-TESTED_FAMILIES = ("slotssm", "grootv")
+TESTED_FAMILIES = ("slotssm", "grootv", "convs5")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -59,6 +59,17 @@ def families_in_transformers_name_tables():
     yield
     for table, model_type, _ in entries:
         del table[model_type]
+
+
+def check_caches_are_equal(test, cache, other):
+    """The recurrent state of every layer, conv and SSM state (the hook transformers' own SSM tests define)."""
+    test.assertEqual(len(cache.layers), len(other.layers))
+    for layer in range(len(cache.layers)):
+        for state in ("get_conv_state", "get_recurrent_state"):
+            mine, theirs = getattr(cache, state)(layer), getattr(other, state)(layer)
+            test.assertEqual(mine is None, theirs is None)
+            if mine is not None:
+                torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
 
 
 class SlotSSMModelTester:
@@ -127,11 +138,7 @@ class SlotSSMModelTest(ModelTesterMixin, unittest.TestCase):
         return inputs_dict
 
     def _check_caches_are_equal(self, cache, other):
-        """The recurrent state: every block's conv and SSM state (the hook transformers' own SSM tests use)."""
-        self.assertEqual(len(cache.layers), len(other.layers))
-        for layer in range(len(cache.layers)):
-            torch.testing.assert_close(cache.get_conv_state(layer), other.get_conv_state(layer), rtol=0, atol=0)
-            torch.testing.assert_close(cache.get_recurrent_state(layer), other.get_recurrent_state(layer), rtol=0, atol=0)
+        check_caches_are_equal(self, cache, other)
 
     def test_config(self):
         self.config_tester.run_common_tests()
@@ -294,5 +301,83 @@ class GrootVModelTest(ModelTesterMixin, unittest.TestCase):
         pass
 
     @unittest.skip(reason="an image model takes pixel_values, it has no inputs_embeds")
+    def test_inputs_embeds_matches_input_ids(self):
+        pass
+
+
+CONVS5 = FAMILIES["convs5"]
+
+
+class ConvS5ModelTester:
+    """A tiny ConvS5: 16 px frames in [-1, 1], two ConvS5 layers of width 16."""
+
+    def __init__(self, parent, batch_size=2, num_frames=3, image_size=16, is_training=True):
+        self.parent = parent
+        self.batch_size = batch_size
+        self.num_frames = num_frames
+        self.image_size = image_size
+        self.is_training = is_training
+        self.num_hidden_layers = 2
+
+    def get_config(self):
+        return CONVS5.config(
+            "tiny", image_size=self.image_size, encoder_depths=[8, 16], decoder_depths=[8, 16], resnet_num_groups=4,
+            hidden_size=16, num_hidden_layers=self.num_hidden_layers, ssm_size=16, ssm_num_groups=4,
+            num_frames=self.num_frames, num_context_frames=2,
+        )  # fmt: skip
+
+    def prepare_config_and_inputs_for_common(self):
+        shape = [self.batch_size, self.num_frames, 1, self.image_size, self.image_size]
+        return self.get_config(), {"pixel_values_videos": floats_tensor(shape) * 2 - 1}
+
+
+class ConvS5ModelTest(ModelTesterMixin, unittest.TestCase):
+    all_model_classes = tuple(load(head.class_path) for head in CONVS5.heads)
+    test_resize_embeddings = False
+    has_attentions = False
+
+    def setUp(self):
+        transformers.logging.set_verbosity_warning()
+        self.model_tester = ConvS5ModelTester(self)
+        # Convolutional layers: no attention heads (as transformers' ConvNext test checks).
+        self.config_tester = ConfigTester(
+            self, config_class=CONVS5.config_class, has_text_modality=False,
+            common_properties=["num_channels", "hidden_size", "num_hidden_layers"],
+        )  # fmt: skip
+
+    def _check_caches_are_equal(self, cache, other):
+        check_caches_are_equal(self, cache, other)
+
+    def test_config(self):
+        self.config_tester.run_common_tests()
+
+    def test_hidden_states_output(self):
+        """The first layer's input and every layer's output: feature maps (batch, frames, hidden_size, latent_size,
+        latent_size), as transformers' convolutional models are tested."""
+        config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
+        expected = (self.model_tester.batch_size, self.model_tester.num_frames, config.hidden_size, config.latent_size,
+                    config.latent_size)  # fmt: skip
+        for model_class in self.all_model_classes:
+            for by_config in (False, True):
+                config.output_hidden_states = by_config
+                model = model_class(config).eval()
+                with torch.no_grad():
+                    outputs = model(**inputs, **({} if by_config else {"output_hidden_states": True}))
+                shapes = [tuple(h.shape) for h in outputs.hidden_states]
+                self.assertEqual(shapes, [expected] * (config.num_hidden_layers + 1))
+
+    def test_model_get_set_embeddings(self):
+        """The input embedding is the frame encoder's first convolution; there is no output embedding to tie."""
+        config, _ = self.model_tester.prepare_config_and_inputs_for_common()
+        for model_class in self.all_model_classes:
+            model = model_class(config)
+            self.assertIs(model.get_input_embeddings(), model.base_model.encoder.conv_in)
+            self.assertIsNone(model.get_output_embeddings())
+
+    @unittest.skip(reason="a video model takes pixel_values_videos, it has no inputs_embeds")
+    def test_inputs_embeds(self):
+        pass
+
+    @unittest.skip(reason="a video model takes pixel_values_videos, it has no inputs_embeds")
     def test_inputs_embeds_matches_input_ids(self):
         pass
