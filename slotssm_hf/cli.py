@@ -6,13 +6,13 @@ import sys
 # command: (module whose main(argv) runs it, what it does)
 COMMANDS = {
     "convert-official": ("convert_official", "convert a checkpoint trained with the official SlotSSM code"),
-    "convert-savi": ("convert_savi", "convert a checkpoint trained with the official SAVi / SAVi++ code (Flax), without JAX"),
-    "convert-statm": ("convert_statm", "convert a checkpoint trained with the official STATM-SAVi code (Flax), without JAX"),
-    "convert-convs5": ("convert_convs5", "convert a checkpoint trained with the official ConvS5 code (non-commercial weights)"),
+    "convert-savi": ("convert_savi", "convert a checkpoint of the official SAVi / SAVi++ code (Flax), without JAX"),
+    "convert-statm": ("convert_statm", "convert a checkpoint of the official STATM-SAVi code (Flax), without JAX"),
+    "convert-convs5": ("convert_convs5", "convert a checkpoint of the official ConvS5 code (non-commercial weights)"),
     "convert-grootv": ("convert_grootv", "convert a GrootV checkpoint (.pth) trained with the official GrootVL code"),
     "push": ("hub", "publish a saved checkpoint on the Hugging Face Hub in one commit, with a model card"),
     "train": ("train", "train a model of the zoo with the transformers Trainer (built-in data by default)"),
-}  # fmt: skip
+}
 
 
 def main(argv=None) -> int:

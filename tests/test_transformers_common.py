@@ -1,5 +1,5 @@
-"""transformers' own common tests, for the installed transformers version, against every SlotSSM, ConvS5 and GrootV class:
-`ModelTesterMixin` (saving and loading, output classes, hidden states and attentions, gradient checkpointing, the
+"""transformers' own common tests, for the installed transformers version, against every SlotSSM, ConvS5 and GrootV
+class: `ModelTesterMixin` (saving and loading, output classes, hidden states and attentions, gradient checkpointing, the
 attention implementations, initialisation, training), `ConfigTester`, and `VideoProcessingTestMixin` for SlotSSM's
 video processor. The mixins come from transformers' source distribution (tests/transformers_common_tests.py).
 
@@ -61,15 +61,65 @@ def families_in_transformers_name_tables():
         del table[model_type]
 
 
-def check_caches_are_equal(test, cache, other):
-    """The recurrent state of every layer, conv and SSM state (the hook transformers' own SSM tests define)."""
-    test.assertEqual(len(cache.layers), len(other.layers))
-    for layer in range(len(cache.layers)):
-        for state in ("get_conv_state", "get_recurrent_state"):
-            mine, theirs = getattr(cache, state)(layer), getattr(other, state)(layer)
-            test.assertEqual(mine is None, theirs is None)
-            if mine is not None:
-                torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+class ZooModelTestMixin(ModelTesterMixin):
+    """transformers' common model tests as every family of the zoo runs them. A test class sets `family`,
+    `model_tester_class`, `has_attentions`, `input_embeddings` (the backbone's module `get_input_embeddings` must
+    return) and, for a backbone without attention heads, `config_common_properties` (as transformers' ConvNext test
+    does)."""
+
+    test_resize_embeddings = False
+    config_common_properties = None
+
+    def setUp(self):
+        transformers.logging.set_verbosity_warning()  # transformers' default, which some tests read the log at
+        self.model_tester = self.model_tester_class(self)
+        properties = self.config_common_properties
+        self.config_tester = ConfigTester(
+            self, config_class=self.family.config_class, has_text_modality=False,
+            **({} if properties is None else {"common_properties": properties}),
+        )  # fmt: skip
+
+    def _check_caches_are_equal(self, cache, other):
+        """The recurrent state of every layer, conv and SSM state (the hook transformers' own SSM tests define)."""
+        self.assertEqual(len(cache.layers), len(other.layers))
+        for layer in range(len(cache.layers)):
+            for state in ("get_conv_state", "get_recurrent_state"):
+                mine, theirs = getattr(cache, state)(layer), getattr(other, state)(layer)
+                self.assertEqual(mine is None, theirs is None)
+                if mine is not None:
+                    torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+
+    def check_hidden_state_shapes(self, expected: list[tuple]):
+        """`output_hidden_states`, given as an argument and through the config, returns maps of the `expected`
+        shapes (the override transformers' convolutional models make of `test_hidden_states_output`)."""
+        config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
+        for model_class in self.all_model_classes:
+            for by_config in (False, True):
+                config.output_hidden_states = by_config
+                model = model_class(config).eval()
+                with torch.no_grad():
+                    outputs = model(**inputs, **({} if by_config else {"output_hidden_states": True}))
+                self.assertEqual([tuple(h.shape) for h in outputs.hidden_states], expected)
+
+    def test_config(self):
+        self.config_tester.run_common_tests()
+
+    def test_model_get_set_embeddings(self):
+        """As transformers' vision and video models test it: the input embedding is the module that embeds the pixels,
+        and there is no output embedding to tie."""
+        config, _ = self.model_tester.prepare_config_and_inputs_for_common()
+        for model_class in self.all_model_classes:
+            model = model_class(config)
+            self.assertIs(model.get_input_embeddings(), type(self).input_embeddings(model.base_model))
+            self.assertIsNone(model.get_output_embeddings())
+
+    @unittest.skip(reason="a vision or video model takes pixels, it has no inputs_embeds")
+    def test_inputs_embeds(self):
+        pass
+
+    @unittest.skip(reason="a vision or video model takes pixels, it has no inputs_embeds")
+    def test_inputs_embeds_matches_input_ids(self):
+        pass
 
 
 class SlotSSMModelTester:
@@ -118,15 +168,12 @@ class SlotSSMModelTester:
         return self.get_config(), {"pixel_values_videos": floats_tensor(shape)}
 
 
-class SlotSSMModelTest(ModelTesterMixin, unittest.TestCase):
+class SlotSSMModelTest(ZooModelTestMixin, unittest.TestCase):
+    family = FAMILY
+    model_tester_class = SlotSSMModelTester
     all_model_classes = MODEL_CLASSES
-    test_resize_embeddings = False
     has_attentions = True
-
-    def setUp(self):
-        transformers.logging.set_verbosity_warning()  # transformers' default, which some tests read the log at
-        self.model_tester = SlotSSMModelTester(self)
-        self.config_tester = ConfigTester(self, config_class=FAMILY.config_class, has_text_modality=False)
+    input_embeddings = staticmethod(lambda backbone: backbone.encoder.patch_embedding)
 
     def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
         inputs_dict = copy.deepcopy(inputs_dict)
@@ -136,29 +183,6 @@ class SlotSSMModelTest(ModelTesterMixin, unittest.TestCase):
             # positive maps, the same for the same inputs (some tests compare two calls)
             inputs_dict["labels"] = inputs_dict["pixel_values_videos"][:, :, :1].abs() + 0.5
         return inputs_dict
-
-    def _check_caches_are_equal(self, cache, other):
-        check_caches_are_equal(self, cache, other)
-
-    def test_config(self):
-        self.config_tester.run_common_tests()
-
-    def test_model_get_set_embeddings(self):
-        """As transformers' video models test it: the input embedding is the frame encoder's patch embedding, and
-        there is no output embedding to tie."""
-        config, _ = self.model_tester.prepare_config_and_inputs_for_common()
-        for model_class in self.all_model_classes:
-            model = model_class(config)
-            self.assertIs(model.get_input_embeddings(), model.base_model.encoder.patch_embedding)
-            self.assertIsNone(model.get_output_embeddings())
-
-    @unittest.skip(reason="a video model takes pixel_values_videos, it has no inputs_embeds")
-    def test_inputs_embeds(self):
-        pass
-
-    @unittest.skip(reason="a video model takes pixel_values_videos, it has no inputs_embeds")
-    def test_inputs_embeds_matches_input_ids(self):
-        pass
 
 
 class SlotSSMVideoProcessingTester:
@@ -255,54 +279,21 @@ class GrootVModelTester:
         return self.get_config(), {"pixel_values": floats_tensor(shape)}
 
 
-class GrootVModelTest(ModelTesterMixin, unittest.TestCase):
+class GrootVModelTest(ZooModelTestMixin, unittest.TestCase):
+    family = GROOTV
+    model_tester_class = GrootVModelTester
     all_model_classes = tuple(load(head.class_path) for head in GROOTV.heads)
-    test_resize_embeddings = False
     has_attentions = False
-
-    def setUp(self):
-        transformers.logging.set_verbosity_warning()
-        self.model_tester = GrootVModelTester(self)
-        # A CNN-shaped backbone: no hidden_size or attention heads (as transformers' ConvNext test checks).
-        self.config_tester = ConfigTester(
-            self, config_class=GROOTV.config_class, has_text_modality=False, common_properties=["num_channels", "embed_dim"]
-        )
-
-    def test_config(self):
-        self.config_tester.run_common_tests()
+    config_common_properties = ["num_channels", "embed_dim"]  # no hidden_size or attention heads
+    input_embeddings = staticmethod(lambda backbone: backbone.stem)
 
     def test_hidden_states_output(self):
-        """As transformers' CNN backbones test it: the stem's output and every level's features, channels first, at
-        strides 4, 4, 8, 16, 32."""
-        config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
-        size, width = self.model_tester.image_size, self.model_tester.embed_dim
-        expected = [(width, size // 4, size // 4)] + [
-            (width * 2**level, size // 2 ** (level + 2), size // 2 ** (level + 2))
+        """The stem's output and every level's features, channels first, at strides 4, 4, 8, 16, 32."""
+        batch, size, width = self.model_tester.batch_size, self.model_tester.image_size, self.model_tester.embed_dim
+        self.check_hidden_state_shapes([(batch, width, size // 4, size // 4)] + [
+            (batch, width * 2**level, size // 2 ** (level + 2), size // 2 ** (level + 2))
             for level in range(self.model_tester.num_levels)
-        ]
-        for model_class in self.all_model_classes:
-            for by_config in (False, True):
-                config.output_hidden_states = by_config
-                model = model_class(config).eval()
-                with torch.no_grad():
-                    outputs = model(**inputs, **({} if by_config else {"output_hidden_states": True}))
-                self.assertEqual([tuple(h.shape[1:]) for h in outputs.hidden_states], expected)
-
-    def test_model_get_set_embeddings(self):
-        """The input embedding is the stem; there is no output embedding to tie."""
-        config, _ = self.model_tester.prepare_config_and_inputs_for_common()
-        for model_class in self.all_model_classes:
-            model = model_class(config)
-            self.assertIs(model.get_input_embeddings(), model.base_model.stem)
-            self.assertIsNone(model.get_output_embeddings())
-
-    @unittest.skip(reason="an image model takes pixel_values, it has no inputs_embeds")
-    def test_inputs_embeds(self):
-        pass
-
-    @unittest.skip(reason="an image model takes pixel_values, it has no inputs_embeds")
-    def test_inputs_embeds_matches_input_ids(self):
-        pass
+        ])  # fmt: skip
 
 
 CONVS5 = FAMILIES["convs5"]
@@ -331,53 +322,17 @@ class ConvS5ModelTester:
         return self.get_config(), {"pixel_values_videos": floats_tensor(shape) * 2 - 1}
 
 
-class ConvS5ModelTest(ModelTesterMixin, unittest.TestCase):
+class ConvS5ModelTest(ZooModelTestMixin, unittest.TestCase):
+    family = CONVS5
+    model_tester_class = ConvS5ModelTester
     all_model_classes = tuple(load(head.class_path) for head in CONVS5.heads)
-    test_resize_embeddings = False
     has_attentions = False
-
-    def setUp(self):
-        transformers.logging.set_verbosity_warning()
-        self.model_tester = ConvS5ModelTester(self)
-        # Convolutional layers: no attention heads (as transformers' ConvNext test checks).
-        self.config_tester = ConfigTester(
-            self, config_class=CONVS5.config_class, has_text_modality=False,
-            common_properties=["num_channels", "hidden_size", "num_hidden_layers"],
-        )  # fmt: skip
-
-    def _check_caches_are_equal(self, cache, other):
-        check_caches_are_equal(self, cache, other)
-
-    def test_config(self):
-        self.config_tester.run_common_tests()
+    config_common_properties = ["num_channels", "hidden_size", "num_hidden_layers"]  # no attention heads
+    input_embeddings = staticmethod(lambda backbone: backbone.encoder.conv_in)
 
     def test_hidden_states_output(self):
         """The first layer's input and every layer's output: feature maps (batch, frames, hidden_size, latent_size,
-        latent_size), as transformers' convolutional models are tested."""
-        config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
-        expected = (self.model_tester.batch_size, self.model_tester.num_frames, config.hidden_size, config.latent_size,
-                    config.latent_size)  # fmt: skip
-        for model_class in self.all_model_classes:
-            for by_config in (False, True):
-                config.output_hidden_states = by_config
-                model = model_class(config).eval()
-                with torch.no_grad():
-                    outputs = model(**inputs, **({} if by_config else {"output_hidden_states": True}))
-                shapes = [tuple(h.shape) for h in outputs.hidden_states]
-                self.assertEqual(shapes, [expected] * (config.num_hidden_layers + 1))
-
-    def test_model_get_set_embeddings(self):
-        """The input embedding is the frame encoder's first convolution; there is no output embedding to tie."""
-        config, _ = self.model_tester.prepare_config_and_inputs_for_common()
-        for model_class in self.all_model_classes:
-            model = model_class(config)
-            self.assertIs(model.get_input_embeddings(), model.base_model.encoder.conv_in)
-            self.assertIsNone(model.get_output_embeddings())
-
-    @unittest.skip(reason="a video model takes pixel_values_videos, it has no inputs_embeds")
-    def test_inputs_embeds(self):
-        pass
-
-    @unittest.skip(reason="a video model takes pixel_values_videos, it has no inputs_embeds")
-    def test_inputs_embeds_matches_input_ids(self):
-        pass
+        latent_size)."""
+        tester, config = self.model_tester, self.model_tester.get_config()
+        shape = (tester.batch_size, tester.num_frames, config.hidden_size, config.latent_size, config.latent_size)
+        self.check_hidden_state_shapes([shape] * (config.num_hidden_layers + 1))
