@@ -25,6 +25,7 @@ from .object_centric import (
     TransformerBlock,
 )
 from .pretrained import ZooPreTrainedModel
+from .video_inputs import check_pixel_values_videos
 
 
 # Resampling may overshoot [0, 1] by rounding; anything further is a different data convention (e.g. ImageNet
@@ -34,23 +35,7 @@ FRAME_RANGE_SLACK = 1e-3
 
 def check_savi_inputs(pixel_values_videos, boxes, initial_slots, config: SAViConfig):
     """Shapes, dtypes and ranges the model can run on, with errors that name what was expected."""
-    expected = (config.num_channels, config.image_size, config.image_size)
-    if not (
-        isinstance(pixel_values_videos, torch.Tensor)
-        and pixel_values_videos.dim() == 5
-        and tuple(pixel_values_videos.shape[2:]) == expected
-        and min(pixel_values_videos.shape[:2]) > 0
-        and pixel_values_videos.is_floating_point()
-    ):
-        got = (
-            f"{tuple(pixel_values_videos.shape)} of dtype {pixel_values_videos.dtype}"
-            if isinstance(pixel_values_videos, torch.Tensor)
-            else type(pixel_values_videos).__name__
-        )
-        raise ValueError(
-            f"expected pixel_values_videos of shape (batch, frames, {', '.join(map(str, expected))}) with at least "
-            f"one frame and a floating dtype, got {got}"
-        )
+    check_pixel_values_videos(pixel_values_videos, config)
     low, high = pixel_values_videos.min().item(), pixel_values_videos.max().item()
     if low < -FRAME_RANGE_SLACK or high > 1 + FRAME_RANGE_SLACK:
         raise ValueError(

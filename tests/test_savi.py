@@ -216,8 +216,8 @@ def test_convert_savi_verify_passes_and_writes_a_loadable_folder_with_processor(
     assert any("max abs difference" in line for line in lines)
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["README.md", "config.json", "configuration_savi.py", "model.safetensors", "modeling_savi.py",
-                     "object_centric.py", "pretrained.py", "video_preprocessor_config.json", "video_processing_savi.py",
-                     "video_processing_slotssm.py"]  # fmt: skip
+                     "object_centric.py", "pretrained.py", "video_inputs.py", "video_preprocessor_config.json",
+                     "video_processing_savi.py", "video_processing_slotssm.py"]  # fmt: skip
     assert "license: apache-2.0" in (tmp_path / "out" / "README.md").read_text()
     from transformers import AutoVideoProcessor
 

@@ -35,17 +35,22 @@ def test_default_job_writes_model_processor_card_metrics_and_pictures(tmp_path, 
     assert model.config.decoder_type == "spatial_broadcast" and model.config.use_inverted_attention
 
 
-def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
-    arguments = [*TINY_RUN, "--no-pictures"]
+def assert_resumed_run_matches_the_whole_run(arguments, checkpoint: str, tmp_path):
+    """Train with `arguments` uninterrupted; then restart from what was on disk after `checkpoint` of that run (the
+    interrupted run) and resume: the final weights must be bit-identical."""
     main([*arguments, "--output-dir", str(tmp_path / "whole")])
-    # The interrupted run: what was on disk after its step-2 checkpoint, then a restart from it.
-    shutil.copytree(tmp_path / "whole" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
+    shutil.copytree(tmp_path / "whole" / checkpoint, tmp_path / "resumed" / checkpoint)
     main([*arguments, "--output-dir", str(tmp_path / "resumed"), "--resume-from-checkpoint", "last"])
     whole = load_file(tmp_path / "whole" / "final" / "model.safetensors")
     resumed = load_file(tmp_path / "resumed" / "final" / "model.safetensors")
     assert whole.keys() == resumed.keys()
     for key in whole:
         torch.testing.assert_close(resumed[key], whole[key], rtol=0, atol=0, msg=key)
+
+
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
+    arguments = [*TINY_RUN, "--no-pictures"]
+    assert_resumed_run_matches_the_whole_run(arguments, "checkpoint-2", tmp_path)
 
 
 def test_a_non_finite_loss_stops_training_before_any_checkpoint(tmp_path):
@@ -98,14 +103,7 @@ def test_resumed_run_with_random_clip_starts_ends_with_the_weights_of_an_uninter
     videos = np.random.default_rng(0).integers(0, 256, (8, 12, 32, 32, 3), dtype=np.uint8)
     datasets.Dataset.from_dict({"video": list(videos)}).save_to_disk(tmp_path / "data")
     arguments = [*TINY_RUN, "--steps", "6", "--save-steps", "3", "--no-pictures", "--data", str(tmp_path / "data")]
-    main([*arguments, "--output-dir", str(tmp_path / "whole")])
-    shutil.copytree(tmp_path / "whole" / "checkpoint-3", tmp_path / "resumed" / "checkpoint-3")
-    main([*arguments, "--output-dir", str(tmp_path / "resumed"), "--resume-from-checkpoint", "last"])
-    whole = load_file(tmp_path / "whole" / "final" / "model.safetensors")
-    resumed = load_file(tmp_path / "resumed" / "final" / "model.safetensors")
-    assert whole.keys() == resumed.keys()
-    for key in whole:
-        torch.testing.assert_close(resumed[key], whole[key], rtol=0, atol=0, msg=key)
+    assert_resumed_run_matches_the_whole_run(arguments, "checkpoint-3", tmp_path)
 
 
 def test_a_non_finite_loss_on_one_process_stops_every_process_with_the_same_message(tmp_path):
