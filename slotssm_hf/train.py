@@ -37,7 +37,11 @@ def build_config(args, num_labels: int | None = None):
         fields["decoder_initial_size"] = args.image_size // 8
     if num_labels is not None:
         fields["num_labels"] = num_labels
-    return family.config(args.model_size, **fields)
+    config = family.config(args.model_size, **fields)
+    if args.config_overrides:
+        config.update_from_string(args.config_overrides)
+        config.validate()
+    return config
 
 
 def builtin_datasets(args):
@@ -142,6 +146,9 @@ def parse_args(argv=None):
                         + "; ".join(f"{name}: {', '.join(family.train_heads())}" for name, family in families.items()))
     parser.add_argument("--model-size", default="tiny", help="a named variant of the family: "
                         + "; ".join(f"{name}: {', '.join(family.variants)}" for name, family in families.items()))
+    parser.add_argument("--config-overrides", default=None,
+                        help="overrides of the variant's configuration, as transformers' example scripts take them: "
+                        "'num_slots=6,hidden_size=96,use_ffn=true'")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--num-frames", type=int, default=8)
     parser.add_argument("--steps", type=int, default=500)

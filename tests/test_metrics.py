@@ -96,3 +96,40 @@ def test_trainer_hooks_reduce_masks_to_slot_ids():
     assert ids.shape == (2, 3, 5, 5) and torch.equal(ids.long(), slot_ids(masks))
     with pytest.raises(ValueError, match="outputs no per-slot masks"):
         ObjectDiscoveryMetrics.preprocess_logits((torch.rand(2, 3, 3, 5, 5),), None)
+
+
+# Hand-made segmentations of one 4 x 4 video (two frames) with known answers, worked out by pair counting:
+# objects 1 and 2 of 4 pixels each on 8 background pixels; "split" cuts object 1 into halves of 2 pixels;
+# "swapped" exchanges the slots of the two objects between the frames (a slot that stops tracking its object).
+FRAME = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 0, 0], [2, 2, 0, 0]])
+
+
+def hand_made(case):
+    true = np.stack([FRAME, FRAME])
+    pred = true.copy()
+    if case == "permuted":
+        pred = np.choose(true, [3, 0, 5])  # background -> 3, object 1 -> 0, object 2 -> 5
+    elif case == "merged":
+        pred[true == 2] = 1
+    elif case == "split":
+        pred[:, 0, 2:] = 4  # object 1's top row to another slot
+    elif case == "swapped":
+        pred[1] = np.choose(FRAME, [0, 2, 1])
+    return pred, true
+
+
+@pytest.mark.parametrize(
+    "case,fg_ari,miou",
+    [
+        ("perfect", 1.0, 1.0),
+        ("permuted", 1.0, 1.0),  # slot ids are arbitrary
+        ("merged", 0.0, (4 / 8 + 0) / 2),  # one slot for both objects: no better than chance; 1 IoU of 1/2
+        ("split", 8 / 11, (2 / 4 + 1) / 2),  # pairs: index 40, expected 56/3, max 48
+        ("swapped", -1 / 14, (4 / 12 + 4 / 12) / 2),  # pairs: index 24, expected 392/15, max 56
+    ],
+)
+def test_metrics_of_hand_made_segmentations(case, fg_ari, miou):
+    pred, true = hand_made(case)
+    metrics = object_discovery_metrics(pred, true)
+    assert metrics["fg_ari"] == pytest.approx(fg_ari, abs=1e-12)
+    assert metrics["miou"] == pytest.approx(miou, abs=1e-12)
