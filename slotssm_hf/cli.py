@@ -12,6 +12,7 @@ COMMANDS = {
     "convert-grootv": ("convert_grootv", "convert a GrootV checkpoint (.pth) trained with the official GrootVL code"),
     "push": ("hub", "publish a saved checkpoint on the Hugging Face Hub in one commit, with a model card"),
     "train": ("train", "train a model of the zoo with the transformers Trainer (built-in data by default)"),
+    "benchmark": ("leaderboard", "train every object-centric family on the same data and compare them in one table"),
 }
 
 

@@ -54,6 +54,10 @@ class SlotSSMConfig(PreTrainedConfig):
     cnn_kernel_size (`int`, defaults to 5): kernel of the CNN's residual convolutions.
     cnn_downsampling_ratio (`int`, defaults to 2): stride of the CNN's first convolution.
     cnn_blocks_per_stage (`int`, defaults to 2): residual blocks per CNN stage.
+    cnn_position_embedding (`bool`, defaults to `False`): add a linear projection of each token's (y, x) position in
+        [-1, 1] to the CNN's features (slot attention's soft position embedding). The official CNN has none, so its
+        tokens, hence the slots, carry no position beyond what the zero padding leaks; the object-centric variants
+        turn it on.
     timm_model_name (`str`, *optional*): the timm model of `encoder_type="timm"`, as `timm.create_model` takes it
         (`"vit_small_patch14_dinov2.lvd142m"`, `"resnet50"`, `"hf-hub:org/name"`, `"local-dir:/path"`).
     timm_model_kwargs (`dict`, *optional*): further `timm.create_model` arguments (`drop_path_rate`, `depth`, ...).
@@ -134,6 +138,7 @@ class SlotSSMConfig(PreTrainedConfig):
     cnn_kernel_size: int = 5
     cnn_downsampling_ratio: int = 2
     cnn_blocks_per_stage: int = 2
+    cnn_position_embedding: bool = False
     timm_model_name: str | None = None
     timm_model_kwargs: dict | None = None
     timm_feature_index: int = -1

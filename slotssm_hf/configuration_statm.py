@@ -57,6 +57,8 @@ class STATMConfig(SAViConfig):
 # (statm_savi_conditional_small). The published checkpoints are of the small and SAVi++ setups; the SAVi++ ones use
 # SAVi++'s encoder, slot attention, predictor sizes and decoder.
 VARIANTS = {
+    # SAVi's small variant for `slotssm-hf train` on the built-in bouncing shapes, with STATM's predictor.
+    "tiny": SAVI_VARIANTS["tiny"],
     "statm_savi_conditional_small": {},
     # statm_savi++_conditional.py: two slot-attention iterations, max_instances 10.
     "statm_savi_pp_conditional": {**SAVI_VARIANTS["savi_pp_conditional"], "slot_attention_iterations": 2},

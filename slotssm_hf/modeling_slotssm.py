@@ -21,7 +21,7 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_slotssm import SlotSSMConfig
-from .object_centric import eager_attention_forward
+from .object_centric import LinearPositionEmbedding, eager_attention_forward
 from .pretrained import ZooPreTrainedModel, autoregressive_rollout
 from .ssm import GatedRMSNorm, Mamba1Mixer, Mamba2Mixer, MambaMixerBase, MambaState
 from .timm_encoder import create_timm_backbone
@@ -220,6 +220,7 @@ class SlotSSMCNNEncoder(nn.Module):
             nn.Sequential(*(SlotSSMResidualBlock(dim, config.cnn_kernel_size) for _ in range(config.cnn_blocks_per_stage)))
             for _ in range(config.encoder_num_layers)
         )
+        self.position_embedding = LinearPositionEmbedding(dim) if config.cnn_position_embedding else None
         self.final_norm = nn.GroupNorm(1, dim)
         self.final_conv = nn.Conv2d(dim, config.encoder_output_size, 1)
 
@@ -230,6 +231,8 @@ class SlotSSMCNNEncoder(nn.Module):
         hidden_states = F.gelu(self.stem_norm(self.stem(pixel_values)))
         for stage in self.stages:
             hidden_states = stage(hidden_states)
+        if self.position_embedding is not None:
+            hidden_states = self.position_embedding(hidden_states.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         return self.final_conv(self.final_norm(hidden_states)).flatten(2).transpose(1, 2)
 
 

@@ -159,6 +159,7 @@ FAMILIES = {
                     "This checkpoint carries the official objective: each frame's target (RGB, flow or depth) is "
                     "decoded from its slots with per-slot alpha masks.",
                     "outputs.reconstruction, outputs.masks  # decoded targets and per-slot masks",
+                    train_task="reconstruction",
                 ),
             ),
             processor_path="video_processing_savi.SAViVideoProcessor",
@@ -166,6 +167,7 @@ FAMILIES = {
             tags=("savi", "video", "object-centric", "slot-attention"),
             card_template="savi.md",
             describe_path="model_card.describe_savi",
+            train_module="train",
         ),
         Family(
             model_type="grootv",
@@ -208,6 +210,7 @@ FAMILIES = {
                     "This checkpoint carries the official objective: each frame's target (RGB, flow or depth) is "
                     "decoded from its slots with per-slot alpha masks.",
                     "outputs.reconstruction, outputs.masks  # decoded targets and per-slot masks",
+                    train_task="reconstruction",
                 ),
             ),
             # SAVi's data convention (frames in [0, 1], first-frame boxes): the same processor.
@@ -216,6 +219,7 @@ FAMILIES = {
             tags=("statm", "savi", "video", "object-centric", "slot-attention"),
             card_template="statm.md",
             describe_path="model_card.describe_statm",
+            train_module="train",
         ),
         Family(
             model_type="convs5",

@@ -21,24 +21,28 @@ def iter_video_frames(path) -> Iterator:
 
 
 @torch.no_grad()
-def stream(model, video, processor: SlotSSMVideoProcessor | None = None, chunk_size: int = 1) -> Iterator:
-    """Run a SlotSSM model (the backbone or any head) over `video`, `chunk_size` frames at a time, yielding the
-    model's output for each chunk: per frame by default. Memory stays constant however long the video is: only the
-    recurrent state of every slot block is carried from one chunk to the next.
+def stream(model, video, processor: SlotSSMVideoProcessor | None = None, chunk_size: int = 1, **first_inputs) -> Iterator:
+    """Run a video model of the zoo (SlotSSM, SAVi or STATM-SAVi: the backbone or any head) over `video`,
+    `chunk_size` frames at a time, yielding the model's output for each chunk: per frame by default. Memory stays
+    constant however long the video is: only the recurrent state is carried from one chunk to the next (the `cache`
+    of models that have one, SAVi's slots predicted for the next frame otherwise).
 
     video: a file path, or any iterable of frames (uint8 (H, W, 3) arrays, PIL images, or tensors), e.g. a live
     camera feed. processor: prepares each chunk (resize, crop, normalise); the default processor otherwise.
+    first_inputs: further inputs of the first chunk only, e.g. the first-frame `boxes` of conditional SAVi / STATM.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
     processor = processor or SlotSSMVideoProcessor()
     frames = iter_video_frames(video) if isinstance(video, (str, os.PathLike)) else iter(video)
     parameter = next(model.parameters())
-    cache = None
+    cached = hasattr(model.config, "use_cache")
+    state = {"use_cache": True} if cached else {}
     while chunk := list(itertools.islice(frames, chunk_size)):
         pixel_values = processor(chunk, do_sample_frames=False)["pixel_values_videos"]
-        output = model(pixel_values.to(parameter.device, parameter.dtype), cache=cache, use_cache=True)
-        cache = output.cache
+        output = model(pixel_values.to(parameter.device, parameter.dtype), **first_inputs, **state)
+        first_inputs = {}
+        state = {"cache": output.cache, "use_cache": True} if cached else {"initial_slots": output.predicted_slots[:, -1]}
         yield output
 
 

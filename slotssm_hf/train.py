@@ -45,12 +45,13 @@ def build_config(args, num_labels: int | None = None):
 
 
 def builtin_datasets(args):
-    """Bouncing shapes: training videos, and held-out evaluation videos (another seed) with instance masks."""
+    """Bouncing shapes: training videos, and held-out evaluation videos (another seed) with instance masks and
+    first-frame boxes."""
     from .synthetic import bouncing_shapes
 
     def load(num_videos, seed):
         data = bouncing_shapes(num_videos=num_videos, num_frames=args.num_frames, image_size=args.image_size, seed=seed)
-        return data.select_columns(["video", "masks"]).rename_columns(
+        return data.select_columns(["video", "masks", "boxes"]).rename_columns(
             {"video": "pixel_values_videos", "masks": "instance_masks"}
         )
 
@@ -90,6 +91,18 @@ def load_datasets(args):
     return train, held_out, names
 
 
+def boxes_per_video(config) -> int | None:
+    """How many first-frame boxes the model starts its slots from (conditional SAVi / STATM), else None."""
+    return config.num_boxes if getattr(config, "initializer_type", None) == "conditional" else None
+
+
+def held_out_collator(processor, config):
+    """The collator of evaluation batches: whole clips, instance masks, and the boxes the model needs."""
+    from .data import VideoCollator
+
+    return VideoCollator(processor, extra_columns=("instance_masks",), num_boxes=boxes_per_video(config))
+
+
 class NonFiniteLossError(FloatingPointError):
     pass
 
@@ -119,16 +132,19 @@ def make_trainer_class():
     return GuardedTrainer
 
 
-def write_pictures(model, processor, eval_data, output_dir: Path) -> list[str]:
+def write_pictures(model, collator, eval_data, output_dir: Path) -> list[str]:
     """Slots of the first evaluation video: frames, reconstruction (or prediction) and masks, as PNG and GIF."""
-    from .data import VideoCollator
     from .visualize import save_slot_pictures, slot_masks, to_uint8_frames
 
-    batch = VideoCollator(processor)([eval_data[0]])
+    batch = collator([eval_data[0]])
+    processor = collator.processor
     model.eval()
     parameter = next(model.parameters())
+    inputs = {"pixel_values_videos": batch["pixel_values_videos"].to(parameter.device, parameter.dtype)}
+    if "boxes" in batch:
+        inputs["boxes"] = batch["boxes"].to(parameter.device)
     with torch.no_grad():
-        out = model(batch["pixel_values_videos"].to(parameter.device, parameter.dtype), output_attentions=True)
+        out = model(**inputs, output_attentions=True)
     frames = to_uint8_frames(batch["pixel_values_videos"][0], processor.image_mean, processor.image_std)
     decoded = next((getattr(out, name) for name in ("reconstruction", "predictions") if hasattr(out, name)), None)
     decoded = None if decoded is None else to_uint8_frames(decoded[0], processor.image_mean, processor.image_std)
@@ -198,7 +214,6 @@ def main(argv=None) -> int:
     from .data import EpochCallback, SeededClips, VideoCollator
     from .metrics import ObjectDiscoveryMetrics
     from .model_card import render_model_card
-    from .video_processing_slotssm import SlotSSMVideoProcessor
 
     set_seed(args.seed)
     output_dir = Path(args.output_dir)
@@ -211,12 +226,13 @@ def main(argv=None) -> int:
     if label_names and args.head == "classification":
         config.id2label = dict(enumerate(label_names))
         config.label2id = {name: i for i, name in enumerate(label_names)}
-    head = load(FAMILIES[args.model].train_heads()[args.head].class_path)
+    family = FAMILIES[args.model]
+    head = load(family.train_heads()[args.head].class_path)
     model = head.from_pretrained(args.init_from, config=config) if args.init_from else head(config)
 
     # Built-in frames already have the model's size: no resize, no crop.
     resize = args.data != "builtin"
-    processor = SlotSSMVideoProcessor(
+    processor = load(family.processor_path)(
         size={"shortest_edge": args.image_size},
         crop_size={"height": args.image_size, "width": args.image_size},
         do_resize=resize,
@@ -224,12 +240,18 @@ def main(argv=None) -> int:
         num_frames=args.num_frames,
     )
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    object_metrics = "instance_masks" in eval_data.column_names and config.decoder_type == "spatial_broadcast"
-    if not object_metrics:  # the collator stacks the masks of rows that have them
-        train_data, eval_data = (
-            data.remove_columns("instance_masks") if "instance_masks" in data.column_names else data
-            for data in (train_data, eval_data)
-        )
+    # Slot masks come from alpha-masking decoders: SlotSSM's spatial-broadcast decoder, and every SAVi-type decoder.
+    masks_out = getattr(config, "decoder_type", "spatial_broadcast") == "spatial_broadcast"
+    object_metrics = "instance_masks" in eval_data.column_names and masks_out
+    num_boxes = boxes_per_video(config)
+    unused = [name for name, used in (("instance_masks", object_metrics), ("boxes", num_boxes)) if not used]
+    train_data, eval_data = (
+        data.remove_columns([name for name in unused if name in data.column_names]) for data in (train_data, eval_data)
+    )
+    if num_boxes and "boxes" not in train_data.column_names:
+        raise ValueError(f"{args.model} {args.model_size} starts its slots from first-frame boxes: the data needs a "
+                         "'boxes' column of (num_objects, 4) (ymin, xmin, ymax, xmax) in [0, 1]")
+    eval_collator = held_out_collator(processor, config)
     # Random clips from seeds of (seed, epoch, row) rather than a global generator, so that a resumed run trains
     # on the clips the uninterrupted run did (the evaluation clips stay those of epoch 0).
     train_clips, eval_clips = SeededClips(train_data, args.seed), SeededClips(eval_data, args.seed + 1)
@@ -266,16 +288,16 @@ def main(argv=None) -> int:
         args=training_args,
         train_dataset=train_clips,
         eval_dataset=eval_clips,
-        data_collator=VideoCollator(processor, sampling="random", extra_columns=("instance_masks",)),
+        data_collator=VideoCollator(processor, sampling="random", extra_columns=("instance_masks",), num_boxes=num_boxes),
         callbacks=[EpochCallback(train_clips)],
         compute_metrics=ObjectDiscoveryMetrics() if object_metrics else None,
         preprocess_logits_for_metrics=ObjectDiscoveryMetrics.preprocess_logits if object_metrics else None,
     )
     untrained = trainer.evaluate(metric_key_prefix="untrained")
     resume = args.resume_from_checkpoint
-    trainer.train(resume_from_checkpoint=True if resume == "last" else resume)
+    training = trainer.train(resume_from_checkpoint=True if resume == "last" else resume).metrics
     trained = trainer.evaluate(metric_key_prefix="eval")
-    results = {"untrained": untrained, "trained": trained}
+    results = {"untrained": untrained, "trained": trained, "training": training}
     if trainer.is_world_process_zero():
         final = output_dir / "final"
         trainer.save_model(str(final))
@@ -284,7 +306,7 @@ def main(argv=None) -> int:
         provenance = f"Trained with `slotssm-hf train` on `{args.data}` data for {args.steps} steps."
         card = render_model_card(trainer.model, final.name, provenance, eval_results=results, has_processor=True)
         card.save(final / "README.md")
-        pictures = [] if args.no_pictures else write_pictures(trainer.model, processor, eval_data, output_dir)
+        pictures = [] if args.no_pictures else write_pictures(trainer.model, eval_collator, eval_data, output_dir)
         summary = {
             "untrained": {k.removeprefix("untrained_"): v for k, v in untrained.items()},
             "trained": {k.removeprefix("eval_"): v for k, v in trained.items()},
