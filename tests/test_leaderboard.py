@@ -1,0 +1,57 @@
+"""`slotssm-hf benchmark --quick`: every entry trained and evaluated, the table whole and well-formed, the same table
+again from the same seed."""
+
+import json
+import math
+
+import pytest
+from PIL import Image
+
+from slotssm_hf.cli import main as cli
+from slotssm_hf.leaderboard import COLUMNS, ENTRIES, main
+
+QUALITY = ("fg_ari", "miou", "mse")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("leaderboard")
+    assert cli(["benchmark", "--quick", "--output-dir", str(output_dir)]) == 0
+    return output_dir
+
+
+def test_quick_run_writes_a_complete_table_chart_and_pictures(quick_run):
+    lines = (quick_run / "leaderboard.md").read_text().splitlines()
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[: 2 + len(ENTRIES)]]
+    assert cells[0] == ["model", *(title for title, _ in COLUMNS.values())]
+    assert [row[0] for row in cells[2:]] == [entry.name for entry in ENTRIES]
+    assert all(math.isfinite(float(value)) for row in cells[2:] for value in row[1:])
+    assert "slotssm-hf benchmark --quick" in lines[-1]
+
+    rows = json.loads((quick_run / "leaderboard.json").read_text())["rows"]
+    assert list(rows) == [entry.name for entry in ENTRIES]
+    for row in rows.values():
+        assert set(row) == set(COLUMNS)
+        assert -1 <= row["fg_ari"] <= 1 and 0 <= row["miou"] <= 1 and 0 <= row["mse"] <= 1
+        assert row["train_frames_per_second"] > 0 and row["stream_ms_per_frame"] > 0
+
+    with Image.open(quick_run / "leaderboard.png") as chart:
+        assert chart.width > chart.height > 0
+    entry_heights = []
+    for entry in ENTRIES:
+        with Image.open(quick_run / entry.folder / "slots.png") as picture:
+            entry_heights.append(picture.height)
+    with Image.open(quick_run / "slots.png") as stacked:
+        assert stacked.height > sum(entry_heights)  # every entry's picture, each under its name
+
+
+def test_the_same_seed_gives_the_same_table(quick_run, tmp_path):
+    # One entry with learned slots, one with slots drawn at random: both must come out the same.
+    again = ["slotssm-tiny", "savi-tiny-unconditional"]
+    assert main(["--quick", "--output-dir", str(tmp_path), "--entries", *again]) == 0
+    first = json.loads((quick_run / "leaderboard.json").read_text())["rows"]
+    second = json.loads((tmp_path / "leaderboard.json").read_text())["rows"]
+    names = [entry.name for entry in ENTRIES if entry.folder in again]
+    assert list(second) == names
+    for name in names:
+        assert {key: second[name][key] for key in QUALITY} == {key: first[name][key] for key in QUALITY}, name
