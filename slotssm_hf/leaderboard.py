@@ -10,7 +10,7 @@ at a time through `stream`, which carries the model's recurrent state; the media
 
 Writes to the output folder, besides each entry's train-job folder: `leaderboard.md` (the table and the command
 that made it), `leaderboard.json`, `leaderboard.png` (one bar chart per metric; needs matplotlib) and `slots.png`
-(each entry's slot picture of the same held-out video, one above the other), each under a temporary name renamed
+(each entry's slot picture of the same held-out video, side by side), each under a temporary name renamed
 when complete. `--quick` trains for two steps on a few short videos: a check that the pipeline and the table are
 whole, not a comparison.
 """
@@ -173,19 +173,19 @@ def bar_chart(rows: dict[str, dict], path: Path):
     plt.close(figure)
 
 
-def stacked_pictures(pictures: dict[str, Path], path: Path):
-    """Each entry's slot picture under its name, one above the other."""
+def side_by_side(pictures: dict[str, Path], path: Path, gap: int = 8):
+    """Each entry's slot picture under its name, side by side."""
     from PIL import Image, ImageDraw
 
     images = {name: Image.open(picture).convert("RGB") for name, picture in pictures.items()}
     label_height = 14
-    width = max(image.width for image in images.values())
-    canvas = Image.new("RGB", (width, sum(image.height + label_height for image in images.values())), "white")
-    draw, top = ImageDraw.Draw(canvas), 0
+    height = label_height + max(image.height for image in images.values())
+    canvas = Image.new("RGB", (sum(image.width + gap for image in images.values()) - gap, height), "white")
+    draw, left = ImageDraw.Draw(canvas), 0
     for name, image in images.items():
-        draw.text((2, top + 1), name, fill="black")
-        canvas.paste(image, (0, top + label_height))
-        top += image.height + label_height
+        draw.text((left + 2, 1), name, fill="black")
+        canvas.paste(image, (left, label_height))
+        left += image.width + gap
     write_atomically(path, lambda name: canvas.save(name, format="PNG"))
 
 
@@ -208,7 +208,7 @@ def main(argv=None) -> int:
     write_atomically(output_dir / "leaderboard.json",
                      lambda name: Path(name).write_text(json.dumps({"command": command, "rows": rows}, indent=2)))
     bar_chart(rows, output_dir / "leaderboard.png")
-    stacked_pictures(pictures, output_dir / "slots.png")
+    side_by_side(pictures, output_dir / "slots.png")
     print(table)
     print(f"\n{budget}.\nwritten: " + ", ".join(str(output_dir / name) for name in
           ("leaderboard.md", "leaderboard.json", "leaderboard.png", "slots.png")))  # fmt: skip

@@ -37,12 +37,12 @@ def test_quick_run_writes_a_complete_table_chart_and_pictures(quick_run):
 
     with Image.open(quick_run / "leaderboard.png") as chart:
         assert chart.width > chart.height > 0
-    entry_heights = []
+    entry_widths = []
     for entry in ENTRIES:
         with Image.open(quick_run / entry.folder / "slots.png") as picture:
-            entry_heights.append(picture.height)
-    with Image.open(quick_run / "slots.png") as stacked:
-        assert stacked.height > sum(entry_heights)  # every entry's picture, each under its name
+            entry_widths.append(picture.width)
+    with Image.open(quick_run / "slots.png") as side_by_side:
+        assert side_by_side.width > sum(entry_widths)  # every entry's picture, each under its name
 
 
 def test_the_same_seed_gives_the_same_table(quick_run, tmp_path):
