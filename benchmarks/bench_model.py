@@ -71,7 +71,9 @@ OFFICIAL_CONFIGS = (
 )  # fmt: skip
 
 # Profile rows, in order; slot-block sub-modules map to their part by attribute name.
-PARTS = ("encoder", "cross-attention", "SSM", "self-attention", "block residuals, layout", "decoder", "loss", "other")
+PARTS = (
+    "encoder", "cross-attention", "SSM", "self-attention", "MLP", "block residuals, layout", "decoder", "loss", "other"
+)
 BLOCK_PARTS = {
     "cross_attention_input_proj": "cross-attention",
     "cross_attention_input_norm": "cross-attention",
@@ -81,6 +83,8 @@ BLOCK_PARTS = {
     "time_mixer": "SSM",
     "self_attention_norm": "self-attention",
     "self_attention": "self-attention",
+    "mlp_norm": "MLP",
+    "mlp": "MLP",
 }
 ROOFLINE_IN, ROOFLINE_OUT = 256, 1024
 
@@ -156,7 +160,8 @@ class StepProfiler:
         for block in model.slotssm.layers:
             self.hook(block, "block residuals, layout")
             for name, part in BLOCK_PARTS.items():
-                self.hook(getattr(block, name), part)
+                if getattr(block, name, None) is not None:  # no MLP without use_ffn
+                    self.hook(getattr(block, name), part)
         self.hook(model.decoder, "decoder")
 
     def hook(self, module, part: str, backward: bool = True, backward_end: bool = True):
@@ -255,6 +260,8 @@ def profile_table(model, batch: int, frames: int):
     for label, parts in rows:
         forward = sum(profiler.seconds[part, "forward"] for part in parts)
         backward = sum(profiler.seconds[part, "backward"] for part in parts)
+        if forward + backward == 0:  # a part this configuration lacks
+            continue
         flop = sum(profiler.flop[part, phase] for part in parts for phase in ("forward", "backward"))
         rate = flop / (forward + backward) / 1e9 if forward + backward else 0.0
         print(
