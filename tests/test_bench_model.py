@@ -39,7 +39,8 @@ def test_backward_of_a_part_is_attributed_to_it(profiled, part):
 def test_parts_add_up_to_the_step(profiled):
     model, frames, profiler = profiled
     assert set(part for part, _ in profiler.seconds) <= set(PARTS)
-    assert all(profiler.seconds[part, phase] > 0 for part in ("encoder", "decoder") for phase in ("forward", "backward"))
+    phases = ("forward", "backward")
+    assert all(profiler.seconds[part, phase] > 0 for part in ("encoder", "decoder") for phase in phases)
     model.zero_grad(set_to_none=True)
     with FlopCounterMode(display=False) as counter:
         model(frames).loss.backward()
