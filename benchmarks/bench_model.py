@@ -12,21 +12,20 @@ Three tables, all from one run:
     of each part (module hooks mark where each part's forward and backward start and end; the backward is
     attributed by `register_full_backward_pre_hook` / `register_full_backward_hook`), its share of the step, the
     floating-point operations it ran (matrix multiplies, convolutions and attention, counted per part with
-    torch's flop formulas in a second, uncounted-time step) and the rate it reached, against a matmul roofline
+    torch's flop formulas in a second step, whose time is not used) and the rate it reached, against a roofline
     measured in the same run: forward+backward of a 256 -> 1024 `nn.Linear` (the encoder MLP's shape) on as
-    many tokens as the encoder sees.
+    many tokens as the encoder sees. Parts that run no matrix multiply show "-".
 (b) Training step (forward, reconstruction loss, backward; no optimizer update) at `--train-shape` (default
     4 x 16): official reference and ours, interleaved, median of `--repeats` after one warm-up whose peak memory
     is recorded (anonymous resident memory, see `measure.py`). A third row runs ours under bfloat16 autocast,
-    which is not float32 numerics (the note under the table gives its deviation): it shows what this CPU's
-    AVX512-BF16 matrix units give where reduced precision is acceptable.
+    which is not float32 numerics (the note under the table gives its deviation): it shows what bfloat16 matrix
+    multiplies give on a CPU with AVX512-BF16 instructions, where reduced precision is acceptable.
 (c) Inference (`torch.no_grad`, backbone and decoder) over `--inference-frames` frames: batch 1 as one clip,
     batch 1 streamed frame by frame with the recurrent cache (ours only: the official model has no recurrent
     state API), and batch 8 as one clip; frames/s and the peak memory of the warm-up call.
 
-Run with one thread per process on a machine shared with other jobs: with more threads than free cores every
-parallel region waits for a descheduled thread, which slows both models several-fold and hides what the model
-itself costs.
+Run it with no more threads than free cores: on a machine shared with other jobs, threads wait for descheduled
+ones at every parallel region, and the timings then show the contention rather than the models.
 
 Usage: python benchmarks/bench_model.py [--threads 1] [--repeats 2] [--profile-shape 1x8] [--train-shape 4x16]
        [--inference-frames 16] [--no-bf16]
@@ -263,10 +262,11 @@ def profile_table(model, batch: int, frames: int):
         if forward + backward == 0:  # a part this configuration lacks
             continue
         flop = sum(profiler.flop[part, phase] for part in parts for phase in ("forward", "backward"))
-        rate = flop / (forward + backward) / 1e9 if forward + backward else 0.0
+        rate = flop / (forward + backward) / 1e9
+        rates = f"{rate:>8.1f}  {rate / roofline:>11.0%}" if flop else f"{'-':>8}  {'-':>11}"
         print(
             f"{label:<24}  {forward * 1e3:>8.0f}  {backward * 1e3:>8.0f}  {(forward + backward) / total:>6.1%}  "
-            f"{flop / 1e9:>7.2f}  {rate:>8.1f}  {rate / roofline:>11.0%}"
+            f"{flop / 1e9:>7.2f}  {rates}"
         )
     print()
 
