@@ -232,13 +232,14 @@ TARGET_NAMES = ("video", "flow", "depth")
 
 # Small variants for `slotssm-hf train` on the built-in bouncing shapes (32 px, up to 4 objects plus the background):
 # the official small model's layout (CNN + position embedding + MLP, one slot-attention iteration with GRU,
-# transformer predictor, spatial-broadcast decoder), narrower, with a stride-2 encoder and reconstructing the frames.
+# transformer predictor, spatial-broadcast decoder), narrower, with a stride-2 encoder, a decoder that upsamples
+# from 4 x 4 (as SlotSSM's: its full-size 5 x 5 convolutions cost 5 times more) and reconstructing the frames.
 TINY = {
     "image_size": 32, "encoder_features": [32, 32, 32, 32], "encoder_strides": [2, 1, 1, 1], "encoder_mlp_size": 64,
     "num_slots": 5, "slot_size": 64, "initializer_mlp_size": 128, "slot_attention_qkv_size": 64,
-    "predictor_qkv_size": 64, "predictor_mlp_size": 128, "decoder_broadcast_size": 8,
-    "decoder_features": [32, 32, 32, 32], "decoder_strides": [2, 2, 1, 1],
-    "decoder_transposed": [True, True, False, False], "targets": {"video": 3}, "num_frames": 8,
+    "predictor_qkv_size": 64, "predictor_mlp_size": 128, "decoder_broadcast_size": 4,
+    "decoder_features": [32, 32, 32, 32], "decoder_kernel_sizes": [5, 5, 5, 3], "decoder_strides": [2, 2, 2, 1],
+    "decoder_transposed": [True, True, True, False], "targets": {"video": 3}, "num_frames": 8,
 }  # fmt: skip
 
 # The official MOVi setups (savi/configs/movi/*.py), as SAViConfig overrides of the defaults (savi_conditional_small),

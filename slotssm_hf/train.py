@@ -169,7 +169,7 @@ def parse_args(argv=None):
     parser.add_argument("--num-frames", type=int, default=8)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--learning-rate", type=float, default=4e-4)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     parser.add_argument("--train-videos", type=int, default=512, help="built-in data: training videos")
