@@ -2,7 +2,7 @@
 same held-out videos (FG-ARI, mIoU, reconstruction MSE, training frames/s, streaming ms/frame). The same as
 `slotssm-hf benchmark`; see `slotssm_hf/leaderboard.py` for what each column measures.
 
-Usage: python benchmarks/zoo_leaderboard.py [--steps 800] [--output-dir zoo-leaderboard] [--quick]
+Usage: python benchmarks/zoo_leaderboard.py [--steps 600] [--output-dir zoo-leaderboard] [--quick]
 """
 
 import sys

@@ -60,7 +60,7 @@ COLUMNS = {
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="slotssm-hf benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", default="zoo-leaderboard")
-    parser.add_argument("--steps", type=int, default=800, help="training steps of every entry")
+    parser.add_argument("--steps", type=int, default=600, help="training steps of every entry")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-frames", type=int, default=8)

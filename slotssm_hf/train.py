@@ -167,7 +167,7 @@ def parse_args(argv=None):
                         "'num_slots=6,hidden_size=96,use_ffn=true'")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--num-frames", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
