@@ -7,8 +7,12 @@ training), and writes to the output folder: the Trainer's checkpoints, the final
 `config.json`, model code), the video processor, a model card, and pictures of frames, reconstructions and
 per-slot masks (`slots.png`, `slots.gif`).
 
+`--model savi` / `--model statm` train SAVi / STATM-SAVi the same way (their tiny variants: conditional on the
+built-in data's first-frame boxes, or for SAVi `tiny-unconditional`), with their own video processor.
+
 Arguments select the data (`--data builtin`, a folder of videos, or a `datasets` dataset saved with
-`save_to_disk`), the head, the model size, steps, batch size, precision, gradient accumulation and resuming. Under
+`save_to_disk`), the head, the model size and overrides of its configuration, steps, batch size, precision, gradient
+accumulation and resuming. Under
 `torchrun --nproc_per_node N -m slotssm_hf.train` or `accelerate launch --multi_gpu --num_processes N -m
 slotssm_hf.train` (also without GPUs: accelerate's `--cpu` flag would start a single process) the same job trains
 with N processes (DDP; gloo on the CPU); FSDP and DeepSpeed go through the Trainer's own options (`--fsdp`,
