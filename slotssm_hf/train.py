@@ -12,10 +12,9 @@ built-in data's first-frame boxes, or for SAVi `tiny-unconditional`), with their
 
 Arguments select the data (`--data builtin`, a folder of videos, or a `datasets` dataset saved with
 `save_to_disk`), the head, the model size and overrides of its configuration, steps, batch size, precision, gradient
-accumulation and resuming. Under
-`torchrun --nproc_per_node N -m slotssm_hf.train` or `accelerate launch --multi_gpu --num_processes N -m
-slotssm_hf.train` (also without GPUs: accelerate's `--cpu` flag would start a single process) the same job trains
-with N processes (DDP; gloo on the CPU); FSDP and DeepSpeed go through the Trainer's own options (`--fsdp`,
+accumulation and resuming. Under `torchrun --nproc_per_node N -m slotssm_hf.train` or `accelerate launch
+--multi_gpu --num_processes N -m slotssm_hf.train` (also without GPUs: accelerate's `--cpu` flag would start a
+single process) the same job trains with N processes (DDP; gloo on the CPU); FSDP and DeepSpeed go through the Trainer's own options (`--fsdp`,
 `--deepspeed`).
 """
 

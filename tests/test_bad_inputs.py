@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from huggingface_hub.errors import StrictDataclassFieldValidationError
+from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
 from safetensors.torch import load_file, save_file
 from test_modeling import tiny_config, video
 from transformers import DynamicCache
@@ -23,6 +23,8 @@ from transformers import DynamicCache
 from slotssm_hf import SlotSSMModel, SlotSSMVideoProcessor
 from slotssm_hf.convert_official import ConversionError, convert_checkpoint
 from slotssm_hf.hub import PushError, push_to_hub
+from slotssm_hf.synthetic import bouncing_shapes, write_videos
+from slotssm_hf.train import main as train
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,13 @@ def model(tmp_path):
 def empty_folder(tmp_path):
     (tmp_path / "official").mkdir()
     return tmp_path / "official"
+
+
+def video_folder(tmp_path):
+    """Two short mp4 files without boxes."""
+    write_videos(bouncing_shapes(num_videos=2, num_frames=4, image_size=32, cache_dir=str(tmp_path / "cache")),
+                 str(tmp_path / "videos"))  # fmt: skip
+    return tmp_path / "videos"
 
 
 def saved_checkpoint(tmp_path):
@@ -240,6 +249,14 @@ CASES = [
     BadInput("push-pickle-file", saved_checkpoint,
              lambda f: (torch.save({}, f / "model.pt"), push_to_hub(f, "org/name", **NO_HUB)), PushError,
              r"pickle files \(model.pt\)"),
+    # slotssm-hf train (each fails before its first step)
+    BadInput("train-override-unknown-field", empty_folder, lambda f: train(["--config-overrides", "num_slotz=3"]),
+             ValueError, "key num_slotz isn't in the original config dict"),
+    BadInput("train-override-invalid-value", empty_folder, lambda f: train(["--config-overrides", "num_slots=0"]),
+             StrictDataclassClassValidationError, "num_slots must be a positive integer, got 0"),
+    BadInput("train-conditional-savi-on-data-without-boxes", video_folder,
+             lambda f: train(["--model", "savi", "--data", str(f), "--output-dir", str(f.parent / "out")]),
+             ValueError, "savi tiny starts its slots from first-frame boxes: the data needs a 'boxes' column"),
 ]  # fmt: skip
 
 
