@@ -177,8 +177,9 @@ def test_official_variant_parameter_counts():
     # The official SAVi-S has 895,268 parameters, of which 8,320 are the two fixed position grids (recomputed here,
     # not stored); torch's GRU cell adds a (zero) hidden bias to the r and z gates: 2 x 128.
     assert counts["savi_conditional_small"] == 895_268 - 8_192 - 128 + 256
-    assert counts == {"savi_conditional_small": 887_204, "savi_conditional_medium": 1_132_676,
-                      "savi_conditional_large": 22_273_028, "savi_pp_conditional": 23_131_781}  # fmt: skip
+    official = {name: count for name, count in counts.items() if name.startswith("savi_")}  # not the tiny variants
+    assert official == {"savi_conditional_small": 887_204, "savi_conditional_medium": 1_132_676,
+                        "savi_conditional_large": 22_273_028, "savi_pp_conditional": 23_131_781}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CASES)

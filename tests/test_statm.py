@@ -59,8 +59,9 @@ def test_official_variant_parameter_counts():
     # The official STATM-SAVi-S has 961,572 parameters (zoo-candidates.md section 8), 8,320 of them the two fixed
     # position grids (recomputed here, not stored).
     assert counts["statm_savi_conditional_small"] == 961_572 - 8_192 - 128 + 256
-    assert counts == {"statm_savi_conditional_small": 953_508, "statm_savi_pp_conditional": 23_264_005,
-                      "statm_savi_conditional": 23_264_005}  # fmt: skip
+    official = {name: count for name, count in counts.items() if name.startswith("statm_")}  # not the tiny variant
+    assert official == {"statm_savi_conditional_small": 953_508, "statm_savi_pp_conditional": 23_264_005,
+                        "statm_savi_conditional": 23_264_005}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", ["cnn-boxes", "resnet-transformer-multihead-corrector"])
