@@ -17,16 +17,16 @@ whole, not a comparison.
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .visualize import write_atomically
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def evaluate_entry(model_dir: Path, args) -> dict:
     in [0, 1] pixel units and streaming ms/frame."""
     from transformers import AutoModelForPreTraining, AutoVideoProcessor
 
-    from .train import builtin_datasets, held_out_collator
+    from .train import builtin_datasets, held_out_collator, model_inputs
 
     results = json.loads((model_dir / "eval_results.json").read_text())
     model = AutoModelForPreTraining.from_pretrained(model_dir).eval()
@@ -109,9 +109,8 @@ def evaluate_entry(model_dir: Path, args) -> dict:
     with torch.no_grad():
         for start in range(0, len(eval_rows), args.batch_size):
             batch = collator([eval_rows[i] for i in range(start, min(start + args.batch_size, len(eval_rows)))])
-            inputs = {name: batch[name] for name in ("pixel_values_videos", "boxes") if name in batch}
             frames = batch["pixel_values_videos"] * std + mean
-            squared += (model(**inputs).reconstruction * std + mean - frames).square().sum().item()
+            squared += (model(**model_inputs(model, batch)).reconstruction * std + mean - frames).square().sum().item()
             count += frames.numel()
     return {
         "fg_ari": results["trained"]["eval_fg_ari"],
@@ -142,18 +141,6 @@ def markdown_table(rows: dict[str, dict]) -> str:
     for name, row in rows.items():
         lines.append(f"| {name} | " + " | ".join(fmt.format(row[key]) for key, (_, fmt) in COLUMNS.items()) + " |")
     return "\n".join(lines)
-
-
-def write_atomically(path: Path, write):
-    """write(file name) fills a temporary file beside `path`, renamed to `path` once complete."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=path.suffix, delete=False) as handle:
-        pass
-    try:
-        write(handle.name)
-        os.replace(handle.name, path)
-    except BaseException:
-        os.unlink(handle.name)
-        raise
 
 
 def bar_chart(rows: dict[str, dict], path: Path):

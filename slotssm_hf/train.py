@@ -106,6 +106,16 @@ def held_out_collator(processor, config):
     return VideoCollator(processor, extra_columns=("instance_masks",), num_boxes=boxes_per_video(config))
 
 
+def model_inputs(model, batch: dict) -> dict:
+    """What a model of the train jobs takes from a collated batch (the frames, and the boxes of conditional
+    models), on the model's device, the frames in its dtype."""
+    parameter = next(model.parameters())
+    inputs = {"pixel_values_videos": batch["pixel_values_videos"].to(parameter.device, parameter.dtype)}
+    if "boxes" in batch:
+        inputs["boxes"] = batch["boxes"].to(parameter.device)
+    return inputs
+
+
 class NonFiniteLossError(FloatingPointError):
     pass
 
@@ -142,12 +152,8 @@ def write_pictures(model, collator, eval_data, output_dir: Path) -> list[str]:
     batch = collator([eval_data[0]])
     processor = collator.processor
     model.eval()
-    parameter = next(model.parameters())
-    inputs = {"pixel_values_videos": batch["pixel_values_videos"].to(parameter.device, parameter.dtype)}
-    if "boxes" in batch:
-        inputs["boxes"] = batch["boxes"].to(parameter.device)
     with torch.no_grad():
-        out = model(**inputs, output_attentions=True)
+        out = model(**model_inputs(model, batch), output_attentions=True)
     frames = to_uint8_frames(batch["pixel_values_videos"][0], processor.image_mean, processor.image_std)
     decoded = next((getattr(out, name) for name in ("reconstruction", "predictions") if hasattr(out, name)), None)
     decoded = None if decoded is None else to_uint8_frames(decoded[0], processor.image_mean, processor.image_std)

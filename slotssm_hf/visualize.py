@@ -90,11 +90,23 @@ def save_slot_pictures(path_stem: str, frames: np.ndarray, masks, reconstruction
         (".png", lambda f: picture.save(f, format="PNG")),
         (".gif", lambda f: animation[0].save(f, format="GIF", save_all=True, append_images=animation[1:], duration=200, loop=0)),
     ]:
-        with tempfile.NamedTemporaryFile(dir=folder, suffix=suffix, delete=False) as handle:
-            save(handle)
-        os.replace(handle.name, path_stem + suffix)
+        write_atomically(path_stem + suffix, save)
         paths.append(path_stem + suffix)
     return paths
 
 
-__all__ = ["save_slot_pictures", "slot_masks", "slot_rows", "grid_image", "to_uint8_frames"]
+def write_atomically(path, write):
+    """`write(name)` fills a temporary file beside `path`, which is renamed to `path` once complete (and removed if
+    writing fails), so `path` is never left half-written."""
+    folder, suffix = os.path.dirname(os.path.abspath(path)), os.path.splitext(path)[1]
+    with tempfile.NamedTemporaryFile(dir=folder, suffix=suffix, delete=False) as handle:
+        pass
+    try:
+        write(handle.name)
+        os.replace(handle.name, path)
+    except BaseException:
+        os.unlink(handle.name)
+        raise
+
+
+__all__ = ["save_slot_pictures", "slot_masks", "slot_rows", "grid_image", "to_uint8_frames", "write_atomically"]
