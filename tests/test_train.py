@@ -33,6 +33,18 @@ def test_default_job_writes_model_processor_card_metrics_and_pictures(tmp_path, 
     assert '"fg_ari"' in capsys.readouterr().out
     model = SlotSSMForVideoReconstruction.from_pretrained(final)
     assert model.config.decoder_type == "spatial_broadcast" and model.config.use_inverted_attention
+    assert model.config.image_size == 16 * model.config.decoder_initial_size
+
+
+def test_builtin_videos_hold_three_or_four_objects():
+    from slotssm_hf.train import builtin_datasets, parse_args
+
+    args = parse_args([*TINY_RUN, "--train-videos", "24", "--eval-videos", "24"])
+    for videos in builtin_datasets(args):
+        counts = [len(boxes) for boxes in videos["boxes"]]
+        assert set(counts) == {3, 4}, counts
+        masks = videos.with_format("torch", columns=["instance_masks"])["instance_masks"]
+        assert all(len(frames.unique()) - 1 in (3, 4) for frames in masks)  # every object shows in some frame
 
 
 def assert_resumed_run_matches_the_whole_run(arguments, checkpoint: str, tmp_path):
