@@ -50,16 +50,16 @@ def build_config(args, num_labels: int | None = None):
     return config
 
 
-def builtin_datasets(args):
+def builtin_datasets(args, extra_columns: tuple[str, ...] = ()):
     """Bouncing shapes, 3 or 4 objects per video: training videos, and held-out evaluation videos (another seed) with
-    instance masks and first-frame boxes."""
+    instance masks, first-frame boxes and `extra_columns` of `synthetic.bouncing_shapes`."""
     from .synthetic import bouncing_shapes
 
     def load(num_videos, seed):
         data = bouncing_shapes(
             num_videos=num_videos, num_frames=args.num_frames, image_size=args.image_size, min_objects=3, seed=seed
         )
-        return data.select_columns(["video", "masks", "boxes"]).rename_columns(
+        return data.select_columns(["video", "masks", "boxes", *extra_columns]).rename_columns(
             {"video": "pixel_values_videos", "masks": "instance_masks"}
         )
 
