@@ -315,11 +315,16 @@ class SAViModel(SAViPreTrainedModel):
 
 class SAViForVideoReconstruction(SAViPreTrainedModel):
     """SAVi with its spatial-broadcast decoder: every frame's corrected slots are decoded to the configured targets
-    (frames, optical flow, depth) with per-slot alpha masks; the official training objective."""
+    (frames, optical flow, depth) with per-slot alpha masks; the official training objective. STATM-SAVi's head is
+    this head on its own backbone."""
+
+    base_model_class = SAViModel
+    output_class = SAViReconstructionOutput
 
     def __init__(self, config: SAViConfig):
         super().__init__(config)
-        self.savi = SAViModel(config)
+        # Under `base_model_prefix` (`self.savi`, `self.statm`): the prefix of the backbone's checkpoint keys.
+        setattr(self, self.base_model_prefix, self.base_model_class(config))
         self.decoder = build_decoder(config)
         self.post_init()
 
@@ -339,20 +344,15 @@ class SAViForVideoReconstruction(SAViPreTrainedModel):
         labels (`torch.FloatTensor` of the shape of `reconstruction`, *optional*):
             The targets, channels concatenated in `config.targets` order; the input frames when None and the only
             target is `"video"`, else no loss.
-        backbone_kwargs: `initial_slots`, `output_attentions`, `generator`, as in `SAViModel`.
+        backbone_kwargs: what the backbone takes besides: `initial_slots`, `output_attentions`, `generator`
+            (`SAViModel`), and `cache`, `use_cache` (`STATMModel`).
         """
-        outputs = self.savi(pixel_values_videos, boxes=boxes, **backbone_kwargs)
+        outputs = self.base_model(pixel_values_videos, boxes=boxes, return_dict=True, **backbone_kwargs)
         loss, reconstruction, masks = decode_slots(
             self.decoder, self.config, outputs.last_hidden_state, pixel_values_videos, labels
         )
-        return SAViReconstructionOutput(
-            loss=loss,
-            reconstruction=reconstruction,
-            masks=masks,
-            last_hidden_state=outputs.last_hidden_state,
-            predicted_slots=outputs.predicted_slots,
-            attentions=outputs.attentions,
-        )
+        # The backbone's outputs (slots, predictions, cache, attentions) pass through unchanged.
+        return self.output_class(loss=loss, reconstruction=reconstruction, masks=masks, **outputs)
 
 
 def decode_slots(decoder, config, slots, pixel_values_videos, labels):

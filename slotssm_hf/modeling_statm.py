@@ -11,7 +11,7 @@ from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
 from .configuration_statm import STATMConfig
-from .modeling_savi import SAViModel, SAViPreTrainedModel, build_decoder, check_savi_inputs, decode_slots
+from .modeling_savi import SAViForVideoReconstruction, SAViModel, SAViPreTrainedModel, check_savi_inputs
 from .object_centric import MLP, MultiHeadAttention
 
 
@@ -178,47 +178,13 @@ class STATMModel(STATMPreTrainedModel, SAViModel):
         )
 
 
-class STATMForVideoReconstruction(STATMPreTrainedModel):
+class STATMForVideoReconstruction(STATMPreTrainedModel, SAViForVideoReconstruction):
     """STATM-SAVi with its spatial-broadcast decoder: every frame's corrected slots are decoded to the configured
-    targets (frames, optical flow, depth) with per-slot alpha masks; the official training objective."""
+    targets (frames, optical flow, depth) with per-slot alpha masks; the official training objective. SAVi's head on
+    `STATMModel`, whose `cache` it returns too."""
 
-    def __init__(self, config: STATMConfig):
-        super().__init__(config)
-        self.statm = STATMModel(config)
-        self.decoder = build_decoder(config)
-        self.post_init()
-
-    @can_return_tuple
-    def forward(
-        self,
-        pixel_values_videos: torch.Tensor,
-        boxes: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        **backbone_kwargs,
-    ) -> STATMReconstructionOutput:
-        r"""
-        pixel_values_videos (`torch.FloatTensor` of shape `(batch, frames, num_channels, image_size, image_size)`):
-            Frames with values in [0, 1].
-        boxes (`torch.FloatTensor` of shape `(batch, num_boxes, 4)`, *optional*): first-frame boxes, as in
-            `STATMModel`.
-        labels (`torch.FloatTensor` of the shape of `reconstruction`, *optional*):
-            The targets, channels concatenated in `config.targets` order; the input frames when None and the only
-            target is `"video"`, else no loss.
-        backbone_kwargs: `initial_slots`, `cache`, `use_cache`, `output_attentions`, `generator`, as in `STATMModel`.
-        """
-        outputs = self.statm(pixel_values_videos, boxes=boxes, return_dict=True, **backbone_kwargs)
-        loss, reconstruction, masks = decode_slots(
-            self.decoder, self.config, outputs.last_hidden_state, pixel_values_videos, labels
-        )
-        return STATMReconstructionOutput(
-            loss=loss,
-            reconstruction=reconstruction,
-            masks=masks,
-            last_hidden_state=outputs.last_hidden_state,
-            predicted_slots=outputs.predicted_slots,
-            cache=outputs.cache,
-            attentions=outputs.attentions,
-        )
+    base_model_class = STATMModel
+    output_class = STATMReconstructionOutput
 
 
 __all__ = ["STATMPreTrainedModel", "STATMModel", "STATMForVideoReconstruction", "STATMModelOutput",
