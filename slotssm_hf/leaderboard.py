@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .visualize import write_atomically
+from .files import write_atomically
 
 
 @dataclass(frozen=True)

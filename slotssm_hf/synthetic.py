@@ -14,9 +14,10 @@ int64 unless given a dtype, e.g. `dataset.with_format("numpy", columns=["video"]
 
 import hashlib
 import os
-import tempfile
 
 import numpy as np
+
+from .files import write_atomically
 
 SHAPES = ("circle", "square", "triangle")
 BACKGROUND = (16, 16, 16)
@@ -165,7 +166,8 @@ def write_videos(dataset, folder: str, fps: int = 8, class_folders: bool = False
         target_dir = os.path.join(folder, class_names[index]) if class_folders else folder
         os.makedirs(target_dir, exist_ok=True)
         path = os.path.join(target_dir, f"{index:05d}.mp4")
-        _write_mp4_atomically(_as_uint8_video(videos[index]["video"], index), path, fps, crf)
+        video = _as_uint8_video(videos[index]["video"], index)
+        write_atomically(path, lambda name: _encode_h264(video, name, fps, crf))
         paths.append(path)
     return paths
 
@@ -441,22 +443,11 @@ def _as_uint8_video(video, index):
     return video.astype(np.uint8)
 
 
-def _write_mp4_atomically(video, path, fps, crf):
-    """Encode (T, H, W, 3) uint8 to `path` through a temporary file in the same folder."""
+def _encode_h264(video, path, fps, crf):
+    """Encode (T, H, W, 3) uint8 to the mp4 file `path`."""
     height, width = video.shape[1:3]
     if height % 2 or width % 2:
         raise ValueError(f"H.264 with yuv420p needs even height and width, got {height}x{width}")
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".", suffix=".mp4.partial")
-    os.close(handle)
-    try:
-        _encode_h264(video, temporary, fps, crf)
-        os.replace(temporary, path)
-    except BaseException:
-        os.remove(temporary)
-        raise
-
-
-def _encode_h264(video, path, fps, crf):
     import av
 
     with av.open(path, mode="w", format="mp4") as container:

@@ -3,10 +3,11 @@ GIF, drawn with PIL only."""
 
 import math
 import os
-import tempfile
 
 import numpy as np
 import torch
+
+from .files import write_atomically
 
 # Distinct colours for slot segmentation overlays (RGB).
 SLOT_COLORS = np.array(
@@ -95,18 +96,4 @@ def save_slot_pictures(path_stem: str, frames: np.ndarray, masks, reconstruction
     return paths
 
 
-def write_atomically(path, write):
-    """`write(name)` fills a temporary file beside `path`, which is renamed to `path` once complete (and removed if
-    writing fails), so `path` is never left half-written."""
-    folder, suffix = os.path.dirname(os.path.abspath(path)), os.path.splitext(path)[1]
-    with tempfile.NamedTemporaryFile(dir=folder, suffix=suffix, delete=False) as handle:
-        pass
-    try:
-        write(handle.name)
-        os.replace(handle.name, path)
-    except BaseException:
-        os.unlink(handle.name)
-        raise
-
-
-__all__ = ["save_slot_pictures", "slot_masks", "slot_rows", "grid_image", "to_uint8_frames", "write_atomically"]
+__all__ = ["save_slot_pictures", "slot_masks", "slot_rows", "grid_image", "to_uint8_frames"]
