@@ -23,7 +23,9 @@ from slotssm_hf.synthetic import SHAPES
 from slotssm_hf.train import build_config, builtin_datasets
 from slotssm_hf.train import parse_args as train_args
 
-# Per-slot ground truth: RGB, centre (y, x), radius, shape one-hot, depth order, background flag.
+# The columns of `synthetic.bouncing_shapes` the slots are made of, and per slot: RGB, centre (y, x), radius, shape
+# one-hot, depth order, background flag.
+TRUTH_COLUMNS = ("object_centers", "object_colors", "object_radii", "object_shapes")
 TRUTH_SIZE = 3 + 2 + 1 + len(SHAPES) + 1 + 1
 
 
@@ -49,18 +51,17 @@ def slots_from_truth(example: dict, num_slots: int, image_size: int) -> torch.Te
 
 
 def load_split(data, config) -> dict:
-    """The normalised frames, ground-truth slots and instance masks of a split of the train job's built-in data."""
+    """The frames (through the SlotSSM video processor, as the train job prepares built-in frames), ground-truth
+    slots and instance masks of a split of the train job's built-in data, each column read once."""
     from slotssm_hf.video_processing_slotssm import SlotSSMVideoProcessor
 
-    processor = SlotSSMVideoProcessor()
-    mean, std = (torch.tensor(values).view(1, 1, 3, 1, 1) for values in (processor.image_mean, processor.image_std))
-    columns = ["pixel_values_videos", "instance_masks"]
-    arrays = data.with_format("numpy", columns=columns)
-    frames = torch.from_numpy(np.stack(arrays["pixel_values_videos"])).permute(0, 1, 4, 2, 3).float() / 255
+    images = data.with_format("numpy", columns=["pixel_values_videos", "instance_masks"], dtype=np.uint8)
+    truth = data.select_columns(list(TRUTH_COLUMNS)).with_format("numpy")
+    processor = SlotSSMVideoProcessor(do_resize=False, do_center_crop=False, num_frames=config.num_frames)
     return {
-        "pixel_values_videos": (frames - mean) / std,
-        "slots": torch.stack([slots_from_truth(e, config.num_slots, config.image_size) for e in data]),
-        "instance_masks": torch.from_numpy(np.stack(arrays["instance_masks"])).long(),
+        "pixel_values_videos": processor(list(images["pixel_values_videos"]))["pixel_values_videos"],
+        "slots": torch.stack([slots_from_truth(row, config.num_slots, config.image_size) for row in truth]),
+        "instance_masks": torch.from_numpy(np.stack(images["instance_masks"])).long(),
     }
 
 
@@ -107,8 +108,7 @@ def main(argv=None):
                      + (["--config-overrides", args.config_overrides] if args.config_overrides else []))  # fmt: skip
     torch.manual_seed(job.seed)
     config = build_config(job)
-    truth_columns = ("object_centers", "object_colors", "object_radii", "object_shapes")
-    train, held_out = (load_split(split, config) for split in builtin_datasets(job, truth_columns))
+    train, held_out = (load_split(split, config) for split in builtin_datasets(job, TRUTH_COLUMNS))
     model = DecoderFromTruth(config)
     # The Trainer's defaults as the job sets them: AdamW without weight decay, cosine schedule, clipping at 1.
     from transformers import get_cosine_schedule_with_warmup
