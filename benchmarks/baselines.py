@@ -2,7 +2,7 @@
 mixers are swapped, so the encoder, cross-attention, slot self-attention and everything else are the same code and
 only the model over time differs.
 
-A temporal mixer has the interface of `slotssm_hf.ssm.Mamba2Mixer`: `forward(hidden_states (batch, time, d_model),
+A temporal mixer has the interface of `slotssm_hf.models.mamba_mixers.Mamba2Mixer`: `forward(hidden_states (batch, time, d_model),
 state=None, return_state=False)` returns the output (batch, time, d_model), and with `return_state=True` also the
 state after the last step, which a later call continues from. The slots of every video are folded into the batch.
 `SlotSSMBlock` carries a mixer's state through the model's cache as a `MambaState(conv_state, ssm_state)` pair;
@@ -17,7 +17,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from slotssm_hf import SlotSSMConfig, SlotSSMModel
-from slotssm_hf.ssm import MambaState
+from slotssm_hf.models.mamba_mixers import MambaState
 
 TEMPORAL_MODELS = ("slotssm", "transformer", "rnn")
 ROTARY_BASE = 10000.0

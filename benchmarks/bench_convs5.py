@@ -36,8 +36,8 @@ from measure import environment_line, keep_freed_memory
 from torch import nn
 
 from slotssm_hf import ConvS5Config, ConvS5ForVideoPrediction
-from slotssm_hf.convs5_scan import convs5_scan, convs5_step, discretize_zoh
-from slotssm_hf.modeling_convs5 import ConvS5Decoder, ConvS5Encoder, ConvS5Layer
+from slotssm_hf.models.convs5_scan import convs5_scan, convs5_step, discretize_zoh
+from slotssm_hf.models.modeling_convs5 import ConvS5Decoder, ConvS5Encoder, ConvS5Layer
 
 
 class ConvLSTMLayer(nn.Module):

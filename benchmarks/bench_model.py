@@ -2,7 +2,7 @@
 
 The model is `SlotSSMForVideoReconstruction(SlotSSMConfig())`: ViT encoder (6 layers, width 256) and ViT decoder
 (4 layers) at 128 px with patch 8, 6 slots of width 256, 4 slot blocks with Mamba2. The official model is
-`slotssm_hf.official_reference.OfficialReference` built from the official run's config.json dicts (torch's
+`slotssm_hf.conversion.references.slotssm.OfficialReference` built from the official run's config.json dicts (torch's
 `nn.TransformerEncoder` encoder and decoder, transformers' own pure-torch `Mamba2Mixer`); our model holds the same
 weights, converted with `convert_official_state_dicts`, and the two outputs are checked to agree before timing.
 
@@ -44,9 +44,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
 
 from slotssm_hf import SlotSSMForVideoReconstruction
-from slotssm_hf.convert_official import convert_official_config, convert_official_state_dicts
-from slotssm_hf.modeling_slotssm import decode_frames
-from slotssm_hf.official_reference import OfficialReference
+from slotssm_hf.conversion.convert_slotssm import convert_official_config, convert_official_state_dicts
+from slotssm_hf.models.modeling_slotssm import decode_frames
+from slotssm_hf.conversion.references.slotssm import OfficialReference
 
 # The official training run's config.json dicts (encoder, slotssm, decoder sub-models).
 OFFICIAL_CONFIGS = (

@@ -36,7 +36,7 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.video_utils import load_video
 
 from slotssm_hf import SlotSSMVideoProcessor
-from slotssm_hf.video_processing_slotssm import clip_positions
+from slotssm_hf.models.video_decoding import clip_positions
 
 NUM_FRAMES = 16
 CASES = [  # width, height, frames, content, clips

@@ -5,9 +5,9 @@ input of shape (48, T, 256) float32 (48 sequences = 8 videos x 6 slots) with the
 ours into the transformers module with `load_state_dict`, which works because the parameter names match;
 the outputs are checked to agree before timing):
 
-- mamba2: `slotssm_hf.ssm.Mamba2Mixer` (d_state 128, headdim 64) against
+- mamba2: `slotssm_hf.models.mamba_mixers.Mamba2Mixer` (d_state 128, headdim 64) against
   `transformers.models.mamba2.modeling_mamba2.Mamba2Mixer`;
-- mamba1-s16 / mamba1-s128: `slotssm_hf.ssm.Mamba1Mixer` (d_state 16 / 128) against
+- mamba1-s16 / mamba1-s128: `slotssm_hf.models.mamba_mixers.Mamba1Mixer` (d_state 16 / 128) against
   `transformers.models.mamba.modeling_mamba.MambaMixer`.
 
 On CPU transformers runs its reference torch path (no mamba_ssm kernels); its "falling back" warnings are
@@ -57,7 +57,7 @@ from transformers import Mamba2Config, MambaConfig
 from transformers.models.mamba.modeling_mamba import MambaMixer as HFMamba1Mixer
 from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer as HFMamba2Mixer
 
-from slotssm_hf.ssm import Mamba1Mixer, Mamba2Mixer
+from slotssm_hf.models.mamba_mixers import Mamba1Mixer, Mamba2Mixer
 
 BATCH = 48  # 8 videos x 6 slots
 D_MODEL = 256

@@ -1,4 +1,4 @@
-"""CPU benchmark of the GrootV tree scan (`slotssm_hf.tree_scan`) against its O(L^2) dense form and a 1-D selective
+"""CPU benchmark of the GrootV tree scan (`slotssm_hf.models.tree_scan`) against its O(L^2) dense form and a 1-D selective
 scan of the same size.
 
 What it measures, per square grid of side 14 ... 56 (L = side^2 pixels), on `--batch` maps of `--channels` channels,
@@ -9,7 +9,7 @@ float32, random inputs u, weights w in (0, 1) and features for the tree:
 - dense: `tree_scan_ref`, the same operator as y = M^T diag(1 - w^2) M u with a dense (L, L) matrix M of path
   products per channel, through autograd: O(L^2) time and memory per channel; skipped (as "skipped (> budget)")
   where four (channels, L, L) float32 matrices would exceed `--dense-budget-gb`;
-- 1-D scan: `slotssm_hf.ssm.selective_scan` (the Mamba1 recurrence with its hand-written backward, d_state 1) over
+- 1-D scan: `slotssm_hf.models.mamba_scans.selective_scan` (the Mamba1 recurrence with its hand-written backward, d_state 1) over
   the L pixels in raster order, the fixed-order scan the tree replaces: the same number of elements, a chain of L
   steps instead of 2 x depth levels.
 
@@ -28,8 +28,8 @@ import time
 import torch
 from measure import PeakAnonymousMemory, environment_line
 
-from slotssm_hf.ssm import selective_scan
-from slotssm_hf.tree_scan import grid_tree, tree_scan, tree_scan_ref
+from slotssm_hf.models.mamba_scans import selective_scan
+from slotssm_hf.models.tree_scan import grid_tree, tree_scan, tree_scan_ref
 
 
 def timed(function, repeats: int) -> tuple[float, int]:

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 
 from slotssm_hf import SlotSSMForVideoReconstruction
-from slotssm_hf.metrics import object_discovery_metrics, slot_ids
-from slotssm_hf.synthetic import SHAPES
-from slotssm_hf.train import build_config, builtin_datasets
-from slotssm_hf.train import parse_args as train_args
+from slotssm_hf.training.metrics import object_discovery_metrics, slot_ids
+from slotssm_hf.synthetic.shapes import SHAPES
+from slotssm_hf.training.train import build_config, builtin_datasets
+from slotssm_hf.training.train import parse_args as train_args
 
 # The columns of `synthetic.bouncing_shapes` the slots are made of, and per slot: RGB, centre (y, x), radius, shape
 # one-hot, depth order, background flag.
@@ -53,7 +53,7 @@ def slots_from_truth(example: dict, num_slots: int, image_size: int) -> torch.Te
 def load_split(data, config) -> dict:
     """The frames (through the SlotSSM video processor, as the train job prepares built-in frames), ground-truth
     slots and instance masks of a split of the train job's built-in data, each column read once."""
-    from slotssm_hf.video_processing_slotssm import SlotSSMVideoProcessor
+    from slotssm_hf.models.video_processing_slotssm import SlotSSMVideoProcessor
 
     images = data.with_format("numpy", columns=["pixel_values_videos", "instance_masks"], dtype=np.uint8)
     truth = data.select_columns(list(TRUTH_COLUMNS)).with_format("numpy")

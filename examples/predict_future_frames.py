@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from slotssm_hf import SlotSSMForVideoPrediction, SlotSSMVideoProcessor
-from slotssm_hf.visualize import grid_image, to_uint8_frames
+from slotssm_hf.training.visualize import grid_image, to_uint8_frames
 
 
 def main():

@@ -12,7 +12,7 @@ from transformers import AutoModel
 
 import slotssm_hf  # noqa: F401  (registers the SlotSSM classes)
 from slotssm_hf import SlotSSMForVideoReconstruction, SlotSSMVideoProcessor
-from slotssm_hf.visualize import save_slot_pictures, slot_masks, to_uint8_frames
+from slotssm_hf.training.visualize import save_slot_pictures, slot_masks, to_uint8_frames
 
 
 def main():

@@ -6,16 +6,16 @@ Importing the package registers every family of `registry.FAMILIES` with the tra
 """
 
 from . import timm_grootv  # registers grootv_tiny / _small / _base with timm
-from .configuration_convs5 import ConvS5Config
-from .configuration_grootv import GrootVConfig
-from .configuration_savi import SAViConfig
-from .configuration_slotssm import SlotSSMConfig
-from .configuration_statm import STATMConfig
-from .data import VideoCollator, video_folder_dataset
-from .modeling_convs5 import ConvS5ForVideoPrediction, ConvS5Model, ConvS5PreTrainedModel
-from .modeling_grootv import GrootVForImageClassification, GrootVModel, GrootVPreTrainedModel
-from .modeling_savi import SAViForVideoReconstruction, SAViModel, SAViPreTrainedModel
-from .modeling_slotssm import (
+from .models.configuration_convs5 import ConvS5Config
+from .models.configuration_grootv import GrootVConfig
+from .models.configuration_savi import SAViConfig
+from .models.configuration_slotssm import SlotSSMConfig
+from .models.configuration_statm import STATMConfig
+from .training.data import VideoCollator, video_folder_dataset
+from .models.modeling_convs5 import ConvS5ForVideoPrediction, ConvS5Model, ConvS5PreTrainedModel
+from .models.modeling_grootv import GrootVForImageClassification, GrootVModel, GrootVPreTrainedModel
+from .models.modeling_savi import SAViForVideoReconstruction, SAViModel, SAViPreTrainedModel
+from .models.modeling_slotssm import (
     SlotSSMForVideoClassification,
     SlotSSMForVideoDepthEstimation,
     SlotSSMForVideoPrediction,
@@ -23,14 +23,14 @@ from .modeling_slotssm import (
     SlotSSMModel,
     SlotSSMPreTrainedModel,
 )
-from .modeling_statm import STATMCache, STATMForVideoReconstruction, STATMModel, STATMPreTrainedModel
+from .models.modeling_statm import STATMCache, STATMForVideoReconstruction, STATMModel, STATMPreTrainedModel
 from .registry import FAMILIES, register_family
-from .ssm import Mamba1Mixer, Mamba2Mixer, MambaState
+from .models.mamba_mixers import Mamba1Mixer, Mamba2Mixer, MambaState
 from .streaming import stream
-from .timm_encoder import timm_video_processor_kwargs
-from .video_processing_convs5 import ConvS5VideoProcessor
-from .video_processing_savi import SAViVideoProcessor
-from .video_processing_slotssm import SlotSSMVideoProcessor
+from .models.timm_encoder import timm_video_processor_kwargs
+from .models.video_processing_convs5 import ConvS5VideoProcessor
+from .models.video_processing_savi import SAViVideoProcessor
+from .models.video_processing_slotssm import SlotSSMVideoProcessor
 
 for _family in FAMILIES.values():
     register_family(_family)

@@ -5,14 +5,15 @@ import sys
 
 # command: (module whose main(argv) runs it, what it does)
 COMMANDS = {
-    "convert-official": ("convert_official", "convert a checkpoint trained with the official SlotSSM code"),
-    "convert-savi": ("convert_savi", "convert a checkpoint of the official SAVi / SAVi++ code (Flax), without JAX"),
-    "convert-statm": ("convert_statm", "convert a checkpoint of the official STATM-SAVi code (Flax), without JAX"),
-    "convert-convs5": ("convert_convs5", "convert a checkpoint of the official ConvS5 code (non-commercial weights)"),
-    "convert-grootv": ("convert_grootv", "convert a GrootV checkpoint (.pth) trained with the official GrootVL code"),
-    "push": ("hub", "publish a saved checkpoint on the Hugging Face Hub in one commit, with a model card"),
-    "train": ("train", "train a model of the zoo with the transformers Trainer (built-in data by default)"),
-    "benchmark": ("leaderboard", "train every object-centric family on the same data and compare them in one table"),
+    "convert-slotssm": ("conversion.convert_slotssm", "convert a checkpoint trained with the official SlotSSM code"),
+    "convert-official": ("conversion.convert_slotssm", "the former name of convert-slotssm"),
+    "convert-savi": ("conversion.convert_savi", "convert a checkpoint of the official SAVi / SAVi++ code (Flax), without JAX"),
+    "convert-statm": ("conversion.convert_statm", "convert a checkpoint of the official STATM-SAVi code (Flax), without JAX"),
+    "convert-convs5": ("conversion.convert_convs5", "convert a checkpoint of the official ConvS5 code (non-commercial weights)"),
+    "convert-grootv": ("conversion.convert_grootv", "convert a GrootV checkpoint (.pth) trained with the official GrootVL code"),
+    "push": ("hub.push", "publish a saved checkpoint on the Hugging Face Hub in one commit, with a model card"),
+    "train": ("training.train", "train a model of the zoo with the transformers Trainer (built-in data by default)"),
+    "benchmark": ("training.leaderboard", "train every object-centric family on the same data and compare them in one table"),
 }
 
 

@@ -6,8 +6,8 @@ and `slotssm-hf push`. A family's named variants (config overrides, as timm's `d
 config class, as the `VARIANTS` dict of its configuration module. Adding a family is one `Family` entry here plus its
 configuration and modeling files.
 
-Classes are named as "module.Class" within this package, the form transformers' `auto_map` uses, so this module
-imports nothing until a family is loaded.
+Classes are named as "module.Class" within `slotssm_hf.models` (the code a saved folder carries), the form
+transformers' `auto_map` uses, so this module imports nothing until a family is loaded.
 """
 
 import importlib
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 class Head:
     """One model class of a family.
 
-    class_path: "module.Class" within the package.
+    class_path: "module.Class" within `slotssm_hf.models`.
     auto_class: the transformers Auto class that loads it (also without this package, with trust_remote_code=True);
         None where transformers has no Auto class for the task (the class still ships in every saved folder).
     pipeline_tag: the transformers pipeline (and Hub tag) that runs it, or None.
@@ -46,7 +46,9 @@ class Family:
     """A model family: its `model_type`, config class, pretrained base class, heads (the backbone first), video
     processor, and what its model cards say: license (of the code and of converted weights), Hub tags, the template in
     model_cards/, the function giving the template's architecture fields for a config, and further card metadata.
-    `train_module`: the module whose `main(argv)` is `slotssm-hf train --model <model_type>` (None: no train job)."""
+    `describe_path`: "model_card.function" within `slotssm_hf.hub`.
+    `train_module`: the module of `slotssm_hf.training` whose `main(argv)` is `slotssm-hf train --model <model_type>`
+    (None: no train job)."""
 
     model_type: str
     config_path: str
@@ -67,7 +69,7 @@ class Family:
     @property
     def variants(self) -> dict[str, dict]:
         """Named configurations: overrides of the config's defaults."""
-        return importlib.import_module(f"{__package__}.{self.config_path.split('.')[0]}").VARIANTS
+        return importlib.import_module(f"{MODELS}.{self.config_path.split('.')[0]}").VARIANTS
 
     def config(self, variant: str, **overrides):
         """The config of a named variant, with `overrides` on top."""
@@ -86,10 +88,29 @@ class Family:
         return {head.train_task: head for head in self.heads if head.train_task}
 
 
-def load(path: str):
-    """The object at "module.Name" within this package."""
+MODELS = f"{__package__}.models"
+
+
+def load(path: str, package: str = MODELS):
+    """The object at "module.Name" within `package` (by default the model code)."""
     module, name = path.rsplit(".", 1)
-    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+    return getattr(importlib.import_module(f"{package}.{module}"), name)
+
+
+# The Hub task names of the object-centric families' heads.
+REPRESENTATION_TASK = "Video object-centric representation"
+DISCOVERY_TASK = "Video reconstruction and unsupervised object discovery"
+
+
+def savi_reconstruction_head(class_path: str) -> Head:
+    """The reconstruction head of SAVi and of the families built on its backbone (STATM-SAVi)."""
+    return Head(
+        class_path, "AutoModelForPreTraining", None, "other", DISCOVERY_TASK,
+        "This checkpoint carries the official objective: each frame's target (RGB, flow or depth) is decoded from its "
+        "slots with per-slot alpha masks.",
+        "outputs.reconstruction, outputs.masks  # decoded targets and per-slot masks",
+        train_task="reconstruction",
+    )  # fmt: skip
 
 
 FAMILIES = {
@@ -101,13 +122,13 @@ FAMILIES = {
             base_path="modeling_slotssm.SlotSSMPreTrainedModel",
             heads=(
                 Head(
-                    "modeling_slotssm.SlotSSMModel", "AutoModel", None, "other", "Video object-centric representation",
+                    "modeling_slotssm.SlotSSMModel", "AutoModel", None, "other", REPRESENTATION_TASK,
                     "This checkpoint is the backbone: video in, slots per frame out.",
                     "outputs.last_hidden_state  # slots: (batch, frames, slots, width)",
                 ),
                 Head(
                     "modeling_slotssm.SlotSSMForVideoReconstruction", "AutoModelForPreTraining", None, "other",
-                    "Video reconstruction and unsupervised object discovery",
+                    DISCOVERY_TASK,
                     "This checkpoint carries the reconstruction head: each frame is decoded back to pixels from that "
                     "frame's slots (the official pre-training objective).",
                     "outputs.reconstruction  # (batch, frames, channels, height, width); outputs.last_hidden_state: "
@@ -148,19 +169,12 @@ FAMILIES = {
             base_path="modeling_savi.SAViPreTrainedModel",
             heads=(
                 Head(
-                    "modeling_savi.SAViModel", "AutoModel", None, "other", "Video object-centric representation",
+                    "modeling_savi.SAViModel", "AutoModel", None, "other", REPRESENTATION_TASK,
                     "This checkpoint is the backbone: video (and first-frame boxes) in, corrected and predicted slots "
                     "per frame out.",
                     "outputs.last_hidden_state  # corrected slots: (batch, frames, slots, slot_size)",
                 ),
-                Head(
-                    "modeling_savi.SAViForVideoReconstruction", "AutoModelForPreTraining", None, "other",
-                    "Video reconstruction and unsupervised object discovery",
-                    "This checkpoint carries the official objective: each frame's target (RGB, flow or depth) is "
-                    "decoded from its slots with per-slot alpha masks.",
-                    "outputs.reconstruction, outputs.masks  # decoded targets and per-slot masks",
-                    train_task="reconstruction",
-                ),
+                savi_reconstruction_head("modeling_savi.SAViForVideoReconstruction"),
             ),
             processor_path="video_processing_savi.SAViVideoProcessor",
             license="apache-2.0",
@@ -199,19 +213,12 @@ FAMILIES = {
             base_path="modeling_statm.STATMPreTrainedModel",
             heads=(
                 Head(
-                    "modeling_statm.STATMModel", "AutoModel", None, "other", "Video object-centric representation",
+                    "modeling_statm.STATMModel", "AutoModel", None, "other", REPRESENTATION_TASK,
                     "This checkpoint is the backbone: video (and first-frame boxes) in, corrected and predicted slots "
                     "per frame out, the predictions read from a memory of every earlier frame's slots.",
                     "outputs.last_hidden_state  # corrected slots: (batch, frames, slots, slot_size)",
                 ),
-                Head(
-                    "modeling_statm.STATMForVideoReconstruction", "AutoModelForPreTraining", None, "other",
-                    "Video reconstruction and unsupervised object discovery",
-                    "This checkpoint carries the official objective: each frame's target (RGB, flow or depth) is "
-                    "decoded from its slots with per-slot alpha masks.",
-                    "outputs.reconstruction, outputs.masks  # decoded targets and per-slot masks",
-                    train_task="reconstruction",
-                ),
+                savi_reconstruction_head("modeling_statm.STATMForVideoReconstruction"),
             ),
             # SAVi's data convention (frames in [0, 1], first-frame boxes): the same processor.
             processor_path="video_processing_savi.SAViVideoProcessor",

@@ -1,4 +1,4 @@
-"""Frame-by-frame inference with constant memory: the recurrent form of a SlotSSM model."""
+"""Frame-by-frame inference with constant memory: the recurrent form of the zoo's video models."""
 
 import itertools
 import os
@@ -6,7 +6,8 @@ from collections.abc import Iterator
 
 import torch
 
-from .video_processing_slotssm import SlotSSMVideoProcessor, rgb_converter
+from .models.video_decoding import rgb_converter
+from .models.video_processing_slotssm import SlotSSMVideoProcessor
 
 
 def iter_video_frames(path) -> Iterator:

@@ -17,8 +17,8 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from .configuration_grootv import VARIANTS, GrootVConfig
-from .modeling_grootv import GrootVConvHead, GrootVLayer, GrootVStem, build_levels, init_grootv_weights
+from .models.configuration_grootv import VARIANTS, GrootVConfig
+from .models.modeling_grootv import GrootVConvHead, GrootVLayer, GrootVStem, build_levels, init_grootv_weights
 
 
 class GrootV(nn.Module):
@@ -135,8 +135,8 @@ def checkpoint_filter_fn(state_dict: dict, model: GrootV) -> dict:
     if "model" in state_dict and isinstance(state_dict["model"], dict):  # a whole official training checkpoint
         state_dict = state_dict["model"]
     if "patch_embed.conv1.weight" in state_dict:  # official layout
-        from .convert_grootv import RULES
-        from .convert_official import rename_keys
+        from .conversion.convert_grootv import RULES
+        from .conversion.conversion_utils import rename_keys
 
         state_dict = rename_keys(state_dict, RULES, "", "official state dict")
     renamed = {}

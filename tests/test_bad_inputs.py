@@ -21,10 +21,11 @@ from test_modeling import tiny_config, video
 from transformers import DynamicCache
 
 from slotssm_hf import SlotSSMModel, SlotSSMVideoProcessor
-from slotssm_hf.convert_official import ConversionError, convert_checkpoint
-from slotssm_hf.hub import PushError, push_to_hub
+from slotssm_hf.conversion.conversion_utils import ConversionError
+from slotssm_hf.conversion.convert_slotssm import convert_checkpoint
+from slotssm_hf.hub.push import PushError, push_to_hub
 from slotssm_hf.synthetic import bouncing_shapes, write_videos
-from slotssm_hf.train import main as train
+from slotssm_hf.training.train import main as train
 
 
 @dataclass(frozen=True)
@@ -227,7 +228,7 @@ CASES = [
              ValueError, "needs 2 linear-attention layers, one per slot block"),
     BadInput("cache-other-model-state-size", model, forward(cache=cache_of(mamba_d_state=8), use_cache=True),
              ValueError, r"its layer 0 holds \(conv, SSM\) states of shapes"),
-    # convert-official
+    # convert-slotssm
     BadInput("convert-output-is-source", empty_folder, lambda f: convert_checkpoint(f, f, overwrite=True),
              ConversionError, "the output .* and the source .* overlap"),
     BadInput("convert-output-inside-source", empty_folder, lambda f: convert_checkpoint(f, f / "out", overwrite=True),

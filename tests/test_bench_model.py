@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from test_modeling import tiny_config, video
 from torch.utils.flop_counter import FlopCounterMode
 

@@ -15,8 +15,9 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoModelForPreTraining
 
 from slotssm_hf import SlotSSMForVideoReconstruction, SlotSSMVideoProcessor
-from slotssm_hf.convert_official import ConversionError, convert_checkpoint, convert_official_config
-from slotssm_hf.official_reference import OfficialReference
+from slotssm_hf.conversion.conversion_utils import ConversionError
+from slotssm_hf.conversion.convert_slotssm import convert_checkpoint, convert_official_config
+from slotssm_hf.conversion.references.slotssm import OfficialReference
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHITECTURES = {
@@ -183,7 +184,7 @@ def test_corrupt_checkpoint_fails_clearly_and_leaves_nothing(tmp_path, monkeypat
 def test_failed_verification_leaves_nothing(tmp_path, monkeypatch):
     configs = official_configs(**OFFICIAL_VARIANTS["mamba1-ffn-standard-cross-attention"])
     write_official_checkpoint(tmp_path / "step", configs)
-    monkeypatch.setattr("slotssm_hf.convert_official.verify_conversion", lambda folder, parts: 0.5)
+    monkeypatch.setattr("slotssm_hf.conversion.convert_slotssm.verify_conversion", lambda folder, parts: 0.5)
     before = set(os.listdir(tmp_path))
     with pytest.raises(ConversionError, match=r"verification failed: max abs difference 0.5 > 0.0001"):
         convert_checkpoint(tmp_path / "step", tmp_path / "out", verify=True)
@@ -222,10 +223,11 @@ def test_unrepresentable_official_config_is_refused(overrides, message):
 @pytest.mark.parametrize(
     "command",
     [
+        [str(Path(sys.executable).parent / "slotssm-hf"), "convert-slotssm"],
         [str(Path(sys.executable).parent / "slotssm-hf"), "convert-official"],
-        [sys.executable, str(REPO / "conversion" / "convert_official_slotssm.py")],
+        [sys.executable, "-m", "slotssm_hf.conversion.convert_slotssm"],
     ],
-    ids=["console-script", "conversion-script"],
+    ids=["console-script", "former-command-name", "module"],
 )
 def test_command_line(tmp_path, command):
     configs = official_configs(**OFFICIAL_VARIANTS["mamba1-ffn-standard-cross-attention"])
@@ -299,7 +301,7 @@ def test_a_failed_cleanup_after_the_swap_is_a_warning_not_a_failure(tmp_path, mo
             raise PermissionError("read-only file system")
         return rmtree(path, *args, **kwargs)
 
-    monkeypatch.setattr("slotssm_hf.convert_official.shutil.rmtree", failing_cleanup)
+    monkeypatch.setattr("slotssm_hf.atomic_files.shutil.rmtree", failing_cleanup)
     messages = []
     output = convert_checkpoint(tmp_path / "step", tmp_path / "out", overwrite=True, log=messages.append)
     assert output == tmp_path / "out"
@@ -332,7 +334,7 @@ def test_non_finite_weights_are_refused_unless_allowed(tmp_path):
 
 
 def test_every_command_line_failure_is_one_line_and_a_non_zero_exit(tmp_path, capsys, monkeypatch):
-    from slotssm_hf.convert_official import main as convert
+    from slotssm_hf.conversion.convert_slotssm import main as convert
 
     configs = official_configs(**OFFICIAL_VARIANTS["cnn-encoder-spatial-broadcast-x8"])  # without an MLP
     write_official_checkpoint(tmp_path / "step", configs)
@@ -350,7 +352,7 @@ def test_every_command_line_failure_is_one_line_and_a_non_zero_exit(tmp_path, ca
     config_file.write_text(json.dumps({k: v for k, v in configs[1].items() if k != "d_model"}))
     assert convert([str(tmp_path / "step"), str(tmp_path / "out")]) == 2
     assert error_line().endswith("lack the field 'd_model'")
-    monkeypatch.setattr("slotssm_hf.convert_official.find_step_folder", lambda path: 1 / 0)
+    monkeypatch.setattr("slotssm_hf.conversion.convert_slotssm.find_step_folder", lambda path: 1 / 0)
     assert convert([str(tmp_path / "step"), str(tmp_path / "out")]) == 1
     assert error_line() == "error: the conversion failed (ZeroDivisionError: division by zero)"
     assert sorted(os.listdir(tmp_path)) == ["step"]

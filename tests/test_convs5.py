@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 from flax_format import write_flax_checkpoint
-from remote_code import run_without_package
-from transformers import AutoModel, AutoModelForPreTraining, AutoVideoProcessor
+from transformers import AutoModelForPreTraining, AutoVideoProcessor
 
 from slotssm_hf import (
     FAMILIES,
@@ -19,17 +18,17 @@ from slotssm_hf import (
     ConvS5ForVideoPrediction,
     ConvS5Model,
     ConvS5VideoProcessor,
-    convert_convs5,
     stream,
 )
 from slotssm_hf.cli import main as cli
-from slotssm_hf.convert_convs5 import convert_convs5_checkpoint, convert_params, infer_config
-from slotssm_hf.convert_official import ConversionError
-from slotssm_hf.convs5_reference import FlaxConvS5Reference
-from slotssm_hf.convs5_scan import convs5_scan, convs5_scan_ref, convs5_step, discretize_zoh
-from slotssm_hf.flax_checkpoint import flatten_tree
-from slotssm_hf.metrics import video_prediction_metrics
-from slotssm_hf.moving_mnist import bouncing_trajectory, moving_mnist
+from slotssm_hf.conversion import convert_convs5
+from slotssm_hf.conversion.convert_convs5 import convert_convs5_checkpoint, convert_params, infer_config
+from slotssm_hf.conversion.conversion_utils import ConversionError
+from slotssm_hf.conversion.references.convs5 import FlaxConvS5Reference
+from slotssm_hf.models.convs5_scan import convs5_scan, convs5_scan_ref, convs5_step, discretize_zoh
+from slotssm_hf.conversion.flax_checkpoint import flatten_tree
+from slotssm_hf.training.metrics import video_prediction_metrics
+from slotssm_hf.synthetic.moving_digits import bouncing_trajectory, moving_mnist
 
 TINY = dict(
     image_size=16, encoder_depths=[8, 16], decoder_depths=[8, 16], resnet_num_groups=4, hidden_size=16,
@@ -523,34 +522,3 @@ def test_training_job_improves_the_rollouts(tmp_path, capsys):
 # Loading
 
 
-def test_saved_folders_load_without_the_package(tmp_path):
-    model = ConvS5ForVideoPrediction(tiny_config()).eval()
-    model.save_pretrained(tmp_path / "model")
-    ConvS5VideoProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}).save_pretrained(
-        tmp_path / "model"
-    )
-    video = frames_like(model.config, frames=3)
-    with torch.no_grad():
-        torch.save({"frames": video, "expected": model.rollout(video, 2)}, tmp_path / "io.pt")
-    assert isinstance(AutoModel.from_pretrained(tmp_path / "model"), ConvS5Model)
-    stdout = run_without_package(
-        tmp_path,
-        f"""
-        import numpy as np
-        import torch
-        from transformers import AutoModel, AutoModelForPreTraining, AutoVideoProcessor
-        folder = {str(tmp_path / "model")!r}
-        model = AutoModelForPreTraining.from_pretrained(folder, trust_remote_code=True).eval()
-        assert "slotssm_hf" not in type(model).__module__, type(model).__module__
-        io = torch.load({str(tmp_path / "io.pt")!r})
-        with torch.no_grad():
-            torch.testing.assert_close(model.rollout(io["frames"], 2), io["expected"], rtol=0, atol=0)
-        backbone = AutoModel.from_pretrained(folder, trust_remote_code=True)
-        processor = AutoVideoProcessor.from_pretrained(folder, trust_remote_code=True)
-        pixels = processor(np.zeros((2, 16, 16, 3), np.uint8), num_frames=2)["pixel_values_videos"]
-        print(type(model).__name__, type(backbone).__name__, type(processor).__name__, tuple(pixels.shape))
-        """,
-    )
-    assert stdout.split() == [
-        "ConvS5ForVideoPrediction", "ConvS5Model", "ConvS5VideoProcessor", "(1,", "2,", "1,", "16,", "16)"
-    ]  # fmt: skip

@@ -13,7 +13,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 from decoder_ceiling import TRUTH_SIZE, slots_from_truth
 
-from slotssm_hf.synthetic import SHAPES, bouncing_shapes
+from slotssm_hf.synthetic.shapes import SHAPES, bouncing_shapes
 
 
 def test_ground_truth_slots_describe_their_video(tmp_path):

@@ -1,11 +1,11 @@
-"""Reading Flax msgpack checkpoints without JAX, on files written in the format by tests/flax_format.py."""
+"""Reading Flax msgpack checkpoints without JAX, on files written in the format by tests/utils/flax_format.py."""
 
 import msgpack
 import numpy as np
 import pytest
 from flax_format import flax_bytes, write_flax_checkpoint
 
-from slotssm_hf.flax_checkpoint import FlaxCheckpointError, find_flax_checkpoint, flatten_tree, read_flax_checkpoint
+from slotssm_hf.conversion.flax_checkpoint import FlaxCheckpointError, find_flax_checkpoint, flatten_tree, read_flax_checkpoint
 
 
 def test_arrays_scalars_and_nesting_round_trip(tmp_path):

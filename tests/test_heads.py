@@ -17,7 +17,7 @@ from slotssm_hf import (
     VideoCollator,
     video_folder_dataset,
 )
-from slotssm_hf.modeling_slotssm import scale_invariant_log_loss
+from slotssm_hf.models.modeling_slotssm import scale_invariant_log_loss
 
 SMALL = {"size": {"shortest_edge": 32}, "crop_size": {"height": 32, "width": 32}, "num_frames": 4}
 

@@ -1,4 +1,4 @@
-"""Hub push and pull end to end against a loopback stand-in for the Hub (tests/hub_stand_in.py, 127.0.0.1 only):
+"""Hub push and pull end to end against a loopback stand-in for the Hub (tests/utils/hub_stand_in.py, 127.0.0.1 only):
 `slotssm-hf push` makes one commit; fresh processes pull it with and without the package, pin an earlier commit,
 and reload it offline from the cache once the server has stopped. Folders that must not be published are refused
 before any request, and credentials, endpoints and repos that fail give clear errors."""
@@ -23,8 +23,8 @@ from test_modeling import tiny_config
 
 from slotssm_hf import SlotSSMForVideoClassification, SlotSSMForVideoReconstruction, SlotSSMVideoProcessor
 from slotssm_hf.cli import main as cli
-from slotssm_hf.convert_official import convert_checkpoint
-from slotssm_hf.hub import PushError, checked_checkpoint, model_card_for, push_to_hub
+from slotssm_hf.conversion.convert_slotssm import convert_checkpoint
+from slotssm_hf.hub.push import PushError, checked_checkpoint, model_card_for, push_to_hub
 
 TOKEN, USER = "hf_stand_in_write_token", "tester"
 REPO = f"{USER}/tiny-slotssm"
@@ -226,7 +226,7 @@ def test_pushed_card_metadata_parses_and_holds_the_metrics(published):
 
 def test_pull_with_the_package_loads_head_backbone_and_processor(published):
     report = published.with_package
-    assert (report["model_module"], report["model"]) == ("slotssm_hf.modeling_slotssm", "SlotSSMForVideoReconstruction")
+    assert (report["model_module"], report["model"]) == ("slotssm_hf.models.modeling_slotssm", "SlotSSMForVideoReconstruction")
     assert report["backbone"] == "SlotSSMModel" and report["processor"] == "SlotSSMVideoProcessor"
     assert report["main_vs_second"] == 0.0
 
@@ -267,7 +267,7 @@ def test_pull_of_a_missing_repo_or_revision_names_it(published):
 def test_converted_official_checkpoint_pushes_with_the_same_command(published):
     files = files_at(published, f"{USER}/converted", published.converted.oid)
     assert {"config.json", "model.safetensors", "README.md", "configuration_slotssm.py", "modeling_slotssm.py",
-            "ssm.py", "video_preprocessor_config.json"} <= set(files)  # fmt: skip
+            "mamba_mixers.py", "mamba_scans.py", "video_preprocessor_config.json"} <= set(files)  # fmt: skip
     assert "video_processing_slotssm.py" in files  # the processor the converter writes ships with its code
     card = ModelCard(files["README.md"].decode())
     assert "Converted from a checkpoint trained with the official SlotSSM code" in card.text  # kept from the folder
@@ -314,7 +314,7 @@ def test_config_that_does_not_match_the_weights_is_refused_before_any_request(ch
     assert hub.requests == []
 
 
-@pytest.mark.parametrize("name", ["ssm.py", "video_processing_slotssm.py", "model.safetensors", "config.json"])
+@pytest.mark.parametrize("name", ["mamba_scans.py", "video_decoding.py", "model.safetensors", "config.json"])
 def test_folder_missing_a_needed_file_is_refused_naming_it(checkpoint, name):
     (checkpoint / name).unlink()
     with HubStandIn({TOKEN: USER}) as hub, pytest.raises(PushError, match=f"has no {name}"):

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from slotssm_hf.cli import main as cli
-from slotssm_hf.leaderboard import COLUMNS, ENTRIES, main
+from slotssm_hf.training.leaderboard import COLUMNS, ENTRIES, main
 
 QUALITY = ("fg_ari", "miou", "mse")
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from slotssm_hf.metrics import (
+from slotssm_hf.training.metrics import (
     ObjectDiscoveryMetrics,
     adjusted_rand_index,
     foreground_ari,

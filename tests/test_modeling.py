@@ -10,15 +10,14 @@ import torch
 import torch.nn.functional as F
 from conftest import OFFICIAL_VARIANTS, official_configs
 from huggingface_hub.errors import StrictDataclassError
-from remote_code import run_without_package
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 
 import slotssm_hf
 from slotssm_hf import FAMILIES, SlotSSMConfig, SlotSSMForVideoReconstruction, SlotSSMModel
-from slotssm_hf.convert_official import convert_official_config, convert_official_state_dicts
-from slotssm_hf.modeling_slotssm import SlotSSMAttention
-from slotssm_hf.official_reference import OfficialReference
+from slotssm_hf.conversion.convert_slotssm import convert_official_config, convert_official_state_dicts
+from slotssm_hf.models.modeling_slotssm import SlotSSMAttention
+from slotssm_hf.conversion.references.slotssm import OfficialReference
 
 
 def tiny_config(**overrides):
@@ -335,37 +334,12 @@ def test_half_precision_loading_keeps_a_log_in_float32(tmp_path):
     assert out.reconstruction.dtype == torch.bfloat16 and bool(out.reconstruction.isfinite().all())
 
 
-def test_saved_folder_loads_with_remote_code_where_the_package_is_absent(tmp_path):
-    config = tiny_config(decoder_type="spatial_broadcast", decoder_initial_size=4)
-    model = SlotSSMForVideoReconstruction(config).eval()
-    model.save_pretrained(tmp_path / "model")
-    frames = video(config)
-    with torch.no_grad():
-        torch.save({"frames": frames, "expected": model(frames).reconstruction}, tmp_path / "io.pt")
-    stdout = run_without_package(
-        tmp_path,
-        f"""
-        import torch
-        from transformers import AutoModel, AutoModelForPreTraining
-        folder = {str(tmp_path / "model")!r}
-        model = AutoModelForPreTraining.from_pretrained(folder, trust_remote_code=True).eval()
-        assert "slotssm_hf" not in type(model).__module__, type(model).__module__
-        io = torch.load({str(tmp_path / "io.pt")!r})
-        with torch.no_grad():
-            assert torch.equal(model(io["frames"]).reconstruction, io["expected"])
-        backbone = AutoModel.from_pretrained(folder, trust_remote_code=True)
-        print(type(model).__name__, type(backbone).__name__)
-        """,
-    )
-    assert stdout.split() == ["SlotSSMForVideoReconstruction", "SlotSSMModel"]
-
-
 @pytest.mark.parametrize("dim, grid_size, num_prefix_rows", [(16, 3, 1), (64, 5, 6), (256, 16, 1)])
 def test_sincos_position_table_is_the_documented_formula_and_the_official_table(dim, grid_size, num_prefix_rows):
     import math
 
-    from slotssm_hf.modeling_slotssm import sincos_position_table
-    from slotssm_hf.official_reference import mae_sincos_table
+    from slotssm_hf.models.modeling_slotssm import sincos_position_table
+    from slotssm_hf.conversion.references.slotssm import mae_sincos_table
 
     table = sincos_position_table(dim, grid_size, num_prefix_rows)
     assert table.shape == (1, num_prefix_rows + grid_size**2, dim) and table.dtype == torch.float32

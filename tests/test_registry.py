@@ -60,7 +60,7 @@ def test_unknown_names_are_refused_naming_what_exists():
 
 
 def test_train_job_offers_the_heads_and_variants_of_the_table(capsys):
-    from slotssm_hf.train import parse_args
+    from slotssm_hf.training.train import parse_args
 
     with pytest.raises(SystemExit) as stopped:
         parse_args(["--head", "depth"])

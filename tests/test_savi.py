@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 from flax_format import write_flax_checkpoint
-from remote_code import run_without_package
 
 from slotssm_hf import FAMILIES, SAViConfig, SAViForVideoReconstruction, SAViModel
-from slotssm_hf.convert_official import ConversionError
-from slotssm_hf.convert_savi import convert_savi_checkpoint, convert_savi_params
-from slotssm_hf.flax_checkpoint import flatten_tree
-from slotssm_hf.object_centric import flax_same_padding, flax_transpose_padding
-from slotssm_hf.savi_reference import SAViReference
+from slotssm_hf.conversion.conversion_utils import ConversionError
+from slotssm_hf.conversion.convert_savi import convert_savi_checkpoint, convert_savi_params
+from slotssm_hf.conversion.flax_checkpoint import flatten_tree
+from slotssm_hf.models.object_centric import flax_same_padding, flax_transpose_padding
+from slotssm_hf.conversion.references.savi import SAViReference
 
 TINY = {
     "image_size": 16, "encoder_features": [8, 8], "encoder_strides": [2, 1], "num_slots": 4, "slot_size": 16,
@@ -217,8 +216,8 @@ def test_convert_savi_verify_passes_and_writes_a_loadable_folder_with_processor(
     assert any("max abs difference" in line for line in lines)
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["README.md", "config.json", "configuration_savi.py", "model.safetensors", "modeling_savi.py",
-                     "object_centric.py", "pretrained.py", "video_inputs.py", "video_preprocessor_config.json",
-                     "video_processing_savi.py", "video_processing_slotssm.py"]  # fmt: skip
+                     "object_centric.py", "pretrained.py", "video_decoding.py", "video_inputs.py",
+                     "video_preprocessor_config.json", "video_processing.py", "video_processing_savi.py"]  # fmt: skip
     assert "license: apache-2.0" in (tmp_path / "out" / "README.md").read_text()
     from transformers import AutoVideoProcessor
 
@@ -379,39 +378,6 @@ def test_invalid_configuration_names_field_and_reason(overrides, message):
         SAViConfig(**{**TINY, **overrides})
 
 
-def test_saved_folder_loads_with_remote_code_where_the_package_is_absent(tmp_path):
-    from slotssm_hf import SAViVideoProcessor
-
-    config = SAViConfig(**TINY)
-    model = SAViForVideoReconstruction(config).eval()
-    model.save_pretrained(tmp_path / "model")
-    SAViVideoProcessor.for_config(config).save_pretrained(tmp_path / "model")
-    video, boxes = inputs(config)
-    with torch.no_grad():
-        torch.save({"video": video, "boxes": boxes, "expected": model(video, boxes=boxes).reconstruction},
-                   tmp_path / "io.pt")  # fmt: skip
-    stdout = run_without_package(
-        tmp_path,
-        f"""
-        import torch
-        import numpy as np
-        from transformers import AutoModel, AutoModelForPreTraining, AutoVideoProcessor
-        folder = {str(tmp_path / "model")!r}
-        model = AutoModelForPreTraining.from_pretrained(folder, trust_remote_code=True).eval()
-        assert "slotssm_hf" not in type(model).__module__, type(model).__module__
-        io = torch.load({str(tmp_path / "io.pt")!r})
-        with torch.no_grad():
-            assert torch.equal(model(io["video"], boxes=io["boxes"]).reconstruction, io["expected"])
-        backbone = AutoModel.from_pretrained(folder, trust_remote_code=True)
-        processor = AutoVideoProcessor.from_pretrained(folder, trust_remote_code=True)
-        frames = processor([np.full((8, 20, 20, 3), 255, np.uint8)])["pixel_values_videos"]
-        assert frames.shape == (1, 6, 3, 16, 16) and bool((frames == 1).all()), frames.shape  # [0, 1], no mean/std
-        print(type(model).__name__, type(backbone).__name__, type(processor).__name__)
-        """,
-    )
-    assert stdout.split() == ["SAViForVideoReconstruction", "SAViModel", "SAViVideoProcessor"]
-
-
 def test_auto_model_loads_a_saved_savi_with_the_package(tmp_path):
     from transformers import AutoModel, AutoModelForPreTraining
 
@@ -423,8 +389,8 @@ def test_auto_model_loads_a_saved_savi_with_the_package(tmp_path):
 
 def test_bouncing_shapes_boxes_padded_by_the_collator_condition_savi():
     from slotssm_hf import SAViVideoProcessor
-    from slotssm_hf.data import VideoCollator
-    from slotssm_hf.synthetic import _bouncing_shapes_examples
+    from slotssm_hf.training.data import VideoCollator
+    from slotssm_hf.synthetic.shapes import _bouncing_shapes_examples
 
     # The rows bouncing_shapes stores (its generator, without building a datasets cache).
     rows = list(_bouncing_shapes_examples(2, 3, 16, 2, 3, (0.07, 0.15), (0.02, 0.06), seed=0))
@@ -453,9 +419,9 @@ def test_trainer_trains_and_evaluates_fg_ari_and_miou(tmp_path):
     from transformers import Trainer, TrainingArguments
 
     from slotssm_hf import SAViVideoProcessor
-    from slotssm_hf.data import VideoCollator
-    from slotssm_hf.metrics import ObjectDiscoveryMetrics
-    from slotssm_hf.synthetic import _bouncing_shapes_examples
+    from slotssm_hf.training.data import VideoCollator
+    from slotssm_hf.training.metrics import ObjectDiscoveryMetrics
+    from slotssm_hf.synthetic.shapes import _bouncing_shapes_examples
 
     rows = [{"pixel_values_videos": r["video"], "boxes": r["boxes"], "instance_masks": r["masks"]}
             for r in _bouncing_shapes_examples(4, 2, 16, 2, 3, (0.07, 0.15), (0.02, 0.06), seed=0)]  # fmt: skip

@@ -11,8 +11,9 @@ from transformers.models.mamba.modeling_mamba import MambaMixer, mamba_selective
 from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer as TransformersMamba2Mixer
 from transformers.models.mamba2.modeling_mamba2 import causal_conv1d_fn, mamba2_chunk_scan
 
-from slotssm_hf import ssm
-from slotssm_hf.ssm import Mamba1Mixer, Mamba2Mixer, MambaState, selective_scan, ssd_scan
+from slotssm_hf.models import mamba_scans
+from slotssm_hf.models.mamba_mixers import Mamba1Mixer, Mamba2Mixer, MambaState
+from slotssm_hf.models.mamba_scans import selective_scan, ssd_scan
 
 
 def ssd_recurrence(x, dt, A, B, C, state=None):
@@ -415,8 +416,8 @@ def kernels_on_cpu(monkeypatch):
 
         return kernel
 
-    monkeypatch.setattr(ssm, "KERNEL_DEVICE_TYPES", frozenset({"cpu"}))
-    monkeypatch.setattr(ssm, "load_fused_kernel", load)
+    monkeypatch.setattr(mamba_scans, "KERNEL_DEVICE_TYPES", frozenset({"cpu"}))
+    monkeypatch.setattr(mamba_scans, "load_fused_kernel", load)
     return calls
 
 
@@ -444,23 +445,23 @@ def test_stateful_calls_use_the_torch_path(kernels_on_cpu, kind):
 
 def test_kernel_dispatch_decision(monkeypatch):
     x = torch.zeros(1)
-    monkeypatch.setattr(ssm, "load_fused_kernel", lambda name: "kernel")
-    assert ssm.fused_kernel_for("mamba_inner_fn", x, enabled=True) is None  # a CPU tensor
-    monkeypatch.setattr(ssm, "KERNEL_DEVICE_TYPES", frozenset({"cpu"}))
-    assert ssm.fused_kernel_for("mamba_inner_fn", x, enabled=True) == "kernel"
-    assert ssm.fused_kernel_for("mamba_inner_fn", x, enabled=False) is None
-    monkeypatch.setattr(ssm, "load_fused_kernel", lambda name: None)  # not installed
-    assert ssm.fused_kernel_for("mamba_inner_fn", x, enabled=True) is None
+    monkeypatch.setattr(mamba_scans, "load_fused_kernel", lambda name: "kernel")
+    assert mamba_scans.fused_kernel_for("mamba_inner_fn", x, enabled=True) is None  # a CPU tensor
+    monkeypatch.setattr(mamba_scans, "KERNEL_DEVICE_TYPES", frozenset({"cpu"}))
+    assert mamba_scans.fused_kernel_for("mamba_inner_fn", x, enabled=True) == "kernel"
+    assert mamba_scans.fused_kernel_for("mamba_inner_fn", x, enabled=False) is None
+    monkeypatch.setattr(mamba_scans, "load_fused_kernel", lambda name: None)  # not installed
+    assert mamba_scans.fused_kernel_for("mamba_inner_fn", x, enabled=True) is None
 
 
 def test_missing_kernel_packages_load_as_none(monkeypatch):
-    ssm.load_fused_kernel.cache_clear()
+    mamba_scans.load_fused_kernel.cache_clear()
     monkeypatch.setitem(sys.modules, "causal_conv1d", None)  # makes its import fail
     try:
-        assert ssm.load_fused_kernel("mamba_inner_fn") is None
-        assert ssm.load_fused_kernel("mamba_split_conv1d_scan_combined") is None
+        assert mamba_scans.load_fused_kernel("mamba_inner_fn") is None
+        assert mamba_scans.load_fused_kernel("mamba_split_conv1d_scan_combined") is None
     finally:
-        ssm.load_fused_kernel.cache_clear()
+        mamba_scans.load_fused_kernel.cache_clear()
 
 
 def test_state_is_a_plain_pair_of_tensors():

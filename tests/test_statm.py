@@ -7,15 +7,14 @@ import json
 import pytest
 import torch
 from flax_format import write_flax_checkpoint
-from remote_code import run_without_package
 from test_savi import CASES, TINY, clu_checkpoint, inputs, official_params
 
 from slotssm_hf import FAMILIES, STATMCache, STATMConfig, STATMForVideoReconstruction, STATMModel
-from slotssm_hf.convert_official import ConversionError
-from slotssm_hf.convert_savi import convert_savi_params
-from slotssm_hf.convert_statm import STATM, convert_statm_checkpoint
-from slotssm_hf.flax_checkpoint import flatten_tree
-from slotssm_hf.statm_reference import STATMReference
+from slotssm_hf.conversion.conversion_utils import ConversionError
+from slotssm_hf.conversion.convert_savi import convert_savi_params
+from slotssm_hf.conversion.convert_statm import STATM, convert_statm_checkpoint
+from slotssm_hf.conversion.flax_checkpoint import flatten_tree
+from slotssm_hf.conversion.references.statm import STATMReference
 
 STATM_CASES = {
     "cnn-boxes": TINY,
@@ -264,34 +263,3 @@ def test_auto_classes_load_a_saved_statm_with_the_package(tmp_path):
     assert type(AutoModel.from_pretrained(tmp_path / "model")) is STATMModel
 
 
-def test_saved_folder_loads_with_remote_code_where_the_package_is_absent(tmp_path):
-    from slotssm_hf import SAViVideoProcessor
-
-    config = STATMConfig(**TINY)
-    model = STATMForVideoReconstruction(config).eval()
-    model.save_pretrained(tmp_path / "model")
-    SAViVideoProcessor.for_config(config).save_pretrained(tmp_path / "model")
-    video, boxes = inputs(config)
-    with torch.no_grad():
-        torch.save({"video": video, "boxes": boxes, "expected": model(video, boxes=boxes).reconstruction},
-                   tmp_path / "io.pt")  # fmt: skip
-    stdout = run_without_package(
-        tmp_path,
-        f"""
-        import torch
-        from transformers import AutoModel, AutoModelForPreTraining, AutoVideoProcessor
-        folder = {str(tmp_path / "model")!r}
-        model = AutoModelForPreTraining.from_pretrained(folder, trust_remote_code=True).eval()
-        assert "slotssm_hf" not in type(model).__module__, type(model).__module__
-        io = torch.load({str(tmp_path / "io.pt")!r})
-        with torch.no_grad():
-            assert torch.equal(model(io["video"], boxes=io["boxes"]).reconstruction, io["expected"])
-            first = model(io["video"][:, :2], boxes=io["boxes"], use_cache=True)
-            rest = model(io["video"][:, 2:], cache=first.cache)
-        assert torch.allclose(rest.reconstruction, io["expected"][:, 2:], atol=1e-6)
-        backbone = AutoModel.from_pretrained(folder, trust_remote_code=True)
-        processor = AutoVideoProcessor.from_pretrained(folder, trust_remote_code=True)
-        print(type(model).__name__, type(backbone).__name__, type(processor).__name__)
-        """,
-    )
-    assert stdout.split() == ["STATMForVideoReconstruction", "STATMModel", "SAViVideoProcessor"]

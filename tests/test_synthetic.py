@@ -8,16 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from slotssm_hf.synthetic import (
-    BACKGROUND,
-    BALL_BACKGROUND,
-    NEUTRAL,
-    PALETTE,
-    blinking_color_balls,
-    blinking_color_balls_num_classes,
-    bouncing_shapes,
-    write_videos,
-)
+from slotssm_hf.synthetic import blinking_color_balls, blinking_color_balls_num_classes, bouncing_shapes, write_videos
+from slotssm_hf.synthetic.blinking_balls import BALL_BACKGROUND, NEUTRAL, PALETTE
+from slotssm_hf.synthetic.shapes import BACKGROUND
 
 SHAPES_KWARGS = {"num_videos": 12, "num_frames": 12, "image_size": 48, "min_objects": 3, "max_objects": 6}
 BALLS_KWARGS = {"num_videos": 16, "num_context_frames": 12, "num_balls": 4, "image_size": 32, "num_colors": 4}

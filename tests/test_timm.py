@@ -1,20 +1,15 @@
 """timm image models as the frame encoder, and feature reconstruction (the DINOSAUR / VideoSAUR objective): token
 shapes against timm's own features, freezing, save/load, training, processor settings and clear refusals."""
 
-import ast
-from pathlib import Path
 
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
 from huggingface_hub.errors import StrictDataclassError
-from remote_code import run_without_package
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForPreTraining, Trainer, TrainingArguments
-from transformers.dynamic_module_utils import get_imports
 
-import slotssm_hf
 from slotssm_hf import (
     FAMILIES,
     SlotSSMForVideoClassification,
@@ -24,7 +19,7 @@ from slotssm_hf import (
     SlotSSMModel,
     SlotSSMVideoProcessor,
 )
-from slotssm_hf.timm_encoder import timm_video_processor_kwargs
+from slotssm_hf.models.timm_encoder import timm_video_processor_kwargs
 
 # Tiny versions of timm families: a ViT with a CLS token, a DINOv3 ViT (CLS + 4 register tokens, RoPE tables that
 # are non-persistent buffers), and a CNN read at its stride-8 stage.
@@ -179,41 +174,6 @@ def test_save_and_load_give_identical_outputs_from_one_file(tmp_path, backbone):
         expected, out = model(frames), loaded(frames)
     assert torch.equal(out.reconstruction, expected.reconstruction)
     assert torch.equal(out.masks, expected.masks)
-
-
-def test_saved_folder_loads_with_remote_code_where_the_package_is_absent(tmp_path):
-    config = timm_config(reconstruction_target="features", decoder_type="spatial_broadcast")
-    model = SlotSSMForVideoReconstruction(config).eval()
-    model.save_pretrained(tmp_path / "model")
-    frames = video(config)
-    with torch.no_grad():
-        torch.save({"frames": frames, "expected": model(frames).reconstruction}, tmp_path / "io.pt")
-    stdout = run_without_package(
-        tmp_path,
-        f"""
-        import torch
-        from transformers import AutoModelForPreTraining
-        model = AutoModelForPreTraining.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True).eval()
-        assert "slotssm_hf" not in type(model).__module__, type(model).__module__
-        io = torch.load({str(tmp_path / "io.pt")!r})
-        with torch.no_grad():
-            assert torch.equal(model(io["frames"]).reconstruction, io["expected"])
-        print(type(model.slotssm.encoder.backbone).__name__)
-        """,
-    )
-    assert stdout.split() == ["VisionTransformer"]
-
-
-def test_the_model_code_needs_timm_only_for_a_timm_encoder():
-    """transformers' remote-code check refuses a folder whose code imports a missing package; timm is imported only
-    inside the functions that build a timm encoder."""
-    package = Path(slotssm_hf.__file__).parent
-    for name in ("configuration_slotssm.py", "modeling_slotssm.py", "timm_encoder.py"):
-        assert "timm" not in get_imports(package / name), name
-        module_level = ast.parse((package / name).read_text()).body
-        imported = [alias.name for node in module_level if isinstance(node, ast.Import) for alias in node.names]
-        imported += [node.module for node in module_level if isinstance(node, ast.ImportFrom) and node.module]
-        assert not any(module.split(".")[0] == "timm" for module in imported), name
 
 
 # Feature reconstruction

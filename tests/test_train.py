@@ -15,7 +15,7 @@ from test_modeling import tiny_config
 from transformers import TrainingArguments
 
 from slotssm_hf import SlotSSMForVideoReconstruction
-from slotssm_hf.train import NonFiniteLossError, main, make_trainer_class
+from slotssm_hf.training.train import NonFiniteLossError, main, make_trainer_class
 
 TINY_RUN = ["--steps", "4", "--train-videos", "8", "--eval-videos", "2", "--batch-size", "2", "--num-frames", "4",
             "--image-size", "32", "--save-steps", "2"]  # fmt: skip
@@ -37,7 +37,7 @@ def test_default_job_writes_model_processor_card_metrics_and_pictures(tmp_path, 
 
 
 def test_builtin_videos_hold_three_or_four_objects():
-    from slotssm_hf.train import builtin_datasets, parse_args
+    from slotssm_hf.training.train import builtin_datasets, parse_args
 
     args = parse_args([*TINY_RUN, "--train-videos", "24", "--eval-videos", "24"])
     for videos in builtin_datasets(args):
@@ -95,7 +95,7 @@ LAUNCHERS = {
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_two_processes_on_the_cpu(tmp_path, launcher):
-    command = [*LAUNCHERS[launcher], "-m", "slotssm_hf.train", *TINY_RUN, "--no-pictures", "--output-dir", str(tmp_path)]
+    command = [*LAUNCHERS[launcher], "-m", "slotssm_hf.training.train", *TINY_RUN, "--no-pictures", "--output-dir", str(tmp_path)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -119,7 +119,7 @@ def test_resumed_run_with_random_clip_starts_ends_with_the_weights_of_an_uninter
 
 
 def test_a_non_finite_loss_on_one_process_stops_every_process_with_the_same_message(tmp_path):
-    script = Path(__file__).with_name("distributed_non_finite.py")
+    script = Path(__file__).parent / "utils" / "distributed_non_finite.py"
     command = [*LAUNCHERS["torchrun"][:-1], "29519", str(script), str(tmp_path)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(script.parent), *sys.path])}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
@@ -137,7 +137,7 @@ def test_a_non_finite_loss_on_one_process_stops_every_process_with_the_same_mess
 def test_clip_seeds_depend_on_seed_epoch_and_row_only():
     from transformers import TrainerControl, TrainerState
 
-    from slotssm_hf.data import EpochCallback, SeededClips
+    from slotssm_hf.training.data import EpochCallback, SeededClips
 
     clips = SeededClips([{"pixel_values_videos": "a.mp4"}, {"pixel_values_videos": "b.mp4"}], seed=0)
     first_epoch = [clips[i]["clip_seed"] for i in range(2)]

@@ -11,7 +11,7 @@ import scipy.sparse
 import scipy.sparse.csgraph
 import torch
 
-from slotssm_hf.tree_scan import (
+from slotssm_hf.models.tree_scan import (
     bfs_levels,
     grid_edge_costs,
     grid_edges,
@@ -290,7 +290,7 @@ class StandInTreeScanKernels:
 
 
 def test_cuda_dispatch_runs_the_official_extension_with_the_same_results(monkeypatch):
-    from slotssm_hf import tree_scan as module
+    from slotssm_hf.models import tree_scan as module
 
     features, u, w = random_problem(2, 4, 5, channels=3, seed=2)
     tree = grid_tree(features)
@@ -310,7 +310,7 @@ def test_cuda_dispatch_runs_the_official_extension_with_the_same_results(monkeyp
 
 
 def test_the_extension_is_used_only_on_cuda_when_enabled_and_installed(monkeypatch):
-    from slotssm_hf import tree_scan as module
+    from slotssm_hf.models import tree_scan as module
 
     monkeypatch.setattr(module, "load_official_kernels", lambda: "kernels")
     x = torch.ones(1)
@@ -323,7 +323,7 @@ def test_the_extension_is_used_only_on_cuda_when_enabled_and_installed(monkeypat
 
 
 def test_a_missing_extension_loads_as_none(monkeypatch):
-    from slotssm_hf import tree_scan as module
+    from slotssm_hf.models import tree_scan as module
 
     module.load_official_kernels.cache_clear()
     monkeypatch.setitem(sys.modules, "tree_scan", None)  # importing it now fails

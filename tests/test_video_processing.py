@@ -13,8 +13,9 @@ from av.video.frame import PictureType
 from PIL import Image
 from transformers import AutoVideoProcessor
 
-from slotssm_hf import SlotSSMVideoProcessor, video_processing_slotssm
-from slotssm_hf.video_processing_slotssm import decode_from_keyframes, decode_with_pyav, frame_table, seek_segments
+from slotssm_hf import SlotSSMVideoProcessor
+from slotssm_hf.models import video_decoding
+from slotssm_hf.models.video_decoding import decode_from_keyframes, decode_with_pyav, frame_table, seek_segments
 
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
@@ -214,7 +215,7 @@ class PacketCounter:
 def decoder_spy(monkeypatch):
     """Counts the frames the decoder hands out while clips are decoded from keyframes; can drop one of them."""
     spy = SimpleNamespace(decoded=0, drop=None)
-    decode_packets = video_processing_slotssm.decode_packets
+    decode_packets = video_decoding.decode_packets
 
     def counting(*args):
         for frame in decode_packets(*args):
@@ -222,7 +223,7 @@ def decoder_spy(monkeypatch):
             if spy.decoded != spy.drop:
                 yield frame
 
-    monkeypatch.setattr(video_processing_slotssm, "decode_packets", counting)
+    monkeypatch.setattr(video_decoding, "decode_packets", counting)
     return spy
 
 

@@ -1,0 +1,357 @@
+"""Conversion of checkpoints written by the official SAVi / SAVi++ training code (google-research/slot-attention-video)
+into `SAViForVideoReconstruction` checkpoints, without JAX or TensorFlow. Families built on SAVi's parts convert
+through the same code with their own `FlaxFamily` (config, variants, model, reference, rules): `convert_statm.py`.
+
+The official trainer saves with CLU's `checkpoint.MultihostCheckpoint`: `checkpoints-<host>/ckpt-<n>.flax`, a Flax
+msgpack of `{step, optimizer: {target: <params>, state}, variables, rng}`; `flax_checkpoint.read_flax_checkpoint`
+reads it. The parameters (`optimizer/target`, or `params` of a newer TrainState, or a bare parameter tree) are mapped
+with a strict ledger: every source array is consumed exactly once, every model weight filled, shapes checked.
+The official configs are Python files, not saved beside the weights: the architecture comes from a named variant
+(`VARIANTS`) plus overrides, and the ledger refuses weights that do not fit it.
+
+Layout changes, each named by its rule below:
+- `dense`: Dense kernel (in, out) -> Linear weight (out, in).
+- `dense_general`: DenseGeneral kernels (in, heads, head_dim) / (heads, head_dim, out) and biases (heads, head_dim)
+  -> flattened to (in, heads * head_dim) / (heads * head_dim, out), then as `dense`.
+- `conv`: Conv kernel HWIO -> OIHW.
+- `conv_transpose`: ConvTranspose kernel HWIO, applied by Flax without flipping -> torch (I, O, H, W) with both
+  spatial axes flipped (`SameConvTranspose2d` does the Flax "SAME" padding).
+- `norm`: LayerNorm / GroupNorm scale, bias -> weight, bias (any (1, 1, 1, C) shape of newer Flax flattened);
+  the epsilon (Flax's 1e-6) is `layer_norm_eps`.
+- `gru`: GRUCell gates ir, iz, in (kernels with biases) and hr, hz, hn (kernels; only hn has a bias) -> torch GRUCell
+  weight_ih = [ir; iz; in]^T, weight_hh = [hr; hz; hn]^T (torch's gate order r, z, n), bias_ih = [b_ir; b_iz; b_in],
+  bias_hh = [0; 0; b_hn] (torch adds a hidden bias to every gate; Flax only to n, inside the reset product).
+- `grid`: the fixed (y, x) position grids Flax stores as parameters are checked against the grid the model
+  recomputes, then dropped.
+"""
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..models.configuration_savi import VARIANTS, SAViConfig
+from .conversion_utils import ConversionError, check_output_path, parse_override, run_converter, write_converted
+
+# (source path pattern, target key template, layout rule). Paths are relative to the parameter tree; a `{0}`-style
+# field takes the pattern's groups; "@int-1" marks 1-based official indices.
+_MHA = [
+    (r"MultiHeadDotProductAttention_0/(?P<qkv>query|key|value)/(?P<p>kernel|bias)", "attention.{qkv}_proj.{p}",
+     "dense_general"),
+    (r"MultiHeadDotProductAttention_0/out/(?P<p>kernel|bias)", "attention.o_proj.{p}", "dense_general"),
+    (r"LayerNorm_0/(?P<p>scale|bias)", "attention_norm.{p}", "norm"),
+    (r"LayerNorm_1/(?P<p>scale|bias)", "mlp_norm.{p}", "norm"),
+    (r"MLP_0/dense_mlp_(?P<i>\d)/(?P<p>kernel|bias)", "mlp.layers.{i}.{p}", "dense"),
+]  # fmt: skip
+# Everything but the predictor, which STATM swaps (convert_statm.py). Target keys start with "savi.", the backbone's
+# attribute in SAVi; another family's converted keys start with its own `base_model_prefix` instead.
+SHARED_RULES = [
+    # Encoder.
+    (r"FrameEncoder_0/CNN_0/conv_(\d+)/(kernel|bias)", "savi.encoder.backbone.convs.{1}.{2}", "conv"),
+    (r"FrameEncoder_0/ResNet_0/init_conv/kernel", "savi.encoder.backbone.init_conv.weight", "conv"),
+    (r"FrameEncoder_0/ResNet_0/init_bn/(scale|bias)", "savi.encoder.backbone.init_bn.{1}", "norm"),
+    (r"FrameEncoder_0/ResNet_0/stage(\d+)/block(\d+)/(conv1|conv2|proj_conv)/kernel",
+     "savi.encoder.backbone.stages.{1-1}.{2-1}.{3}.weight", "conv"),
+    (r"FrameEncoder_0/ResNet_0/stage(\d+)/block(\d+)/(bn1|bn2|proj_bn)/(scale|bias)",
+     "savi.encoder.backbone.stages.{1-1}.{2-1}.{3}.{4}", "norm"),
+    (r"FrameEncoder_0/PositionEmbedding_0/pos_embedding", "encoder", "grid"),
+    (r"FrameEncoder_0/PositionEmbedding_0/dense_pe_0/(kernel|bias)", "savi.encoder.position_embedding.dense.{1}",
+     "dense"),
+    (r"FrameEncoder_0/PositionEmbedding_0/MLP_0/LayerNorm_0/(scale|bias)", "savi.encoder.mlp.norm.{1}", "norm"),
+    (r"FrameEncoder_0/PositionEmbedding_0/MLP_0/dense_mlp_(\d)/(kernel|bias)", "savi.encoder.mlp.layers.{1}.{2}",
+     "dense"),
+    (r"FrameEncoder_0/Dense_0/(kernel|bias)", "savi.encoder.transformer_proj.{1}", "dense"),
+    *[(rf"FrameEncoder_0/Transformer_0/TransformerBlock(?P<layer>\d+)/{p}",
+       f"savi.encoder.transformer.{{layer}}.{t}", r) for p, t, r in _MHA],
+    # Initialisers.
+    (r"CoordinateEncoderStateInit_0/MLP_0/dense_mlp_(\d)/(kernel|bias)", "savi.initializer.mlp.layers.{1}.{2}",
+     "dense"),
+    (r"ParamStateInit_0/state_init", "savi.initializer.slots", "param"),
+    # Corrector.
+    (r"SlotAttention_0/LayerNorm_0/(scale|bias)", "savi.corrector.slot_norm.{1}", "norm"),
+    (r"SlotAttention_0/LayerNorm_1/(scale|bias)", "savi.corrector.input_norm.{1}", "norm"),
+    (r"SlotAttention_0/general_dense_([qkv])_0/kernel", "savi.corrector.{1}_proj.weight", "dense_general"),
+    (r"SlotAttention_0/InvertedDotProductAttention_0/DenseGeneral_0/(kernel|bias)", "savi.corrector.o_proj.{1}",
+     "dense_general"),
+    (r"SlotAttention_0/GRU_0/GRUCell_0/(ir|iz|in|hr|hz|hn)/(kernel|bias)", "savi.corrector.gru", "gru"),
+    (r"SlotAttention_0/MLP_0/LayerNorm_0/(scale|bias)", "savi.corrector.mlp.norm.{1}", "norm"),
+    (r"SlotAttention_0/MLP_0/dense_mlp_(\d)/(kernel|bias)", "savi.corrector.mlp.layers.{1}.{2}", "dense"),
+    # Decoder.
+    (r"SpatialBroadcastDecoder_0/PositionEmbedding_0/pos_embedding", "decoder", "grid"),
+    (r"SpatialBroadcastDecoder_0/PositionEmbedding_0/dense_pe_0/(kernel|bias)", "decoder.position_embedding.dense.{1}",
+     "dense"),
+    (r"SpatialBroadcastDecoder_0/CNN_0/conv_(\d+)/(kernel|bias)", "decoder.backbone.convs.{1}.{2}", "conv"),
+    (r"SpatialBroadcastDecoder_0/alpha_logits/(kernel|bias)", "decoder.alpha_logits.{1}", "dense"),
+    (r"SpatialBroadcastDecoder_0/Readout_0/(?:Dense_(\d+)/Dense_0|MLP_(\d+)/dense_mlp_0)/(kernel|bias)",
+     "decoder.readouts.{1|2}.{3}", "dense"),
+]  # fmt: skip
+PREDICTOR_RULES = [(rf"TransformerBlock_0/{p}", f"savi.predictor.{t}", r) for p, t, r in _MHA]
+RULES = [*SHARED_RULES, *PREDICTOR_RULES]
+
+# The GRU's Flax gates in torch's order within each fused weight.
+_GRU_GATES = {"ir": ("weight_ih", 0), "iz": ("weight_ih", 1), "in": ("weight_ih", 2),
+              "hr": ("weight_hh", 0), "hz": ("weight_hh", 1), "hn": ("weight_hh", 2)}  # fmt: skip
+
+
+def _target_key(template: str, match: re.Match) -> str:
+    """Fill `{i}` (group i), `{i-1}` (group i minus one: official 1-based names), `{i|j}` (whichever group matched),
+    `{name}` (a named group; `{qkv}`: query/key/value -> q/k/v) and rename Flax's scale/kernel to torch's weight."""
+
+    def field(m):
+        spec = m.group(1)
+        if spec.isidentifier():
+            return match.group(spec)[0] if spec == "qkv" else match.group(spec)
+        if "|" in spec:
+            return next(match.group(int(i)) for i in spec.split("|") if match.group(int(i)) is not None)
+        if spec.endswith("-1"):
+            return str(int(match.group(int(spec[:-2]))) - 1)
+        return match.group(int(spec))
+
+    key = re.sub(r"\{([^}]+)\}", field, template)
+    return re.sub(r"\.(kernel|scale)$", ".weight", key)
+
+
+def _dense(array: np.ndarray, is_kernel: bool) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array.T)) if is_kernel else torch.from_numpy(array.copy())
+
+
+def _conv(array: np.ndarray, is_kernel: bool, transposed: bool) -> torch.Tensor:
+    if not is_kernel:
+        return torch.from_numpy(array.copy())
+    if transposed:  # Flax does not flip the kernel of a transposed convolution; torch's conv_transpose2d does
+        return torch.from_numpy(np.ascontiguousarray(array[::-1, ::-1].transpose(2, 3, 0, 1)))
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(3, 2, 0, 1)))
+
+
+def _dense_general(array: np.ndarray, path: str) -> torch.Tensor:
+    """DenseGeneral kernels and biases flattened to a Linear's: the heads' projections (in, heads, head_dim) and the
+    heads' output projections (heads, head_dim, out) become (in, heads * head_dim) and (heads * head_dim, out)."""
+    if path.endswith("bias"):
+        return torch.from_numpy(array.reshape(-1).copy())
+    output_side = path.endswith(("/out/kernel", "/DenseGeneral_0/kernel"))
+    flat = array.reshape(-1, array.shape[-1]) if output_side else array.reshape(array.shape[0], -1)
+    return torch.from_numpy(np.ascontiguousarray(flat.T))
+
+
+def grid(height: int, width: int) -> np.ndarray:
+    rows, cols = np.linspace(-1, 1, height), np.linspace(-1, 1, width)
+    return np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1)[None]
+
+
+@dataclass(frozen=True)
+class FlaxFamily:
+    """What converting one family's official Flax checkpoints needs: its name in messages and cards, the command,
+    the config class and named variants, the model class the weights load into ("module.Class"), the float64
+    reference that `--verify` compares with ("module.Class" within `references/`, called as SAViReference is), and
+    the rules."""
+
+    name: str
+    command: str
+    config_class: type
+    variants: dict
+    default_variant: str
+    model_path: str
+    reference_path: str
+    rules: tuple
+    code: str  # the official repository, for the card's provenance
+
+
+SAVI = FlaxFamily(
+    "SAVi", "convert-savi", SAViConfig, VARIANTS, "savi_conditional_small",
+    "modeling_savi.SAViForVideoReconstruction", "savi.SAViReference", tuple(RULES),
+    "google-research/slot-attention-video",
+)  # fmt: skip
+
+
+def convert_savi_params(flat_params: dict, config: SAViConfig, family: FlaxFamily = SAVI) -> dict:
+    """The state dict of the family's model (`SAViForVideoReconstruction(config)` for SAVi) from the official flat
+    parameter tree (paths joined by "/"). Raises `ConversionError` listing every unmapped source path, missing or
+    mis-shaped target and wrong grid."""
+    from ..registry import load
+
+    with torch.device("meta"):
+        target_model = load(family.model_path)(config)
+    prefix = f"{target_model.base_model_prefix}."
+    expected = {k: v.shape for k, v in target_model.state_dict().items()}
+    transposed_weights = {f"{name}.weight" for name, module in target_model.named_modules()
+                          if isinstance(module, torch.nn.ConvTranspose2d)}  # fmt: skip
+    converted, gru_parts, unmapped, problems = {}, {}, [], []
+    grids = {"encoder": (config.encoder_grid_size,) * 2, "decoder": (config.decoder_broadcast_size,) * 2}
+    for path, array in sorted(flat_params.items()):
+        array = np.asarray(array)
+        matches = [(re.fullmatch(pattern, path), template, rule) for pattern, template, rule in family.rules]
+        matches = [m for m in matches if m[0]]
+        if len(matches) != 1:
+            unmapped.append(path)
+            continue
+        match, template, rule = matches[0]
+        template = prefix + template.removeprefix("savi.") if template.startswith("savi.") else template
+        is_kernel = path.endswith(("kernel", "scale"))
+        if rule == "grid":
+            want = grid(*grids[template])
+            if array.shape != want.shape or not np.allclose(array, want, atol=1e-6):
+                problems.append(f"{path}: the fixed position grid {array.shape} is not the {want.shape} grid in "
+                                "[-1, 1] the converted config implies (wrong image size or strides?)")  # fmt: skip
+            continue
+        if rule == "gru":
+            gate, kind = match.group(1), match.group(2)
+            fused, index = _GRU_GATES[gate]
+            part = "bias_ih" if kind == "bias" and gate[0] == "i" else "bias_hh" if kind == "bias" else fused
+            gru_parts[(template, part, index)] = _dense(array, kind == "kernel")
+            continue
+        key = _target_key(template, match)
+        if rule == "dense":
+            tensor = _dense(array, is_kernel)
+        elif rule == "conv":
+            # The config decides which layers are transposed; the target module's kind says so.
+            tensor = _conv(array, is_kernel, key in transposed_weights)
+        elif rule == "norm":
+            tensor = torch.from_numpy(array.reshape(-1).copy())
+        elif rule == "dense_general":
+            tensor = _dense_general(array, path)
+        else:
+            tensor = torch.from_numpy(array.copy())
+        if key in converted:
+            problems.append(f"{path}: a second source for {key}")
+        converted[key] = tensor
+    for template in sorted({t for t, _, _ in gru_parts}):
+        for part in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            chunks = [gru_parts.get((template, part, i)) for i in range(3)]
+            if part == "bias_hh" and chunks[2] is not None:  # Flax's r and z gates have no hidden bias: zeros
+                chunks = [torch.zeros_like(chunks[2]) if chunk is None else chunk for chunk in chunks]
+            if any(chunk is None for chunk in chunks) or len({chunk.shape for chunk in chunks}) != 1:
+                shapes = [None if chunk is None else tuple(chunk.shape) for chunk in chunks]
+                problems.append(f"{template}.{part}: the Flax GRU gates (r, z, n) give {shapes}, not three equal parts")
+                continue
+            converted[f"{template}.{part}"] = torch.cat(chunks)
+    missing = sorted(set(expected) - set(converted))
+    unexpected = sorted(set(converted) - set(expected))
+    mis_shaped = sorted(
+        f"{k}: {tuple(converted[k].shape)} instead of {tuple(expected[k])}"
+        for k in set(expected) & set(converted)
+        if converted[k].shape != expected[k]
+    )
+    for what, keys in (("source arrays no rule maps", unmapped), ("missing", missing),
+                       ("unexpected", unexpected), ("wrong shape", mis_shaped)):  # fmt: skip
+        if keys:
+            problems.append(f"{what}: {keys}")
+    if problems:
+        raise ConversionError(f"the official parameters do not fit the {family.name} config; " + "; ".join(problems))
+    return converted
+
+
+def parameter_tree(checkpoint: dict, family: FlaxFamily = SAVI) -> dict:
+    """The model parameters inside a checkpoint dict: CLU/flax.optim `optimizer/target`, a TrainState's `params`, or
+    the tree itself (which holds `FrameEncoder_0`)."""
+    if isinstance(checkpoint.get("optimizer"), dict) and isinstance(checkpoint["optimizer"].get("target"), dict):
+        tree = checkpoint["optimizer"]["target"]
+    elif isinstance(checkpoint.get("params"), dict):
+        tree = checkpoint["params"]
+    else:
+        tree = checkpoint
+    tree = tree.get("params", tree) if "FrameEncoder_0" not in tree else tree
+    if "FrameEncoder_0" not in tree:
+        raise ConversionError(
+            f"no {family.name} parameters found (expected optimizer/target/FrameEncoder_0, params/FrameEncoder_0 or "
+            f"FrameEncoder_0 at the top); top-level keys: {sorted(checkpoint)}"
+        )
+    return tree
+
+
+def verify_conversion(model, flat_params: dict, num_frames: int = 3, seed: int = 0,
+                      family: FlaxFamily = SAVI) -> float:  # fmt: skip
+    """Max abs difference between the converted model (float32) and the family's float64 reference on the source
+    arrays over the corrected slots and the decoded targets of a seeded clip."""
+    from ..registry import load
+
+    config = model.config
+    generator = torch.Generator().manual_seed(seed)
+    video = torch.rand(1, num_frames, config.num_channels, config.image_size, config.image_size, generator=generator)
+    boxes = torch.rand(1, config.num_boxes, 2, 2, generator=generator).sort(dim=2).values.transpose(2, 3).flatten(2)
+    reference_class = load(family.reference_path, package=f"{__package__}.references")
+    reference = reference_class(flat_params, config)(video.permute(0, 1, 3, 4, 2).double(), boxes.double())
+    with torch.no_grad():
+        ours = model.float().eval()(video, boxes=boxes)
+    slots_error = (ours.last_hidden_state.double() - reference["states"]).abs().max().item()
+    outputs_error = (ours.reconstruction.permute(0, 1, 3, 4, 2).double() - reference["outputs"]).abs().max().item()
+    return max(slots_error, outputs_error)
+
+
+def convert_savi_checkpoint(source, output, variant: str | None = None, overrides: dict | None = None,
+                            verify: bool = False, overwrite: bool = False, allow_non_finite: bool = False,
+                            tolerance: float = 1e-4, log=print, family: FlaxFamily = SAVI) -> Path:  # fmt: skip
+    """Convert the official checkpoint at `source` (a `ckpt-<n>.flax` / `checkpoint_<step>` file, a folder holding
+    them, of which the latest is used, or the training work folder holding `checkpoints-0/`) of `family` (SAVi by
+    default) into `output`, written atomically (nothing is left behind on failure; an existing `output` is replaced
+    only with `overwrite=True`). `variant`: the official config it was trained with (the family's default when None)."""
+    from .flax_checkpoint import FlaxCheckpointError, find_flax_checkpoint, flatten_tree, read_flax_checkpoint
+    from ..registry import load
+    from ..models.video_processing_savi import SAViVideoProcessor
+
+    output = Path(output)
+    variant = family.default_variant if variant is None else variant
+    config_name = family.config_class.__name__
+    check_output_path(Path(source), output, overwrite)
+    if variant not in family.variants:
+        raise ConversionError(f"unknown variant {variant!r}; the official setups are {sorted(family.variants)}")
+    unknown = sorted(set(overrides or {}) - set(family.config_class.__dataclass_fields__))
+    if unknown:  # the config would keep them as inert attributes: a typo must not go unnoticed
+        raise ConversionError(f"{unknown} are not {config_name} fields")
+    try:
+        config = family.config_class(**{**family.variants[variant], **(overrides or {})})
+    except Exception as error:  # the config's own validation names the field
+        raise ConversionError(f"variant {variant!r} with {overrides} is not a valid {config_name}: {error}") from error
+    # A training work folder: CLU's MultihostCheckpoint writes one checkpoints-<host> folder per host, host 0's first.
+    if (Path(source) / "checkpoints-0").is_dir():
+        source = Path(source) / "checkpoints-0"
+    try:
+        path = find_flax_checkpoint(source)
+        checkpoint = read_flax_checkpoint(path)
+    except (FileNotFoundError, FlaxCheckpointError) as error:
+        raise ConversionError(str(error)) from error
+    if path != Path(source):
+        log(f"converting the latest checkpoint in {source}: {path.name}")
+    flat = flatten_tree(parameter_tree(checkpoint, family))
+    state = convert_savi_params(flat, config, family)
+    with torch.device("meta"):
+        model = load(family.model_path)(config)
+    model.load_state_dict(state, strict=True, assign=True)
+
+    provenance = (
+        f"Converted from `{path.name}`, a checkpoint of the official training code ({family.code}, config "
+        f"`{variant}`), by `slotssm-hf {family.command}`."
+    )
+    verify = ("the float64 reference", lambda folder: verify_conversion(model, flat, family=family)) if verify else None
+    processor = SAViVideoProcessor.for_config(config)
+    return write_converted(model, output, processor, provenance, verify, tolerance, allow_non_finite, log)
+
+
+def main(argv=None, family: FlaxFamily = SAVI) -> int:
+    def add_arguments(parser):
+        parser.add_argument("--variant", default=family.default_variant, choices=sorted(family.variants),
+                            help="the official config the checkpoint was trained with")  # fmt: skip
+        parser.add_argument("--set", dest="overrides", action="append", type=parse_override, default=[],
+                            metavar="NAME=VALUE", help=f"override a {family.config_class.__name__} field (JSON value), "
+                            "e.g. num_slots=24 for max_instances=23")  # fmt: skip
+
+    def convert(overrides, **arguments):
+        return convert_savi_checkpoint(overrides=dict(overrides), family=family, **arguments)
+
+    return run_converter(
+        argv, convert, family.command,
+        f"Convert a checkpoint of the official {family.name} code ({family.code}, Flax msgpack) into a slotssm_hf "
+        "checkpoint, without JAX.",
+        "a ckpt-<n>.flax file, a folder of them (latest used) or the work folder", "the float64 reference",
+        add_arguments,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["convert_savi_params", "convert_savi_checkpoint", "parameter_tree", "RULES", "SHARED_RULES", "FlaxFamily",
+           "SAVI"]  # fmt: skip

@@ -1,0 +1,148 @@
+"""Video datasets for the Trainer: a folder of video files as a `datasets.Dataset`, and the collator that turns
+rows into model inputs with a family's video processor (`SlotSSMVideoProcessor` by default).
+
+The video column is named `pixel_values_videos` and the label column `labels`, the model's own argument names,
+so the Trainer's default `remove_unused_columns=True` keeps them: rows hold file paths (or arrays), and the
+collator decodes and processes them only when a batch is built.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import TrainerCallback
+
+from ..models.video_processing_slotssm import SlotSSMVideoProcessor
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".gif", ".m4v", ".mpg", ".mpeg")
+VIDEO_COLUMN = "pixel_values_videos"
+LABEL_COLUMN = "labels"
+CLIP_SEED_COLUMN = "clip_seed"
+
+
+def video_folder_dataset(folder, extensions=VIDEO_EXTENSIONS):
+    """Every video file under `folder` (recursively, sorted) as a `datasets.Dataset` with a `pixel_values_videos`
+    column of paths. When every video sits in a sub-folder of `folder` (`folder/<class>/<video>`), the sub-folder
+    names become a `labels` ClassLabel column (classes in sorted order)."""
+    import datasets
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"video folder not found: {folder}")
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+    if not paths:
+        raise ValueError(f"no video files ({', '.join(extensions)}) under {folder}")
+    columns = {VIDEO_COLUMN: [str(p) for p in paths]}
+    features = {VIDEO_COLUMN: datasets.Value("string")}
+    class_names = [p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else None for p in paths]
+    if all(class_names):
+        names = sorted(set(class_names))
+        columns[LABEL_COLUMN] = [names.index(name) for name in class_names]
+        features[LABEL_COLUMN] = datasets.ClassLabel(names=names)
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+
+
+class SeededClips(torch.utils.data.Dataset):
+    """`dataset` (map-style) with a `clip_seed` added to every row: a function of `seed`, the epoch and the row's
+    index only, which `VideoCollator` hands to the processor for that row's random clip.
+
+    A clip drawn from a global generator depends on when its batch is built, and the Trainer builds batches ahead
+    of the step that uses them: a run resumed from a checkpoint builds its first batch after another draw than the
+    uninterrupted run did, so its clips, hence its weights, differ. `set_epoch` (called by `EpochCallback`) gives
+    every epoch new clips.
+    """
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        entropy = np.random.SeedSequence([self.seed, self.epoch, int(index)])
+        return {**self.dataset[index], CLIP_SEED_COLUMN: int(entropy.generate_state(1)[0])}
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+
+class EpochCallback(TrainerCallback):
+    """Tells `dataset` (e.g. `SeededClips`) the epoch the Trainer starts, before it builds the epoch's first batch
+    (accelerate's data loader forwards `set_epoch` to its sampler only)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # state.epoch is the fractional epoch reached so far (that of the checkpoint when resuming).
+        self.dataset.set_epoch(int(state.epoch or 0))
+
+
+class VideoCollator:
+    """Builds a batch from dataset rows: the processor turns the `pixel_values_videos` entries (paths, arrays or
+    frame lists) into `pixel_values_videos` (batch, frames, 3, H, W); `labels` and the `extra_columns` (e.g.
+    ground-truth `instance_masks`), when every row has them, are stacked into tensors. Rows that all carry a
+    `clip_seed` (see `SeededClips`) take their random clips from it.
+
+    With `num_boxes`, each row's first-frame `boxes` (n, 4) (ymin, xmin, ymax, xmax) in [0, 1], as conditional SAVi
+    takes them, are padded with zero rows to `boxes` (batch, num_boxes, 4) float32 plus `boxes_mask` (batch,
+    num_boxes) bool, True for real boxes. Boxes are in the frames' normalised coordinates and are not moved by the
+    processor, so they fit square videos (resize only) as given.
+
+    processor_kwargs are handed to the processor on every call, e.g. `sampling="random"` for training.
+    """
+
+    def __init__(self, processor: SlotSSMVideoProcessor | None = None, extra_columns=(), num_boxes: int | None = None,
+                 **processor_kwargs):  # fmt: skip
+        self.processor = processor or SlotSSMVideoProcessor()
+        self.stacked_columns = (LABEL_COLUMN, *extra_columns)
+        self.num_boxes = num_boxes
+        self.processor_kwargs = processor_kwargs
+
+    def __call__(self, rows: list[dict]) -> dict:
+        missing = [i for i, row in enumerate(rows) if VIDEO_COLUMN not in row]
+        if missing:
+            raise ValueError(f"rows {missing} have no '{VIDEO_COLUMN}' entry (a video path, array or frame list)")
+        videos = [self._as_video(row[VIDEO_COLUMN]) for row in rows]
+        seeded = all(CLIP_SEED_COLUMN in row for row in rows)
+        seeds = {"clip_seeds": [row[CLIP_SEED_COLUMN] for row in rows]} if seeded else {}
+        batch = {VIDEO_COLUMN: self.processor(videos, **self.processor_kwargs, **seeds)[VIDEO_COLUMN]}
+        for column in self.stacked_columns:
+            if all(column in row for row in rows):
+                batch[column] = torch.as_tensor(np.stack([np.asarray(row[column]) for row in rows]))
+        if self.num_boxes is not None:
+            batch["boxes"], batch["boxes_mask"] = self._padded_boxes(rows)
+        return batch
+
+    def _padded_boxes(self, rows):
+        boxes = torch.zeros(len(rows), self.num_boxes, 4)
+        mask = torch.zeros(len(rows), self.num_boxes, dtype=torch.bool)
+        for i, row in enumerate(rows):
+            if "boxes" not in row:
+                raise ValueError(f"row {i} has no 'boxes' entry (first-frame boxes (n, 4)), which num_boxes asks for")
+            row_boxes = np.asarray(row["boxes"], dtype=np.float32)
+            row_boxes = row_boxes.reshape(0, 4) if row_boxes.size == 0 else row_boxes
+            if row_boxes.ndim != 2 or row_boxes.shape[1] != 4:
+                raise ValueError(
+                    f"row {i}: expected boxes of shape (n, 4) (ymin, xmin, ymax, xmax), got {row_boxes.shape}"
+                )
+            if len(row_boxes) > self.num_boxes:
+                raise ValueError(
+                    f"row {i} has {len(row_boxes)} boxes, more than num_boxes={self.num_boxes} (the model's slots for "
+                    "objects); raise num_boxes or drop objects"
+                )
+            boxes[i, : len(row_boxes)] = torch.from_numpy(row_boxes)
+            mask[i, : len(row_boxes)] = True
+        return boxes, mask
+
+    @staticmethod
+    def _as_video(value):
+        """Paths and arrays pass through; datasets hand array columns back as nested lists of numbers."""
+        if isinstance(value, (str, os.PathLike, np.ndarray, torch.Tensor)):
+            return value
+        array = np.asarray(value)
+        return array.astype(np.uint8) if array.dtype.kind in "iu" else array
+
+
+__all__ = ["video_folder_dataset", "SeededClips", "EpochCallback", "VideoCollator"]

@@ -1,0 +1,206 @@
+"""`slotssm-hf benchmark` (also `python benchmarks/zoo_leaderboard.py`): every object-centric family of the zoo
+trained with the same budget on the same data and seeds, then compared on the same held-out videos.
+
+Each entry is a `slotssm-hf train` run (`--model`, `--model-size`) on the built-in bouncing shapes with the same
+steps, batch, clip length, learning rate and seed. The table reads, for every entry: FG-ARI and mIoU of its slot
+masks against the instance masks of the held-out videos (the train job's evaluation), the reconstruction MSE over
+those videos in [0, 1] pixel units (whatever the family's input normalisation), training frames/s (the Trainer's
+clips/s times the clip length, evaluation excluded) and streaming ms/frame (the first held-out video fed one frame
+at a time through `stream`, which carries the model's recurrent state; the median over its frames).
+
+Writes to the output folder, besides each entry's train-job folder: `leaderboard.md` (the table and the command
+that made it), `leaderboard.json`, `leaderboard.png` (one bar chart per metric; needs matplotlib) and `slots.png`
+(each entry's slot picture of the same held-out video, side by side), each under a temporary name renamed
+when complete. `--quick` trains for two steps on a few short videos: a check that the pipeline and the table are
+whole, not a comparison.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..atomic_files import write_atomically
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    model: str
+    model_size: str
+
+    @property
+    def folder(self) -> str:
+        return f"{self.model}-{self.model_size}"
+
+
+ENTRIES = (
+    Entry("SlotSSM", "slotssm", "tiny"),
+    Entry("SAVi, conditional", "savi", "tiny"),
+    Entry("SAVi, unconditional", "savi", "tiny-unconditional"),
+    Entry("STATM-SAVi, conditional", "statm", "tiny"),
+)
+
+# key: (column title, format); arrows say which way is better.
+COLUMNS = {
+    "fg_ari": ("FG-ARI ↑", "{:.3f}"),
+    "miou": ("mIoU ↑", "{:.3f}"),
+    "mse": ("MSE ↓", "{:.4f}"),
+    "train_frames_per_second": ("train frames/s ↑", "{:.0f}"),
+    "stream_ms_per_frame": ("stream ms/frame ↓", "{:.1f}"),
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="slotssm-hf benchmark", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output-dir", default="zoo-leaderboard")
+    parser.add_argument("--steps", type=int, default=600, help="training steps of every entry")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--num-frames", type=int, default=8)
+    parser.add_argument("--train-videos", type=int, default=512)
+    parser.add_argument("--eval-videos", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--entries", nargs="+", default=[entry.folder for entry in ENTRIES],
+                        choices=[entry.folder for entry in ENTRIES], metavar="ENTRY",
+                        help=f"entries to run, of: {', '.join(entry.folder for entry in ENTRIES)}")  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="a two-step run on a few short videos (for CI)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.batch_size, args.num_frames, args.train_videos, args.eval_videos = 2, 2, 3, 4, 2
+    return args
+
+
+def train_entry(entry: Entry, args, output_dir: Path) -> Path:
+    """Run the entry's train job; returns its final model folder."""
+    from .train import main as train
+
+    train([
+        "--model", entry.model, "--model-size", entry.model_size, "--steps", str(args.steps),
+        "--image-size", str(args.image_size), "--batch-size", str(args.batch_size), "--num-frames", str(args.num_frames),
+        "--train-videos", str(args.train_videos), "--eval-videos", str(args.eval_videos), "--seed", str(args.seed),
+        "--save-steps", str(args.steps), "--output-dir", str(output_dir),
+    ])  # fmt: skip
+    return output_dir / "final"
+
+
+def evaluate_entry(model_dir: Path, args) -> dict:
+    """The entry's row: the train job's FG-ARI, mIoU and training speed, and (computed here) the reconstruction MSE
+    in [0, 1] pixel units and streaming ms/frame."""
+    from transformers import AutoModelForPreTraining, AutoVideoProcessor
+
+    from .train import builtin_datasets, held_out_collator, model_inputs
+
+    results = json.loads((model_dir / "eval_results.json").read_text())
+    model = AutoModelForPreTraining.from_pretrained(model_dir).eval()
+    processor = AutoVideoProcessor.from_pretrained(model_dir)
+    _, eval_rows = builtin_datasets(args)
+    collator = held_out_collator(processor, model.config)
+    mean, std = (torch.tensor(values)[:, None, None] for values in (processor.image_mean, processor.image_std))
+    if not processor.do_normalize:
+        mean, std = torch.tensor(0.0), torch.tensor(1.0)
+    squared, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(eval_rows), args.batch_size):
+            batch = collator([eval_rows[i] for i in range(start, min(start + args.batch_size, len(eval_rows)))])
+            frames = batch["pixel_values_videos"] * std + mean
+            squared += (model(**model_inputs(model, batch)).reconstruction * std + mean - frames).square().sum().item()
+            count += frames.numel()
+    return {
+        "fg_ari": results["trained"]["eval_fg_ari"],
+        "miou": results["trained"]["eval_miou"],
+        "mse": squared / count,
+        "train_frames_per_second": results["training"]["train_samples_per_second"] * args.num_frames,
+        "stream_ms_per_frame": 1000 * statistics.median(streaming_seconds(model, processor, collator, eval_rows[0])),
+    }
+
+
+def streaming_seconds(model, processor, collator, row) -> list[float]:
+    """Seconds per frame of one video fed to `stream` frame by frame (the first frame's boxes where needed)."""
+    from ..streaming import stream
+
+    boxes = collator([row]).get("boxes")
+    frames = list(np.asarray(row["pixel_values_videos"], dtype=np.uint8))
+    chunks = stream(model, frames, processor, **({} if boxes is None else {"boxes": boxes}))
+    seconds, start = [], time.perf_counter()
+    for _ in chunks:
+        seconds.append(time.perf_counter() - start)
+        start = time.perf_counter()
+    return seconds
+
+
+def markdown_table(rows: dict[str, dict]) -> str:
+    header = "| model | " + " | ".join(title for title, _ in COLUMNS.values()) + " |"
+    lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
+    for name, row in rows.items():
+        lines.append(f"| {name} | " + " | ".join(fmt.format(row[key]) for key, (_, fmt) in COLUMNS.items()) + " |")
+    return "\n".join(lines)
+
+
+def bar_chart(rows: dict[str, dict], path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(COLUMNS), figsize=(3.2 * len(COLUMNS), 3.6))
+    names = list(rows)
+    for axis, (key, (title, _)) in zip(axes, COLUMNS.items()):
+        axis.bar(range(len(names)), [rows[name][key] for name in names], color=[f"C{i}" for i in range(len(names))])
+        axis.set_title(title)
+        axis.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+    figure.tight_layout()
+    write_atomically(path, lambda name: figure.savefig(name, format="png", dpi=110))
+    plt.close(figure)
+
+
+def side_by_side(pictures: dict[str, Path], path: Path, gap: int = 8):
+    """Each entry's slot picture under its name, side by side."""
+    from PIL import Image, ImageDraw
+
+    images = {name: Image.open(picture).convert("RGB") for name, picture in pictures.items()}
+    label_height = 14
+    height = label_height + max(image.height for image in images.values())
+    canvas = Image.new("RGB", (sum(image.width + gap for image in images.values()) - gap, height), "white")
+    draw, left = ImageDraw.Draw(canvas), 0
+    for name, image in images.items():
+        draw.text((left + 2, 1), name, fill="black")
+        canvas.paste(image, (left, label_height))
+        left += image.width + gap
+    write_atomically(path, lambda name: canvas.save(name, format="PNG"))
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    rows, pictures = {}, {}
+    for entry in (entry for entry in ENTRIES if entry.folder in args.entries):
+        model_dir = train_entry(entry, args, output_dir / entry.folder)
+        rows[entry.name] = evaluate_entry(model_dir, args)
+        pictures[entry.name] = output_dir / entry.folder / "slots.png"
+    command = "slotssm-hf benchmark " + " ".join(argv)
+    table = markdown_table(rows)
+    budget = (f"{args.steps} steps of batch {args.batch_size} x {args.num_frames} frames at {args.image_size} px on "
+              f"{args.train_videos} training videos, seed {args.seed}; metrics on {args.eval_videos} held-out videos")
+    write_atomically(output_dir / "leaderboard.md",
+                     lambda name: Path(name).write_text(f"{table}\n\n{budget}. Made with `{command.strip()}`.\n"))
+    write_atomically(output_dir / "leaderboard.json",
+                     lambda name: Path(name).write_text(json.dumps({"command": command, "rows": rows}, indent=2)))
+    bar_chart(rows, output_dir / "leaderboard.png")
+    side_by_side(pictures, output_dir / "slots.png")
+    print(table)
+    print(f"\n{budget}.\nwritten: " + ", ".join(str(output_dir / name) for name in
+          ("leaderboard.md", "leaderboard.json", "leaderboard.png", "slots.png")))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

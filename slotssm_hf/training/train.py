@@ -1,0 +1,340 @@
+"""`slotssm-hf train` (also `python -m slotssm_hf.training.train`): train a model of the zoo with the
+transformers Trainer.
+
+With no arguments it trains the object-centric variant (CNN encoder, inverted cross-attention, spatial-broadcast
+decoder with per-slot alpha masks) to reconstruct the built-in bouncing-shapes videos on the CPU, evaluates the
+reconstruction MSE and FG-ARI / mIoU of the slot masks against the ground-truth instance masks (before and after
+training), and writes to the output folder: the Trainer's checkpoints, the final model (`model.safetensors`,
+`config.json`, model code), the video processor, a model card, and pictures of frames, reconstructions and
+per-slot masks (`slots.png`, `slots.gif`).
+
+`--model savi` / `--model statm` train SAVi / STATM-SAVi the same way (their tiny variants: conditional on the
+built-in data's first-frame boxes, or for SAVi `tiny-unconditional`), with their own video processor.
+
+Arguments select the data (`--data builtin`, a folder of videos, or a `datasets` dataset saved with
+`save_to_disk`), the head, the model size and overrides of its configuration, steps, batch size, precision, gradient
+accumulation and resuming. Under `torchrun --nproc_per_node N -m slotssm_hf.training.train` or `accelerate launch
+--multi_gpu --num_processes N -m slotssm_hf.training.train` (also without GPUs: accelerate's `--cpu` flag would start a
+single process) the same job trains with N processes (DDP; gloo on the CPU); FSDP and DeepSpeed go through the
+Trainer's own options (`--fsdp`, `--deepspeed`).
+"""
+
+import argparse
+import importlib
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from ..registry import FAMILIES, load
+
+DEFAULT_OUTPUT = "slotssm-train"
+
+
+def build_config(args, num_labels: int | None = None):
+    family = FAMILIES[args.model]
+    fields = {"image_size": args.image_size, "num_frames": args.num_frames}
+    if family.variants[args.model_size].get("decoder_type") == "spatial_broadcast":
+        # Upsampling by 16 rather than 8: the decoder does most of a step's work at full resolution, and from a grid
+        # half as wide it does a quarter of it (steps at 32 px 3x faster on one thread, 2x on two; FG-ARI per step
+        # as good).
+        fields["decoder_initial_size"] = args.image_size // 16
+    if num_labels is not None:
+        fields["num_labels"] = num_labels
+    config = family.config(args.model_size, **fields)
+    if args.config_overrides:
+        config.update_from_string(args.config_overrides)
+        config.validate()
+    return config
+
+
+def builtin_datasets(args, extra_columns: tuple[str, ...] = ()):
+    """Bouncing shapes, 3 or 4 objects per video: training videos, and held-out evaluation videos (another seed) with
+    instance masks, first-frame boxes and `extra_columns` of `synthetic.bouncing_shapes`."""
+    from ..synthetic import bouncing_shapes
+
+    def load(num_videos, seed):
+        data = bouncing_shapes(
+            num_videos=num_videos, num_frames=args.num_frames, image_size=args.image_size, min_objects=3, seed=seed
+        )
+        return data.select_columns(["video", "masks", "boxes", *extra_columns]).rename_columns(
+            {"video": "pixel_values_videos", "masks": "instance_masks"}
+        )
+
+    return load(args.train_videos, args.seed), load(args.eval_videos, args.seed + 10_000)
+
+
+def load_datasets(args):
+    """(train, eval, label names or None) for `--data`: builtin, a `save_to_disk` folder, or a folder of videos."""
+    import datasets
+
+    from .data import LABEL_COLUMN, VIDEO_COLUMN, video_folder_dataset
+
+    if args.data == "builtin":
+        return (*builtin_datasets(args), None)
+    path = Path(args.data)
+    if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+        data = datasets.load_from_disk(str(path))
+        if isinstance(data, datasets.DatasetDict):
+            train = data["train"]
+            held_out = next((data[name] for name in ("validation", "test") if name in data), None)
+        else:
+            train, held_out = data, None
+        if "video" in train.column_names and VIDEO_COLUMN not in train.column_names:
+            train = train.rename_column("video", VIDEO_COLUMN)
+            held_out = held_out.rename_column("video", VIDEO_COLUMN) if held_out is not None else None
+        if VIDEO_COLUMN not in train.column_names:
+            raise ValueError(f"{path}: expected a '{VIDEO_COLUMN}' or 'video' column, found {train.column_names}")
+    elif path.is_dir():
+        train, held_out = video_folder_dataset(path), None
+    else:
+        raise ValueError(f"--data must be 'builtin', a folder of videos or a dataset saved with save_to_disk: {path}")
+    if held_out is None:
+        split = train.train_test_split(test_size=max(1, len(train) // 10), seed=args.seed)
+        train, held_out = split["train"], split["test"]
+    label_feature = train.features.get(LABEL_COLUMN)
+    names = getattr(label_feature, "names", None)
+    return train, held_out, names
+
+
+def boxes_per_video(config) -> int | None:
+    """How many first-frame boxes the model starts its slots from (conditional SAVi / STATM), else None."""
+    return config.num_boxes if getattr(config, "initializer_type", None) == "conditional" else None
+
+
+def held_out_collator(processor, config):
+    """The collator of evaluation batches: whole clips, instance masks, and the boxes the model needs."""
+    from .data import VideoCollator
+
+    return VideoCollator(processor, extra_columns=("instance_masks",), num_boxes=boxes_per_video(config))
+
+
+def model_inputs(model, batch: dict) -> dict:
+    """What a model of the train jobs takes from a collated batch (the frames, and the boxes of conditional
+    models), on the model's device, the frames in its dtype."""
+    parameter = next(model.parameters())
+    inputs = {"pixel_values_videos": batch["pixel_values_videos"].to(parameter.device, parameter.dtype)}
+    if "boxes" in batch:
+        inputs["boxes"] = batch["boxes"].to(parameter.device)
+    return inputs
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+def make_trainer_class():
+    from transformers import Trainer
+
+    class GuardedTrainer(Trainer):
+        """Stops at the first non-finite training loss, before the optimizer applies it, so no checkpoint with
+        broken weights is ever written."""
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            # Every process looks at every process's loss, so all stop at the same step with the same message: a
+            # process stopping alone would leave the others applying averaged NaN gradients, or waiting for it.
+            losses = self.accelerator.gather(loss.detach().float().reshape(1)).tolist()
+            broken = [rank for rank, value in enumerate(losses) if not math.isfinite(value)]
+            if broken:
+                where = f" on process {', '.join(map(str, broken))} of {len(losses)}" if len(losses) > 1 else ""
+                raise NonFiniteLossError(
+                    f"the training loss became {losses[broken[0]]} at step {self.state.global_step + 1}{where}; "
+                    f"training stopped before applying it. The last good checkpoint (if any) is in "
+                    f"{self.args.output_dir}; lower the learning rate or use float32 precision."
+                )
+            return loss
+
+    return GuardedTrainer
+
+
+def write_pictures(model, collator, eval_data, output_dir: Path) -> list[str]:
+    """Slots of the first evaluation video: frames, reconstruction (or prediction) and masks, as PNG and GIF."""
+    from .visualize import save_slot_pictures, slot_masks, to_uint8_frames
+
+    batch = collator([eval_data[0]])
+    processor = collator.processor
+    model.eval()
+    with torch.no_grad():
+        out = model(**model_inputs(model, batch), output_attentions=True)
+    frames = to_uint8_frames(batch["pixel_values_videos"][0], processor.image_mean, processor.image_std)
+    decoded = next((getattr(out, name) for name in ("reconstruction", "predictions") if hasattr(out, name)), None)
+    decoded = None if decoded is None else to_uint8_frames(decoded[0], processor.image_mean, processor.image_std)
+    masks = slot_masks(out, 0, frames.shape[1:3])
+    return save_slot_pictures(str(output_dir / "slots"), frames, masks, decoded)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="slotssm-hf train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="builtin", help="builtin, a folder of videos, or a save_to_disk folder")
+    families = {name: family for name, family in FAMILIES.items() if family.train_module == __name__.rsplit(".")[-1]}
+    parser.add_argument("--model", choices=[*FAMILIES], default="slotssm",
+                        help="the model family (each family's train job has its own further arguments)")
+    parser.add_argument("--head", default="reconstruction", help="a head the family's train job has: "
+                        + "; ".join(f"{name}: {', '.join(family.train_heads())}" for name, family in families.items()))
+    parser.add_argument("--model-size", default="tiny", help="a named variant of the family: "
+                        + "; ".join(f"{name}: {', '.join(family.variants)}" for name, family in families.items()))
+    parser.add_argument("--config-overrides", default=None,
+                        help="overrides of the variant's configuration, as transformers' example scripts take them: "
+                        "'num_slots=6,hidden_size=96,use_ffn=true'")
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--num-frames", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    parser.add_argument("--train-videos", type=int, default=512, help="built-in data: training videos")
+    parser.add_argument("--eval-videos", type=int, default=32, help="built-in data: evaluation videos")
+    parser.add_argument("--eval-steps", type=int, default=0, help="evaluate every N steps (0: at the end only)")
+    parser.add_argument("--save-steps", type=int, default=250)
+    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT)
+    parser.add_argument("--resume-from-checkpoint", default=None, help="a checkpoint folder, or 'last'")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-from", default=None, help="start from this pretrained SlotSSM folder")
+    parser.add_argument("--fsdp", default="", help="the Trainer's fsdp option (multi-process runs)")
+    parser.add_argument("--deepspeed", default=None, help="a DeepSpeed config file for the Trainer")
+    parser.add_argument("--no-pictures", action="store_true")
+    args = parser.parse_args(argv)
+    family = FAMILIES[args.model]
+    for flag, value, known in (("--head", args.head, family.train_heads()), ("--model-size", args.model_size, family.variants)):
+        if value not in known:
+            parser.error(f"{flag} {value!r} is not one of {args.model}'s: {', '.join(known)}")
+    return args
+
+
+def family_train_job(argv) -> tuple[str, list[str]]:
+    """The module that trains the family `--model` names (registry.Family.train_module), and the other arguments."""
+    chooser = argparse.ArgumentParser(prog="slotssm-hf train", add_help=False)
+    chooser.add_argument("--model", choices=[*FAMILIES], default="slotssm")
+    chosen, rest = chooser.parse_known_args(argv)
+    module = FAMILIES[chosen.model].train_module
+    if module is None:
+        trainable = [name for name, family in FAMILIES.items() if family.train_module]
+        chooser.error(f"{chosen.model} has no train job yet; the families that train: {', '.join(trainable)}")
+    return module, rest
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    module, rest = family_train_job(argv)
+    if module != __name__.rsplit(".")[-1]:
+        return importlib.import_module(f"{__package__}.{module}").main(rest)
+    args = parse_args(argv)
+    from transformers import TrainingArguments, set_seed
+
+    from .data import EpochCallback, SeededClips, VideoCollator
+    from .metrics import ObjectDiscoveryMetrics
+    from ..hub.model_card import render_model_card
+
+    set_seed(args.seed)
+    output_dir = Path(args.output_dir)
+    train_data, eval_data, label_names = load_datasets(args)
+    if args.head == "classification" and not label_names:
+        raise ValueError("--head classification needs labelled data: class sub-folders or a ClassLabel 'labels' column")
+    if args.head != "classification" and "labels" in train_data.column_names:
+        train_data, eval_data = train_data.remove_columns("labels"), eval_data.remove_columns("labels")
+    config = build_config(args, len(label_names) if args.head == "classification" else None)
+    if label_names and args.head == "classification":
+        config.id2label = dict(enumerate(label_names))
+        config.label2id = {name: i for i, name in enumerate(label_names)}
+    family = FAMILIES[args.model]
+    head = load(family.train_heads()[args.head].class_path)
+    model = head.from_pretrained(args.init_from, config=config) if args.init_from else head(config)
+
+    # Built-in frames already have the model's size: no resize, no crop.
+    resize = args.data != "builtin"
+    processor = load(family.processor_path)(
+        size={"shortest_edge": args.image_size},
+        crop_size={"height": args.image_size, "width": args.image_size},
+        do_resize=resize,
+        do_center_crop=resize,
+        num_frames=args.num_frames,
+    )
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # Slot masks come from alpha-masking decoders: SlotSSM's spatial-broadcast decoder, and every SAVi-type decoder.
+    masks_out = getattr(config, "decoder_type", "spatial_broadcast") == "spatial_broadcast"
+    object_metrics = "instance_masks" in eval_data.column_names and masks_out
+    num_boxes = boxes_per_video(config)
+    unused = [name for name, used in (("instance_masks", object_metrics), ("boxes", num_boxes)) if not used]
+    train_data, eval_data = (
+        data.remove_columns([name for name in unused if name in data.column_names]) for data in (train_data, eval_data)
+    )
+    if num_boxes and "boxes" not in train_data.column_names:
+        raise ValueError(f"{args.model} {args.model_size} starts its slots from first-frame boxes: the data needs a "
+                         "'boxes' column of (num_objects, 4) (ymin, xmin, ymax, xmax) in [0, 1]")
+    eval_collator = held_out_collator(processor, config)
+    # Random clips from seeds of (seed, epoch, row) rather than a global generator, so that a resumed run trains
+    # on the clips the uninterrupted run did (the evaluation clips stay those of epoch 0).
+    train_clips, eval_clips = SeededClips(train_data, args.seed), SeededClips(eval_data, args.seed + 1)
+    training_args = TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        learning_rate=args.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=min(50, args.steps // 10),
+        max_grad_norm=1.0,
+        logging_steps=max(1, min(25, args.steps // 10)),
+        eval_strategy="steps" if args.eval_steps else "no",
+        eval_steps=args.eval_steps or None,
+        save_steps=args.save_steps,
+        save_total_limit=2,
+        bf16=args.precision == "bf16",
+        fp16=args.precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
+        label_names=["instance_masks"] if object_metrics else (["labels"] if args.head == "classification" else []),
+        fsdp=args.fsdp,
+        deepspeed=args.deepspeed,
+        seed=args.seed,
+        data_seed=args.seed,
+        remove_unused_columns=False,  # the collator reads only the columns it needs, clip_seed among them
+        report_to=[],
+        disable_tqdm=False,
+    )
+    trainer = make_trainer_class()(
+        model=model,
+        args=training_args,
+        train_dataset=train_clips,
+        eval_dataset=eval_clips,
+        data_collator=VideoCollator(processor, sampling="random", extra_columns=("instance_masks",), num_boxes=num_boxes),
+        callbacks=[EpochCallback(train_clips)],
+        compute_metrics=ObjectDiscoveryMetrics() if object_metrics else None,
+        preprocess_logits_for_metrics=ObjectDiscoveryMetrics.preprocess_logits if object_metrics else None,
+    )
+    untrained = trainer.evaluate(metric_key_prefix="untrained")
+    resume = args.resume_from_checkpoint
+    training = trainer.train(resume_from_checkpoint=True if resume == "last" else resume).metrics
+    trained = trainer.evaluate(metric_key_prefix="eval")
+    results = {"untrained": untrained, "trained": trained, "training": training}
+    if trainer.is_world_process_zero():
+        final = output_dir / "final"
+        trainer.save_model(str(final))
+        processor.save_pretrained(str(final))
+        (final / "eval_results.json").write_text(json.dumps(results, indent=2))
+        provenance = f"Trained with `slotssm-hf train` on `{args.data}` data for {args.steps} steps."
+        card = render_model_card(trainer.model, final.name, provenance, eval_results=results, has_processor=True)
+        card.save(final / "README.md")
+        pictures = [] if args.no_pictures else write_pictures(trainer.model, eval_collator, eval_data, output_dir)
+        summary = {
+            "untrained": {k.removeprefix("untrained_"): v for k, v in untrained.items()},
+            "trained": {k.removeprefix("eval_"): v for k, v in trained.items()},
+        }
+        print(json.dumps(summary, indent=2))
+        print(f"model: {final}" + "".join(f"\npicture: {p}" for p in pictures))
+    if torch.distributed.is_initialized():
+        # Every process waits for the first to finish writing, then the process group is torn down in order
+        # (a process that exits while gloo's threads still run aborts).
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
