@@ -16,6 +16,8 @@ Flax arrays); the rules below map the predictor:
 - `MLP_0/dense_mlp_{0,1}` -> `mlp.layers.{0,1}`.
 """
 
+import sys
+
 from ..models.configuration_statm import VARIANTS, STATMConfig
 from .convert_savi import SHARED_RULES, FlaxFamily, convert_savi_checkpoint
 from .convert_savi import main as convert_main
@@ -51,3 +53,7 @@ def main(argv=None) -> int:
 
 
 __all__ = ["convert_statm_checkpoint", "RULES", "PREDICTOR_RULES", "STATM"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
