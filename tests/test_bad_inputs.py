@@ -17,7 +17,7 @@ import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
 from safetensors.torch import load_file, save_file
-from test_modeling import tiny_config, video
+from slotssm_inputs import tiny_config, video
 from transformers import DynamicCache
 
 from slotssm_hf import SlotSSMModel, SlotSSMVideoProcessor

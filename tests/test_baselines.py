@@ -2,13 +2,13 @@
 what a full pass computes, and the Transformer is causal."""
 
 import sys
-from pathlib import Path
 
 import pytest
 import torch
-from test_modeling import tiny_config, video
+from repository import REPO
+from slotssm_inputs import tiny_config, video
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 from baselines import CausalTimeAttention, build_slot_model, cache_state_bytes, new_cache
 
 BASELINES = ("transformer", "rnn")

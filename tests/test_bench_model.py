@@ -3,15 +3,15 @@ attributed to it, so each part's backward runs twice its forward's multiply-adds
 for the weights), and the parts' flop add up to the whole step's as torch's own counter counts it."""
 
 import sys
-from pathlib import Path
 
 import pytest
-from test_modeling import tiny_config, video
+from repository import REPO
+from slotssm_inputs import tiny_config, video
 from torch.utils.flop_counter import FlopCounterMode
 
 from slotssm_hf import SlotSSMForVideoReconstruction
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_model import PARTS, StepProfiler
 
 

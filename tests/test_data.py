@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 import torch
-from test_modeling import tiny_config
-from test_video_processing import synthetic_frames, write_video
+from slotssm_inputs import tiny_config
 from transformers import Trainer, TrainingArguments
+from videos import synthetic_frames, write_video
 
 from slotssm_hf import SlotSSMForVideoReconstruction, SlotSSMVideoProcessor, VideoCollator, video_folder_dataset
 

@@ -4,12 +4,12 @@ come from, and a tiny run prints a complete table."""
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from repository import REPO
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = REPO / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 from decoder_ceiling import TRUTH_SIZE, slots_from_truth
 

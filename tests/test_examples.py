@@ -9,11 +9,13 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import saved_folders
 import torch
 from PIL import Image
-from test_modeling import tiny_config
-from test_video_processing import synthetic_frames, write_video
+from repository import REPO
+from slotssm_inputs import tiny_config
 from transformers import AutoImageProcessor, ConvNextImageProcessor
+from videos import synthetic_frames, write_video
 
 from slotssm_hf import (
     FAMILIES,
@@ -27,7 +29,7 @@ from slotssm_hf import (
     SlotSSMVideoProcessor,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = REPO / "examples"
 
 
 def run(script, *args):
@@ -76,19 +78,10 @@ def test_finetune_classification_from_a_reconstruction_checkpoint(tmp_path, chec
     assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "video_preprocessor_config.json").is_file()
 
 
-# The three examples below run the SAVi, ConvS5 and GrootV families on tiny models built here (sizes as in
-# test_savi.py, test_convs5.py and test_grootv.py), checked against what the same model computes in the test.
+# The three examples below run the SAVi, ConvS5 and GrootV families on tiny models built here (the families' tiny
+# sizes of tests/utils/saved_folders.py; GrootV's without its label count), checked against what the same model
+# computes in the test.
 
-SAVI_TINY = {
-    "image_size": 16, "encoder_features": [8, 8], "encoder_strides": [2, 1], "num_slots": 4, "slot_size": 16,
-    "initializer_mlp_size": 16, "slot_attention_qkv_size": 8, "predictor_num_heads": 2, "predictor_qkv_size": 8,
-    "predictor_mlp_size": 16, "encoder_mlp_size": 8, "decoder_broadcast_size": 4, "decoder_features": [8, 8, 8],
-    "decoder_strides": [2, 2, 1], "decoder_transposed": [True, True, False],
-}  # fmt: skip
-CONVS5_TINY = {
-    "image_size": 16, "encoder_depths": [8, 16], "decoder_depths": [8, 16], "resnet_num_groups": 4, "hidden_size": 16,
-    "num_hidden_layers": 2, "ssm_size": 16, "ssm_num_groups": 4, "num_frames": 8, "num_context_frames": 4,
-}  # fmt: skip
 GROOTV_TINY = {"embed_dim": 16, "depths": [1, 2, 1, 1]}
 
 
@@ -116,7 +109,7 @@ def grid_cells(picture, rows, columns, side, scale=1, gap=2):
 
 
 def test_savi_with_boxes(tmp_path, monkeypatch, capsys):
-    config = FAMILIES["savi"].config_class(**SAVI_TINY, targets={"video": 3})
+    config = FAMILIES["savi"].config_class(**saved_folders.TINY["savi"], targets={"video": 3})
     folder = tmp_path / "savi"
     SAViForVideoReconstruction(config).save_pretrained(folder)
     SAViVideoProcessor.for_config(config).save_pretrained(folder)
@@ -173,7 +166,7 @@ def test_savi_with_boxes(tmp_path, monkeypatch, capsys):
 
 def test_convs5_rollout(tmp_path):
     folder = tmp_path / "convs5"
-    ConvS5ForVideoPrediction(FAMILIES["convs5"].config_class(**CONVS5_TINY)).save_pretrained(folder)
+    ConvS5ForVideoPrediction(saved_folders.tiny_config("convs5")).save_pretrained(folder)
     ConvS5VideoProcessor(size={"shortest_edge": 16}, crop_size={"height": 16, "width": 16}).save_pretrained(folder)
     video = write_clip(tmp_path / "clip.mp4", 8, 20, 20)
     printed = run("convs5_rollout.py", folder, video, tmp_path / "future", "--context", "4", "--steps", "6")

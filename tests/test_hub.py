@@ -14,12 +14,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import OFFICIAL_VARIANTS, official_configs
 from hub_stand_in import HubStandIn
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.errors import RepositoryNotFoundError
-from test_conversion import write_official_checkpoint
-from test_modeling import tiny_config
+from slotssm_checkpoints import OFFICIAL_VARIANTS, official_configs, write_official_checkpoint
+from slotssm_inputs import tiny_config
 
 from slotssm_hf import SlotSSMForVideoClassification, SlotSSMForVideoReconstruction, SlotSSMVideoProcessor
 from slotssm_hf.cli import main as cli

@@ -3,11 +3,11 @@ model, and a tiny end-to-end run."""
 
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
+from repository import REPO
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = REPO / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 from long_context import NOT_FLASHED, BallColorModel, load_split, model_config, normalize
 

@@ -1,4 +1,5 @@
-"""FG-ARI and mIoU against brute-force definitions and scikit-learn."""
+"""FG-ARI and mIoU against brute-force definitions and scikit-learn; the video prediction metrics (MSE, PSNR,
+SSIM) against their definitions."""
 
 import itertools
 
@@ -14,6 +15,7 @@ from slotssm_hf.training.metrics import (
     mean_best_overlap_iou,
     object_discovery_metrics,
     slot_ids,
+    video_prediction_metrics,
 )
 
 
@@ -133,3 +135,34 @@ def test_metrics_of_hand_made_segmentations(case, fg_ari, miou):
     metrics = object_discovery_metrics(pred, true)
     assert metrics["fg_ari"] == pytest.approx(fg_ari, abs=1e-12)
     assert metrics["miou"] == pytest.approx(miou, abs=1e-12)
+
+
+def ssim_by_windows(x, y, size=11, sigma=1.5, c1=0.01**2, c2=0.03**2):
+    """SSIM of two 2-D images from its definition: weighted statistics of every whole 11 x 11 window."""
+    taps = np.exp(-0.5 * ((np.arange(size) - size // 2) / sigma) ** 2)
+    weights = np.outer(taps, taps) / taps.sum() ** 2
+    values = []
+    for i in range(x.shape[0] - size + 1):
+        for j in range(x.shape[1] - size + 1):
+            a, b = x[i : i + size, j : j + size], y[i : i + size, j : j + size]
+            mean_a, mean_b = (weights * a).sum(), (weights * b).sum()
+            var_a, var_b = (weights * (a - mean_a) ** 2).sum(), (weights * (b - mean_b) ** 2).sum()
+            cov = (weights * (a - mean_a) * (b - mean_b)).sum()
+            values.append(
+                (2 * mean_a * mean_b + c1) * (2 * cov + c2) / ((mean_a**2 + mean_b**2 + c1) * (var_a + var_b + c2))
+            )
+    return np.mean(values)
+
+
+def test_video_prediction_metrics_follow_their_definitions():
+    g = torch.Generator().manual_seed(0)
+    targets = torch.rand(2, 3, 2, 16, 16, generator=g) * 2 - 1
+    predictions = (targets + 0.3 * torch.randn(targets.shape, generator=g)).clamp(-1, 1)
+    metrics = video_prediction_metrics(predictions, targets)
+    x, y = ((predictions.double() + 1) / 2).numpy(), ((targets.double() + 1) / 2).numpy()
+    per_frame_mse = ((x - y) ** 2).mean(axis=(2, 3, 4))
+    expected_ssim = np.mean([ssim_by_windows(x[b, t, c], y[b, t, c]) for b in range(2) for t in range(3) for c in range(2)])
+    np.testing.assert_allclose(metrics["mse"], per_frame_mse.mean(), rtol=1e-10)
+    np.testing.assert_allclose(metrics["psnr"], (-10 * np.log10(per_frame_mse)).mean(), rtol=1e-10)
+    np.testing.assert_allclose(metrics["ssim"], expected_ssim, rtol=1e-10)
+    assert video_prediction_metrics(targets, targets)["ssim"] == pytest.approx(1.0)

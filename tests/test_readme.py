@@ -1,9 +1,10 @@
 """The README's Python snippets run as written, in order, in one namespace."""
 
 import re
-from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+from repository import REPO
+
+README = REPO / "README.md"
 
 
 def test_readme_python_blocks_run(capsys):

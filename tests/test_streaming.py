@@ -4,8 +4,8 @@ variant, and `stream` carries only the recurrent state."""
 import numpy as np
 import pytest
 import torch
-from test_modeling import tiny_config, video
-from test_video_processing import synthetic_frames, write_video
+from slotssm_inputs import tiny_config, video
+from videos import synthetic_frames, write_video
 
 from slotssm_hf import SlotSSMForVideoReconstruction, SlotSSMModel, SlotSSMVideoProcessor, stream
 

@@ -1,8 +1,9 @@
 """Synthetic video data sets against independent checks: colours read back from the pixels, the blinking-balls
 rules recomputed in plain Python from the context frames, bounces replayed step by step, mp4 files decoded with
-PyAV."""
+PyAV; Moving MNIST seeded and bouncing like the official generator."""
 
 import collections
+import math
 import os
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from slotssm_hf.synthetic import blinking_color_balls, blinking_color_balls_num_classes, bouncing_shapes, write_videos
 from slotssm_hf.synthetic.blinking_balls import BALL_BACKGROUND, NEUTRAL, PALETTE
+from slotssm_hf.synthetic.moving_digits import bouncing_trajectory, moving_mnist
 from slotssm_hf.synthetic.shapes import BACKGROUND
 
 SHAPES_KWARGS = {"num_videos": 12, "num_frames": 12, "image_size": 48, "min_objects": 3, "max_objects": 6}
@@ -274,3 +276,16 @@ def test_class_folders_need_a_label_column(tmp_path):
     dataset = bouncing_shapes(num_videos=1, num_frames=2, image_size=16, cache_dir=str(tmp_path / "cache"))
     with pytest.raises(ValueError, match="label"):
         write_videos(dataset, str(tmp_path / "videos"), class_folders=True)
+
+
+def test_moving_mnist_is_seeded_and_bounces_like_the_official_generator(tmp_path):
+    small = moving_mnist(num_videos=2, num_frames=12, image_size=32, digit_size=12, seed=3, cache_dir=str(tmp_path))
+    large = moving_mnist(num_videos=3, num_frames=12, image_size=32, digit_size=12, seed=3, cache_dir=str(tmp_path))
+    videos = np.asarray(large.with_format("numpy")["video"], dtype=np.uint8)
+    assert videos.shape == (3, 12, 32, 32, 1) and videos.max() > 127
+    np.testing.assert_array_equal(np.asarray(small.with_format("numpy")["video"]), videos[:2])
+    assert not np.array_equal(videos[0], videos[1])
+    corners = bouncing_trajectory(np.random.default_rng(0), 400, 36)
+    steps = np.abs(np.diff(corners, axis=0))
+    assert corners.min() >= 0 and corners.max() <= 36 and (corners == 0).any() and (corners == 36).any()
+    assert steps.max() <= math.ceil(0.15 * 36)  # the official step: 0.15 of the free canvas per frame

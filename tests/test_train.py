@@ -1,5 +1,5 @@
 """The main job (`slotssm-hf train`) on tiny settings: outputs, resuming, the non-finite loss guard and
-multi-process launches on the CPU."""
+multi-process launches on the CPU; and the ConvS5 job (`--model convs5`) improving its rollouts."""
 
 import json
 import os
@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_modeling import tiny_config
+from slotssm_inputs import tiny_config
 from transformers import TrainingArguments
 
-from slotssm_hf import SlotSSMForVideoReconstruction
+from slotssm_hf import ConvS5ForVideoPrediction, ConvS5VideoProcessor, SlotSSMForVideoReconstruction
+from slotssm_hf.cli import main as cli
 from slotssm_hf.training.train import NonFiniteLossError, main, make_trainer_class
 
 TINY_RUN = ["--steps", "4", "--train-videos", "8", "--eval-videos", "2", "--batch-size", "2", "--num-frames", "4",
@@ -146,3 +147,17 @@ def test_clip_seeds_depend_on_seed_epoch_and_row_only():
     second_epoch = [clips[i]["clip_seed"] for i in range(2)]
     assert clips.epoch == 1 and set(first_epoch).isdisjoint(second_epoch)
     assert [SeededClips(clips.dataset, seed=1)[i]["clip_seed"] for i in range(2)] != first_epoch
+
+
+def test_training_job_improves_the_rollouts(tmp_path, capsys):
+    arguments = ["train", "--model", "convs5", "--image-size", "32", "--num-frames", "6", "--context-frames", "3",
+                 "--steps", "6", "--train-videos", "4", "--eval-videos", "2", "--batch-size", "2",
+                 "--output-dir", str(tmp_path)]  # fmt: skip
+    assert cli(arguments) == 0
+    results = json.loads((tmp_path / "final" / "eval_results.json").read_text())
+    assert results["trained"]["eval_loss"] < results["untrained"]["untrained_loss"]
+    assert results["trained"]["eval_rollout_mse"] < results["untrained"]["untrained_rollout_mse"]
+    assert {"eval_rollout_psnr", "eval_rollout_ssim"} <= set(results["trained"])
+    model = ConvS5ForVideoPrediction.from_pretrained(tmp_path / "final")
+    assert model.config.image_size == 32 and model.config.num_frames == 6
+    assert isinstance(ConvS5VideoProcessor.from_pretrained(tmp_path / "final"), ConvS5VideoProcessor)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import torch
-from test_modeling import tiny_config
+from slotssm_inputs import tiny_config
 from transformers import TrainingArguments
 
 from slotssm_hf import SlotSSMForVideoReconstruction

@@ -4,6 +4,7 @@ code computed (`io.safetensors`), for the tests that load saved folders with and
 from pathlib import Path
 
 import torch
+from repository import REPO
 from safetensors.torch import save_file
 
 from slotssm_hf import FAMILIES
@@ -11,7 +12,7 @@ from slotssm_hf.registry import load
 
 # The folders in tests/data/legacy_folders were saved by commit 6ecfb11, before the package was split into
 # `slotssm_hf.models` and the tooling sub-packages (`python tests/data/save_legacy_folders.py` wrote them).
-LEGACY_FOLDERS = Path(__file__).resolve().parents[1] / "data" / "legacy_folders"
+LEGACY_FOLDERS = REPO / "tests" / "data" / "legacy_folders"
 
 # The smallest configurations of each family's tests, and cases beyond the families' own code (a timm frame encoder);
 # a "variant" entry names the variant they override.

@@ -1,4 +1,4 @@
-"""Converting official-layout checkpoints (random weights under exactly the official key names, shapes and
+"""Converting official-layout SlotSSM checkpoints (random weights under exactly the official key names, shapes and
 config.json fields) and comparing the result with the official reference computed from the source weights."""
 
 import json
@@ -10,44 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import OFFICIAL_VARIANTS, official_configs
 from safetensors.torch import load_file, save_file
+from slotssm_checkpoints import OFFICIAL_VARIANTS, official_configs, write_official_checkpoint
 from transformers import AutoModel, AutoModelForPreTraining
 
 from slotssm_hf import SlotSSMForVideoReconstruction, SlotSSMVideoProcessor
 from slotssm_hf.conversion.conversion_utils import ConversionError
 from slotssm_hf.conversion.convert_slotssm import convert_checkpoint, convert_official_config
 from slotssm_hf.conversion.references.slotssm import OfficialReference
-
-REPO = Path(__file__).resolve().parents[1]
-ARCHITECTURES = {
-    "vit_encoder": ("vitencoder", "VitEncoder"),
-    "cnn_encoder": ("cnnencoder", "CNNEncoder"),
-    "slot_ssm": ("slotssm", "SlotSSM"),
-    "vit_decoder": ("vitdecoder", "VitDecoder"),
-    "spatial_broadcast_decoder": ("sbdecoder", "SBDecoder"),
-}
-
-
-def write_official_checkpoint(step_folder: Path, configs, weights_format="safetensors", dtype=None):
-    """Save an official-layout checkpoint with random weights; return the reference holding them."""
-    reference = OfficialReference(*configs).eval()
-    with torch.no_grad():
-        for param in reference.parameters():
-            param.add_(torch.randn_like(param) * 0.05)
-    for config, module in zip(configs, (reference.encoder, reference.slotssm, reference.decoder)):
-        folder_name, architecture = ARCHITECTURES[config["model_type"]]
-        folder = step_folder / folder_name
-        folder.mkdir(parents=True)
-        (folder / "config.json").write_text(json.dumps({**config, "architectures": [architecture]}))
-        state = {k: v.contiguous() for k, v in module.state_dict().items()}
-        if dtype is not None:
-            state = {k: v if k.endswith("A_log") else v.to(dtype) for k, v in state.items()}
-        if weights_format == "safetensors":
-            save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
-        else:
-            torch.save(state, folder / "pytorch_model.bin")
-    return reference
 
 
 def assert_loaded_model_matches(output: Path, reference, atol=1e-4):

@@ -1,41 +1,16 @@
 """STATM-SAVi: the spatial-temporal predictor and the whole model against a float64 implementation evaluated on
-official-layout Flax parameters, the converter on checkpoints in the official on-disk format, streaming with the
-memory buffer as the cache, and remote-code loading."""
-
-import json
+official-layout Flax parameters, parameter counts, streaming with the memory buffer as the cache, and Auto loading."""
 
 import pytest
 import torch
-from flax_format import write_flax_checkpoint
-from test_savi import CASES, TINY, clu_checkpoint, inputs, official_params
+from savi_checkpoints import TINY, inputs
+from statm_checkpoints import STATM_CASES, statm_params
 
 from slotssm_hf import FAMILIES, STATMCache, STATMConfig, STATMForVideoReconstruction, STATMModel
-from slotssm_hf.conversion.conversion_utils import ConversionError
 from slotssm_hf.conversion.convert_savi import convert_savi_params
-from slotssm_hf.conversion.convert_statm import STATM, convert_statm_checkpoint
+from slotssm_hf.conversion.convert_statm import STATM
 from slotssm_hf.conversion.flax_checkpoint import flatten_tree
 from slotssm_hf.conversion.references.statm import STATMReference
-
-STATM_CASES = {
-    "cnn-boxes": TINY,
-    "resnet-transformer-multihead-corrector": CASES["resnet-transformer-early-fusion"],
-    "memory-of-two-frames-two-iterations": {**TINY, "memory_size": 2, "slot_attention_iterations": 2},
-}
-
-
-def statm_params(config: STATMConfig, seed: int = 0) -> dict:
-    """The official STATM-SAVi parameter tree: SAVi's, with `TimeSpaceTransformerBlock2_0` (two attentions, three
-    norms, an MLP) as the predictor instead of `TransformerBlock_0`."""
-    params = official_params(config, seed)
-    block = params.pop("TransformerBlock_0")
-    other = official_params(config, seed + 1)["TransformerBlock_0"]  # a second attention and norm, other values
-    params["TimeSpaceTransformerBlock2_0"] = {
-        "MultiHeadDotProductAttention_0": block["MultiHeadDotProductAttention_0"],
-        "MultiHeadDotProductAttention_1": other["MultiHeadDotProductAttention_0"],
-        "LayerNorm_0": block["LayerNorm_0"], "LayerNorm_1": other["LayerNorm_0"], "LayerNorm_2": block["LayerNorm_1"],
-        "MLP_0": block["MLP_0"],
-    }  # fmt: skip
-    return params
 
 
 def converted_model(overrides) -> tuple[STATMConfig, dict, STATMForVideoReconstruction]:
@@ -106,70 +81,6 @@ def test_model_matches_float64_reference_on_the_flax_arrays(case):
         ours = model.float()(video, boxes=boxes)
     torch.testing.assert_close(ours.reconstruction.permute(0, 1, 3, 4, 2).double(), reference["outputs"], rtol=0,
                                atol=1e-4)  # fmt: skip
-
-
-def test_convert_statm_verify_writes_a_loadable_folder_with_card_and_processor(tmp_path):
-    lines = []
-    config = STATMConfig(**TINY)
-    folder = tmp_path / "workdir" / "checkpoints-0"  # as the official trainer lays out its work folder
-    folder.mkdir(parents=True)
-    write_flax_checkpoint({}, folder / "ckpt-1.flax")
-    write_flax_checkpoint(clu_checkpoint(statm_params(config)), folder / "ckpt-2.flax")
-    for name in ("checkpoint", "ckpt-2.index", "ckpt-2.data-00000-of-00001"):  # CLU's TF files (data iterator)
-        (folder / name).write_bytes(b"\0")
-    convert_statm_checkpoint(tmp_path / "workdir", tmp_path / "out", overrides=TINY, verify=True, log=lines.append)
-    assert lines[0].endswith("ckpt-2.flax") and any("max abs difference" in line for line in lines)
-    names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert {"README.md", "config.json", "model.safetensors", "configuration_statm.py", "modeling_statm.py",
-            "configuration_savi.py", "modeling_savi.py", "object_centric.py", "video_preprocessor_config.json"} <= set(
-        names)  # fmt: skip
-    card = (tmp_path / "out" / "README.md").read_text()
-    assert "license: apache-2.0" in card and "arxiv.org/abs/2403.15245" in card
-    assert "`ckpt-2.flax`" in card and "intell-sci-comput/STATM" in card and "slotssm-hf convert-statm" in card
-    model = STATMForVideoReconstruction.from_pretrained(tmp_path / "out")
-    assert model.config.model_type == "statm" and model.config.num_slots == TINY["num_slots"]
-
-
-def test_norm_scales_of_the_newer_flax_environment_convert_alike():
-    # The official second environment (flax 0.5.1) stores norm scales and biases as (1, 1, 1, C), the first as (C,).
-    overrides = STATM_CASES["resnet-transformer-multihead-corrector"]
-    config = STATMConfig(**overrides)
-    flat = flatten_tree(statm_params(config))
-    newer = {k: v.reshape(1, 1, 1, -1) if k.rsplit("/", 2)[-2].startswith(("bn", "init_bn", "proj_bn")) else v
-             for k, v in flat.items()}  # fmt: skip
-    assert any(v.ndim == 4 and v.shape[:3] == (1, 1, 1) for v in newer.values())
-    first, second = convert_savi_params(flat, config, STATM), convert_savi_params(newer, config, STATM)
-    assert all(torch.equal(first[k], second[k]) for k in first)
-
-
-def test_conversion_refuses_a_savi_predictor_and_names_what_does_not_fit():
-    config = STATMConfig(**TINY)
-    savi_flat = flatten_tree(official_params(config))  # a SAVi checkpoint: TransformerBlock_0, no memory
-    with pytest.raises(ConversionError, match=r"(?s)STATM-SAVi config.*TransformerBlock_0/LayerNorm_0/bias.*"
-                       r"missing: \['statm.predictor.mlp.layers.0.bias'"):  # fmt: skip
-        convert_savi_params(savi_flat, config, STATM)
-    flat = flatten_tree(statm_params(config))
-    with pytest.raises(ConversionError, match="wrong shape: .*statm.predictor.time_attention.q_proj.weight"):
-        convert_savi_params(flat, STATMConfig(**{**TINY, "predictor_qkv_size": 4}), STATM)
-
-
-def test_converter_refuses_unknown_variants_and_fields(tmp_path):
-    write_flax_checkpoint(clu_checkpoint(statm_params(STATMConfig(**TINY))), tmp_path / "ckpt-1.flax")
-    with pytest.raises(ConversionError, match="unknown variant 'savi_conditional_small'; the official setups are"):
-        convert_statm_checkpoint(tmp_path / "ckpt-1.flax", tmp_path / "out", "savi_conditional_small", log=print)
-    with pytest.raises(ConversionError, match=r"\['memory'\] are not STATMConfig fields"):
-        convert_statm_checkpoint(tmp_path / "ckpt-1.flax", tmp_path / "out", overrides={"memory": 6}, log=print)
-    assert not (tmp_path / "out").exists()
-
-
-def test_cli_convert_statm(tmp_path, capsys):
-    from slotssm_hf.cli import main
-
-    write_flax_checkpoint(clu_checkpoint(statm_params(STATMConfig(**TINY))), tmp_path / "ckpt-1.flax")
-    sets = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
-    assert main(["convert-statm", str(tmp_path / "ckpt-1.flax"), str(tmp_path / "out"), *sets, "--verify"]) == 0
-    assert main(["convert-statm", str(tmp_path / "ckpt-1.flax"), str(tmp_path / "out2")]) == 2  # default variant
-    assert "wrong shape" in capsys.readouterr().err and not (tmp_path / "out2").exists()
 
 
 @pytest.mark.parametrize("memory_size", [None, 2])
@@ -261,5 +172,3 @@ def test_auto_classes_load_a_saved_statm_with_the_package(tmp_path):
     assert type(AutoConfig.from_pretrained(tmp_path / "model")) is STATMConfig
     assert type(AutoModelForPreTraining.from_pretrained(tmp_path / "model")) is STATMForVideoReconstruction
     assert type(AutoModel.from_pretrained(tmp_path / "model")) is STATMModel
-
-

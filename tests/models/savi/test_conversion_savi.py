@@ -1,0 +1,148 @@
+"""Converting official SAVi / SAVi++ checkpoints: the converted model against a float64 implementation evaluated on
+official-layout Flax parameters, the parameter mapping, the converter on checkpoints in the official on-disk format,
+its refusals, and the command line."""
+
+import numpy as np
+import pytest
+import torch
+from flax_format import write_flax_checkpoint
+from savi_checkpoints import CASES, TINY, clu_checkpoint, inputs, official_params
+
+from slotssm_hf import SAViConfig, SAViForVideoReconstruction
+from slotssm_hf.conversion.conversion_utils import ConversionError
+from slotssm_hf.conversion.convert_savi import convert_savi_checkpoint, convert_savi_params
+from slotssm_hf.conversion.flax_checkpoint import flatten_tree
+from slotssm_hf.conversion.references.savi import SAViReference
+
+
+def convert(tmp_path, config_overrides, name="model", **kwargs):
+    config = SAViConfig(**config_overrides)
+    params = official_params(config)
+    source = tmp_path / f"{name}-checkpoints"
+    source.mkdir()
+    write_flax_checkpoint(clu_checkpoint(params), source / "ckpt-3.flax")
+    overrides = {k: v for k, v in config_overrides.items()}
+    folder = convert_savi_checkpoint(source, tmp_path / name, variant="savi_conditional_small", overrides=overrides,
+                                     log=lambda *_: None, **kwargs)  # fmt: skip
+    return config, flatten_tree(params), folder
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_converted_checkpoint_matches_float64_reference_on_the_flax_arrays(tmp_path, case):
+    config, flat, folder = convert(tmp_path, CASES[case])
+    video, boxes = inputs(config)
+    reference = SAViReference(flat, config)(video.permute(0, 1, 3, 4, 2).double(), boxes.double())
+    model = SAViForVideoReconstruction.from_pretrained(folder).eval()
+    # In float64 the model and the reference compute the same function: agreement to rounding.
+    with torch.no_grad():
+        ours = model.double()(video.double(), boxes=boxes.double(), output_attentions=True)
+    pairs = {
+        "states": ours.last_hidden_state, "states_pred": ours.predicted_slots,
+        "outputs": ours.reconstruction.permute(0, 1, 3, 4, 2), "alphas": ours.masks.permute(0, 1, 2, 4, 5, 3),
+        "attention": ours.attentions[0],
+    }  # fmt: skip
+    for name, value in pairs.items():
+        torch.testing.assert_close(value, reference[name], rtol=0, atol=1e-10, msg=name)
+    # In float32 (as used): measured max error 1.1e-5 over these cases; 10x margin.
+    with torch.no_grad():
+        ours = model.float()(video, boxes=boxes)
+    torch.testing.assert_close(ours.reconstruction.permute(0, 1, 3, 4, 2).double(), reference["outputs"], rtol=0,
+                               atol=1e-4)  # fmt: skip
+
+
+def test_convert_savi_verify_passes_and_writes_a_loadable_folder_with_processor(tmp_path):
+    lines = []
+    config = SAViConfig(**TINY)
+    (tmp_path / "workdir" / "checkpoints-0").mkdir(parents=True)  # as the official trainer lays out its work folder
+    folder = tmp_path / "workdir" / "checkpoints-0"
+    write_flax_checkpoint({}, folder / "ckpt-1.flax")
+    write_flax_checkpoint(clu_checkpoint(official_params(config)), folder / "ckpt-2.flax")
+    convert_savi_checkpoint(tmp_path / "workdir", tmp_path / "out", overrides=TINY, verify=True, log=lines.append)
+    assert "converting the latest checkpoint in" in lines[0] and lines[0].endswith("ckpt-2.flax")
+    assert any("max abs difference" in line for line in lines)
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["README.md", "config.json", "configuration_savi.py", "model.safetensors", "modeling_savi.py",
+                     "object_centric.py", "pretrained.py", "video_decoding.py", "video_inputs.py",
+                     "video_preprocessor_config.json", "video_processing.py", "video_processing_savi.py"]  # fmt: skip
+    assert "license: apache-2.0" in (tmp_path / "out" / "README.md").read_text()
+    from transformers import AutoVideoProcessor
+
+    processor = AutoVideoProcessor.from_pretrained(tmp_path / "out")
+    frames = processor([np.full((8, 20, 20, 3), 255, np.uint8)])["pixel_values_videos"]
+    assert frames.shape == (1, 6, 3, 16, 16) and torch.allclose(frames, torch.ones_like(frames))  # [0, 1], no norm
+
+
+def test_gru_layout_puts_flax_gates_in_torch_order_with_zero_r_z_hidden_biases():
+    config = SAViConfig(**TINY)
+    flat = flatten_tree(official_params(config))
+    state = convert_savi_params(flat, config)
+    gru = "SlotAttention_0/GRU_0/GRUCell_0"
+    assert torch.equal(state["savi.corrector.gru.weight_ih"][16:32], torch.from_numpy(flat[f"{gru}/iz/kernel"].T))
+    assert torch.equal(state["savi.corrector.gru.weight_hh"][32:], torch.from_numpy(flat[f"{gru}/hn/kernel"].T))
+    assert torch.equal(state["savi.corrector.gru.bias_hh"][:32], torch.zeros(32))
+    assert torch.equal(state["savi.corrector.gru.bias_hh"][32:], torch.from_numpy(flat[f"{gru}/hn/bias"]))
+
+
+def test_conversion_refuses_unmapped_missing_and_mis_shaped_parameters_by_name():
+    config = SAViConfig(**TINY)
+    flat = flatten_tree(official_params(config))
+    extra = {**flat, "SlotAttention_0/Extra_0/kernel": np.zeros((2, 2), np.float32)}
+    with pytest.raises(ConversionError, match="SlotAttention_0/Extra_0/kernel"):
+        convert_savi_params(extra, config)
+    missing = {k: v for k, v in flat.items() if not k.startswith("TransformerBlock_0/MLP_0")}
+    with pytest.raises(ConversionError, match=r"missing: \['savi.predictor.mlp.layers.0.bias'"):
+        convert_savi_params(missing, config)
+    with pytest.raises(ConversionError, match="wrong shape: .*savi.corrector.q_proj.weight"):
+        convert_savi_params(flat, SAViConfig(**{**TINY, "slot_attention_qkv_size": 16}))
+    with pytest.raises(ConversionError, match="fixed position grid"):
+        convert_savi_params(flat, SAViConfig(**{**TINY, "encoder_strides": [1, 1]}))
+
+
+def test_failed_conversion_leaves_nothing_and_existing_output_needs_overwrite(tmp_path):
+    (tmp_path / "bad.flax").write_bytes(b"not msgpack at all")
+    with pytest.raises(ConversionError, match="not a Flax msgpack checkpoint"):
+        convert_savi_checkpoint(tmp_path / "bad.flax", tmp_path / "out", log=lambda *_: None)
+    with pytest.raises(ConversionError, match="No Flax checkpoint file or folder"):
+        convert_savi_checkpoint(tmp_path / "empty-folder-missing", tmp_path / "out", log=lambda *_: None)
+    write_flax_checkpoint({"optimizer": {"target": {"Other_0": {"kernel": np.zeros(2, np.float32)}}}},
+                          tmp_path / "ckpt-1.flax")  # fmt: skip
+    with pytest.raises(ConversionError, match="no SAVi parameters found"):
+        convert_savi_checkpoint(tmp_path / "ckpt-1.flax", tmp_path / "out", log=lambda *_: None)
+    config = SAViConfig(**TINY)
+    write_flax_checkpoint(clu_checkpoint(official_params(config)), tmp_path / "ckpt-2.flax")
+    with pytest.raises(ConversionError, match="wrong shape"):  # the default variant does not fit tiny weights
+        convert_savi_checkpoint(tmp_path / "ckpt-2.flax", tmp_path / "out", log=lambda *_: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.flax", "ckpt-1.flax", "ckpt-2.flax"]
+    with pytest.raises(ConversionError, match="unknown variant 'savi_tiny'; the official setups are"):
+        convert_savi_checkpoint(tmp_path / "ckpt-2.flax", tmp_path / "out", variant="savi_tiny", log=lambda *_: None)
+    with pytest.raises(ConversionError, match=r"\['num_slot'\] are not SAViConfig fields"):
+        convert_savi_checkpoint(tmp_path / "ckpt-2.flax", tmp_path / "out", overrides={"num_slot": 11},
+                                log=lambda *_: None)  # fmt: skip
+    with pytest.raises(ConversionError, match="(?s)not a valid SAViConfig: .*num_slots must be a positive integer"):
+        convert_savi_checkpoint(tmp_path / "ckpt-2.flax", tmp_path / "out", overrides={"num_slots": 0},
+                                log=lambda *_: None)  # fmt: skip
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ConversionError, match="already exists"):
+        convert_savi_checkpoint(tmp_path / "ckpt-2.flax", tmp_path / "out", overrides=TINY, log=lambda *_: None)
+
+
+def test_cli_convert_savi(tmp_path, capsys):
+    from slotssm_hf.cli import main
+
+    config = SAViConfig(**TINY)
+    write_flax_checkpoint(clu_checkpoint(official_params(config)), tmp_path / "ckpt-1.flax")
+    sets = [arg for key, value in TINY.items() for arg in ("--set", f"{key}={__import__('json').dumps(value)}")]
+    assert main(["convert-savi", str(tmp_path / "ckpt-1.flax"), str(tmp_path / "out"), *sets]) == 0
+    assert main(["convert-savi", str(tmp_path / "ckpt-1.flax"), str(tmp_path / "out")]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_a_missing_or_mis_shaped_gru_gate_is_named():
+    config = SAViConfig(**TINY)
+    flat = flatten_tree(official_params(config))
+    gru = "SlotAttention_0/GRU_0/GRUCell_0"
+    without = {k: v for k, v in flat.items() if k != f"{gru}/iz/kernel"}
+    with pytest.raises(ConversionError, match=r"savi.corrector.gru.weight_ih: the Flax GRU gates \(r, z, n\) give "):
+        convert_savi_params(without, config)
+    with pytest.raises(ConversionError, match="savi.corrector.gru.weight_hh: .*not three equal parts"):
+        convert_savi_params({**flat, f"{gru}/hz/kernel": np.zeros((16, 8), np.float32)}, config)

@@ -1,0 +1,241 @@
+"""SAVi / SAVi++: the model's modules against a float64 implementation evaluated on official-layout Flax parameters,
+parameter counts and initialisation, continuation from predicted slots, the loss, bad inputs and configurations,
+Auto loading, and training on boxes from the collator."""
+
+import numpy as np
+import pytest
+import torch
+from savi_checkpoints import CASES, TINY, inputs, official_params
+
+from slotssm_hf import FAMILIES, SAViConfig, SAViForVideoReconstruction, SAViModel
+from slotssm_hf.conversion.convert_savi import convert_savi_params
+from slotssm_hf.conversion.flax_checkpoint import flatten_tree
+from slotssm_hf.conversion.references.savi import SAViReference
+from slotssm_hf.models.object_centric import flax_same_padding, flax_transpose_padding
+
+
+def test_flax_same_padding_is_asymmetric_like_xla():
+    assert flax_same_padding(128, 5, 2) == (1, 2)
+    assert flax_same_padding(64, 3, 2) == (0, 1)
+    assert flax_same_padding(64, 5, 1) == (2, 2)
+    assert flax_transpose_padding(5, 2) == (3, 2)  # what flax 0.3.5 pads, run on CPU (zoo-candidates.md, section 8)
+
+
+def test_official_variant_parameter_counts():
+    counts = {}
+    for name, overrides in FAMILIES["savi"].variants.items():
+        with torch.device("meta"):
+            counts[name] = sum(p.numel() for p in SAViForVideoReconstruction(SAViConfig(**overrides)).parameters())
+    # The official SAVi-S has 895,268 parameters, of which 8,320 are the two fixed position grids (recomputed here,
+    # not stored); torch's GRU cell adds a (zero) hidden bias to the r and z gates: 2 x 128.
+    assert counts["savi_conditional_small"] == 895_268 - 8_192 - 128 + 256
+    official = {name: count for name, count in counts.items() if name.startswith("savi_")}  # not the tiny variants
+    assert official == {"savi_conditional_small": 887_204, "savi_conditional_medium": 1_132_676,
+                        "savi_conditional_large": 22_273_028, "savi_pp_conditional": 23_131_781}  # fmt: skip
+
+
+def test_continuing_from_the_predicted_slots_equals_one_pass():
+    config = SAViConfig(**TINY)
+    model = SAViModel(config).eval()
+    video, boxes = inputs(config, frames=4)
+    with torch.no_grad():
+        whole = model(video, boxes=boxes)
+        first = model(video[:, :2], boxes=boxes)
+        rest = model(video[:, 2:], initial_slots=first.predicted_slots[:, -1])
+    torch.testing.assert_close(torch.cat([first.last_hidden_state, rest.last_hidden_state], 1), whole.last_hidden_state)
+
+
+def test_loss_is_the_official_objective_and_tuple_outputs():
+    config = SAViConfig(**{**TINY, "targets": {"video": 3}})
+    model = SAViForVideoReconstruction(config).eval()
+    video, boxes = inputs(config)
+    with torch.no_grad():
+        out = model(video, boxes=boxes)
+        # squared error summed over frames, pixels and channels, averaged over videos
+        assert torch.allclose(out.loss, ((out.reconstruction - video) ** 2).sum(dim=(1, 2, 3, 4)).mean())
+        as_tuple = model(video, boxes=boxes, return_dict=False)
+    assert torch.equal(as_tuple[0], out.loss) and torch.equal(as_tuple[1], out.reconstruction)
+    assert torch.allclose(out.masks.sum(dim=2), torch.ones(()))  # a distribution over slots at every pixel
+
+
+def test_eager_and_sdpa_give_the_same_output():
+    config = SAViConfig(**CASES["resnet-transformer-early-fusion"])
+    video, boxes = inputs(config)
+    results = []
+    for implementation in ("eager", "sdpa"):
+        torch.manual_seed(0)
+        config._attn_implementation = implementation
+        model = SAViForVideoReconstruction(config).eval()
+        with torch.no_grad():
+            results.append(model(video, boxes=boxes).reconstruction)
+    torch.testing.assert_close(results[0], results[1], rtol=1e-5, atol=1e-5)
+
+
+def test_gaussian_initialiser_draws_from_the_generator():
+    config = SAViConfig(**{**TINY, "initializer_type": "gaussian"})
+    model = SAViModel(config).eval()
+    video, _ = inputs(config)
+    with torch.no_grad():
+        a = model(video, generator=torch.Generator().manual_seed(1)).last_hidden_state
+        b = model(video, generator=torch.Generator().manual_seed(1)).last_hidden_state
+        c = model(video, generator=torch.Generator().manual_seed(2)).last_hidden_state
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"pixel_values_videos": torch.rand(2, 3, 3, 8, 8)}, r"of shape \(batch, frames, 3, 16, 16\)"),
+        ({"pixel_values_videos": torch.zeros(2, 3, 3, 16, 16, dtype=torch.uint8)}, "floating dtype"),
+        ({"pixel_values_videos": torch.randn(2, 3, 3, 16, 16)}, r"frames with values in \[0, 1\]"),
+        ({"boxes": None}, r"needs boxes of shape \(2, 3, 4\)"),
+        ({"boxes": torch.rand(2, 4, 4)}, r"boxes of shape \(2, 3, 4\)"),
+        ({"boxes": torch.rand(2, 3, 4) * 64}, r"boxes must lie in \[0, 1\]"),
+        ({"initial_slots": torch.rand(2, 5, 16)}, r"initial_slots of shape \(2, 4, 16\)"),
+        ({"labels": torch.rand(2, 3, 3, 8, 8)}, r"labels of shape \(2, 3, 3, 16, 16\)"),
+    ],
+)
+def test_bad_inputs_name_what_was_expected(change, message):
+    config = SAViConfig(**TINY)
+    model = SAViForVideoReconstruction(config)
+    video, boxes = inputs(config)
+    kwargs = {"pixel_values_videos": video, "boxes": boxes, **change}
+    with pytest.raises(ValueError, match=message):
+        model(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"decoder_strides": [2, 1, 1]}, "not image_size 16"),
+        ({"encoder_strides": [1]}, "one entry per layer"),
+        ({"slot_attention_num_heads": 3}, "slot_attention_qkv_size .* multiple of slot_attention_num_heads"),
+        ({"targets": {"rgb": 3}}, "targets must map some of"),
+        ({"encoder_type": "resnet", "resnet_width": 20}, "multiple of resnet_num_groups"),
+        ({"num_slots": 1}, "at least one box slot"),
+        ({"first_frame_iterations": 0}, "first_frame_iterations must be None or a positive integer"),
+    ],
+)
+def test_invalid_configuration_names_field_and_reason(overrides, message):
+    with pytest.raises(Exception, match=message):
+        SAViConfig(**{**TINY, **overrides})
+
+
+def test_auto_model_loads_a_saved_savi_with_the_package(tmp_path):
+    from transformers import AutoModel, AutoModelForPreTraining
+
+    config = SAViConfig(**TINY)
+    SAViForVideoReconstruction(config).save_pretrained(tmp_path / "model")
+    assert type(AutoModelForPreTraining.from_pretrained(tmp_path / "model")) is SAViForVideoReconstruction
+    assert type(AutoModel.from_pretrained(tmp_path / "model")) is SAViModel
+
+
+def test_bouncing_shapes_boxes_padded_by_the_collator_condition_savi():
+    from slotssm_hf import SAViVideoProcessor
+    from slotssm_hf.training.data import VideoCollator
+    from slotssm_hf.synthetic.shapes import _bouncing_shapes_examples
+
+    # The rows bouncing_shapes stores (its generator, without building a datasets cache).
+    rows = list(_bouncing_shapes_examples(2, 3, 16, 2, 3, (0.07, 0.15), (0.02, 0.06), seed=0))
+    for row in rows:  # every box holds the pixel centres of its object's first-frame mask
+        for k, (y0, x0, y1, x1) in enumerate(row["boxes"] * 16, start=1):
+            ys, xs = np.nonzero(row["masks"][0] == k)
+            if ys.size:
+                assert y0 <= ys.min() + 0.5 and ys.max() + 0.5 <= y1 and x0 <= xs.min() + 0.5 and xs.max() + 0.5 <= x1
+    collator = VideoCollator(SAViVideoProcessor.for_config(SAViConfig(**TINY)), num_boxes=3, num_frames=3)
+    batch = collator([{"pixel_values_videos": r["video"], "boxes": r["boxes"]} for r in rows])
+    counts = [len(r["boxes"]) for r in rows]
+    assert batch["boxes"].shape == (2, 3, 4) and batch["boxes_mask"].sum(1).tolist() == counts
+    assert not batch["boxes"][~batch["boxes_mask"]].any()
+    model = SAViForVideoReconstruction(SAViConfig(**{**TINY, "targets": {"video": 3}}))
+    assert model(**batch).loss.isfinite()
+    with pytest.raises(ValueError, match="row 0 has 4 boxes, more than num_boxes=3"):
+        collator([{"pixel_values_videos": rows[0]["video"], "boxes": [[0, 0, 1, 1]] * 4}])
+    with pytest.raises(ValueError, match=r"row 0: expected boxes of shape \(n, 4\)"):
+        collator([{"pixel_values_videos": rows[0]["video"], "boxes": [[0, 0, 1]] * 4}])
+    with pytest.raises(ValueError, match="row 1 has no 'boxes' entry"):
+        collator([{"pixel_values_videos": r["video"], **({"boxes": r["boxes"]} if i == 0 else {})}
+                  for i, r in enumerate(rows)])  # fmt: skip
+
+
+def test_trainer_trains_and_evaluates_fg_ari_and_miou(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    from slotssm_hf import SAViVideoProcessor
+    from slotssm_hf.training.data import VideoCollator
+    from slotssm_hf.training.metrics import ObjectDiscoveryMetrics
+    from slotssm_hf.synthetic.shapes import _bouncing_shapes_examples
+
+    rows = [{"pixel_values_videos": r["video"], "boxes": r["boxes"], "instance_masks": r["masks"]}
+            for r in _bouncing_shapes_examples(4, 2, 16, 2, 3, (0.07, 0.15), (0.02, 0.06), seed=0)]  # fmt: skip
+    model = SAViForVideoReconstruction(SAViConfig(**{**TINY, "targets": {"video": 3}}))
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, per_device_eval_batch_size=2,
+                             max_steps=2, report_to=[], remove_unused_columns=False, label_names=["instance_masks"],
+                             use_cpu=True, save_strategy="no")  # fmt: skip
+    trainer = Trainer(
+        model=model, args=args, train_dataset=rows, eval_dataset=rows,
+        data_collator=VideoCollator(SAViVideoProcessor.for_config(model.config), extra_columns=("instance_masks",),
+                                    num_boxes=3, num_frames=2),
+        compute_metrics=ObjectDiscoveryMetrics(),
+        preprocess_logits_for_metrics=ObjectDiscoveryMetrics.preprocess_logits,
+    )  # fmt: skip
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert np.isfinite(metrics["eval_loss"]) and 0 <= metrics["eval_miou"] <= 1 and -1 <= metrics["eval_fg_ari"] <= 1
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_module_matches_its_float64_counterpart(case):
+    config = SAViConfig(**CASES[case])
+    flat = flatten_tree(official_params(config))
+    model = SAViForVideoReconstruction(config).double().eval()
+    model.load_state_dict(convert_savi_params(flat, config))
+    reference = SAViReference(flat, config)
+    video, boxes = inputs(config, frames=1)
+    frames, boxes = video[:, 0].double(), boxes.double()
+    with torch.no_grad():
+        tokens = model.savi.encoder(frames)
+        torch.testing.assert_close(tokens, reference.encode(frames.permute(0, 2, 3, 1)), rtol=0, atol=1e-10)
+        slots = model.savi.initial_state(boxes, 2, tokens)
+        torch.testing.assert_close(slots, reference.initial_slots(boxes, 2), rtol=0, atol=1e-10)
+        corrected, attention = model.savi.corrector(slots, tokens, 2)
+        expected, expected_attention = reference.correct(slots, tokens, 2)
+        torch.testing.assert_close(corrected, expected, rtol=0, atol=1e-10)
+        torch.testing.assert_close(attention, expected_attention, rtol=0, atol=1e-10)
+        predicted = reference.transformer_block(corrected, "TransformerBlock_0", config.predictor_num_heads, False)
+        torch.testing.assert_close(model.savi.predictor(corrected), predicted, rtol=0, atol=1e-10)
+        decoded, alphas = model.decoder(corrected)
+        expected, expected_alphas = reference.decode(corrected)
+        torch.testing.assert_close(decoded.permute(0, 2, 3, 1), expected, rtol=0, atol=1e-10)
+        torch.testing.assert_close(alphas.permute(0, 1, 3, 4, 2), expected_alphas, rtol=0, atol=1e-10)
+
+
+def test_initialisation_follows_the_flax_defaults():
+    model = SAViForVideoReconstruction(FAMILIES["savi"].config("savi_conditional_small"))
+    # LeCun normal truncated at two standard deviations, fan-in = input channels x kernel area (also for the
+    # transposed convolutions, whose torch weight holds the inputs first).
+    layers = ((model.decoder.backbone.convs[1].weight, 64 * 25), (model.savi.predictor.mlp.layers[0].weight, 128))
+    for weight, fan_in in layers:
+        std = (1 / fan_in) ** 0.5
+        assert abs(weight.std().item() / std - 1) < 0.05
+        assert weight.abs().max().item() <= 2 * std / 0.87962566103423978 + 1e-6
+    assert not model.decoder.backbone.convs[1].bias.any() and not model.savi.corrector.gru.bias_hh.any()
+    for gate in model.savi.corrector.gru.weight_hh.detach().chunk(3):  # orthogonal recurrent kernels per gate
+        torch.testing.assert_close(gate @ gate.T, torch.eye(128), atol=1e-5, rtol=0)
+    resnet = SAViModel(SAViConfig(**CASES["resnet-transformer-early-fusion"])).encoder.backbone
+    assert not resnet.stages[0][0].bn2.weight.any() and resnet.stages[0][0].bn1.weight.eq(1).all()
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    config = SAViConfig(**CASES["resnet-transformer-early-fusion"])
+    video, boxes = inputs(config)
+    labels = torch.rand(2, 3, 4, 16, 16)
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = SAViForVideoReconstruction(config).train()
+        if checkpointing:
+            model.activation_checkpointing_enable()
+        model(video, boxes=boxes, labels=labels).loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1])

@@ -1,0 +1,142 @@
+"""Official-layout SAVi checkpoints: tiny configurations covering every switch, random Flax parameter trees with the
+names and shapes the official modules create, the TrainState the official trainer saves, and inputs that fit."""
+
+import numpy as np
+import torch
+
+from slotssm_hf import SAViConfig
+from slotssm_hf.conversion.flax_checkpoint import flatten_tree
+
+TINY = {
+    "image_size": 16, "encoder_features": [8, 8], "encoder_strides": [2, 1], "num_slots": 4, "slot_size": 16,
+    "initializer_mlp_size": 16, "slot_attention_qkv_size": 8, "predictor_num_heads": 2, "predictor_qkv_size": 8,
+    "predictor_mlp_size": 16, "encoder_mlp_size": 8, "decoder_broadcast_size": 4, "decoder_features": [8, 8, 8],
+    "decoder_strides": [2, 2, 1], "decoder_transposed": [True, True, False],
+}  # fmt: skip
+# Tiny configs covering every switch: CNN + boxes; ResNet + encoder transformer + multi-head slot attention with MLP
+# + early fusion + two targets + centres of mass + extra first-frame iterations; learned slots, 2 iterations.
+CASES = {
+    "cnn-boxes": TINY,
+    "resnet-transformer-early-fusion": {
+        **TINY, "encoder_type": "resnet", "resnet_stage_sizes": [1, 2], "resnet_width": 8, "resnet_num_groups": 4,
+        "encoder_transformer_layers": 1, "encoder_transformer_size": 8, "encoder_transformer_heads": 2,
+        "encoder_transformer_mlp_size": 16, "slot_attention_num_heads": 2, "slot_attention_mlp_size": 16,
+        "early_fusion": True, "targets": {"flow": 3, "depth": 1}, "center_of_mass": True, "first_frame_iterations": 2,
+        "decoder_strides": [2, 2], "decoder_transposed": [True, True], "decoder_features": [8, 8],
+    },
+    "learned-slots-two-iterations": {**TINY, "initializer_type": "learned", "slot_attention_iterations": 2,
+                                     "targets": {"video": 3}},
+}  # fmt: skip
+
+
+def official_params(config: SAViConfig, seed: int = 0) -> dict:
+    """A random parameter tree with the names and shapes the official Flax modules create for `config`."""
+    rng = np.random.default_rng(seed)
+
+    def r(*shape, scale=0.3):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    def dense(i, o, bias=True):
+        return {"kernel": r(i, o), "bias": r(o)} if bias else {"kernel": r(i, o)}
+
+    def norm(c):
+        return {"scale": 1 + r(c, scale=0.1), "bias": r(c, scale=0.1)}
+
+    def mlp(i, h, o, layernorm=False):
+        layers = {"dense_mlp_0": dense(i, h), "dense_mlp_1": dense(h, o)}
+        return {"LayerNorm_0": norm(i), **layers} if layernorm else layers
+
+    def block(d, heads, qkv, mlp_size):
+        hd = qkv // heads
+        attention = {name: {"kernel": r(d, heads, hd), "bias": r(heads, hd)} for name in ("query", "key", "value")}
+        attention["out"] = {"kernel": r(heads, hd, d), "bias": r(d)}
+        return {"MultiHeadDotProductAttention_0": attention, "LayerNorm_0": norm(d), "LayerNorm_1": norm(d),
+                "MLP_0": mlp(d, mlp_size, d)}  # fmt: skip
+
+    def grid(size):
+        axis = np.linspace(-1, 1, size, dtype=np.float32)
+        return np.stack(np.meshgrid(axis, axis, indexing="ij"), -1)[None]
+
+    c = config
+    encoder = {}
+    if c.encoder_type == "cnn":
+        widths = [c.num_channels, *c.encoder_features]
+        encoder["CNN_0"] = {f"conv_{i}": {"kernel": r(k, k, widths[i], widths[i + 1]), "bias": r(widths[i + 1])}
+                            for i, k in enumerate(c.encoder_kernel_sizes)}  # fmt: skip
+        channels = widths[-1]
+    else:
+        resnet = {"init_conv": {"kernel": r(3, 3, c.num_channels, c.resnet_width)}, "init_bn": norm(c.resnet_width)}
+        channels = c.resnet_width
+        for s, size in enumerate(c.resnet_stage_sizes):
+            out = c.resnet_width * 2**s
+            stage = {}
+            for j in range(size):
+                cin = channels if j == 0 else out
+                blk = {"conv1": {"kernel": r(3, 3, cin, out)}, "bn1": norm(out), "conv2": {"kernel": r(3, 3, out, out)},
+                       "bn2": norm(out)}  # fmt: skip
+                if cin != out or (s and j == 0):
+                    blk.update(proj_conv={"kernel": r(1, 1, cin, out)}, proj_bn=norm(out))
+                stage[f"block{j + 1}"] = blk
+            resnet[f"stage{s + 1}"] = stage
+            channels = out
+        encoder["ResNet_0"] = resnet
+    encoder["PositionEmbedding_0"] = {
+        "pos_embedding": grid(c.encoder_grid_size), "dense_pe_0": dense(2, channels),
+        "MLP_0": mlp(channels, c.encoder_mlp_size, channels, layernorm=True),
+    }  # fmt: skip
+    tokens = channels
+    if c.encoder_transformer_layers:
+        tokens = c.encoder_transformer_size
+        encoder["Dense_0"] = dense(channels, tokens)
+        encoder["Transformer_0"] = {f"TransformerBlock{i}": block(tokens, c.encoder_transformer_heads, tokens,
+                                                                  c.encoder_transformer_mlp_size)
+                                    for i in range(c.encoder_transformer_layers)}  # fmt: skip
+    heads, qkv, d = c.slot_attention_num_heads, c.slot_attention_qkv_size, c.slot_size
+    hd = qkv // heads
+    gru_in = hd if heads > 1 else qkv
+    corrector = {
+        "LayerNorm_0": norm(d), "LayerNorm_1": norm(tokens), "general_dense_q_0": {"kernel": r(d, heads, hd)},
+        "general_dense_k_0": {"kernel": r(tokens, heads, hd)}, "general_dense_v_0": {"kernel": r(tokens, heads, hd)},
+        "GRU_0": {"GRUCell_0": {**{g: dense(gru_in, d) for g in ("ir", "iz", "in")},
+                                **{g: dense(d, d, bias=False) for g in ("hr", "hz")}, "hn": dense(d, d)}},
+    }  # fmt: skip
+    if heads > 1:
+        corrector["InvertedDotProductAttention_0"] = {"DenseGeneral_0": {"kernel": r(heads, hd, hd), "bias": r(hd)}}
+    if c.slot_attention_mlp_size:
+        corrector["MLP_0"] = mlp(d, c.slot_attention_mlp_size, d, layernorm=True)
+    widths = [d, *c.decoder_features]
+    readout_name = "MLP_{}" if c.early_fusion else "Dense_{}"
+    inner = "dense_mlp_0" if c.early_fusion else "Dense_0"
+    decoder = {
+        "PositionEmbedding_0": {"pos_embedding": grid(c.decoder_broadcast_size), "dense_pe_0": dense(2, d)},
+        "CNN_0": {f"conv_{i}": {"kernel": r(k, k, widths[i], widths[i + 1]), "bias": r(widths[i + 1])}
+                  for i, k in enumerate(c.decoder_kernel_sizes)},
+        "alpha_logits": dense(widths[-1], 1),
+        "Readout_0": {readout_name.format(i): {inner: dense(widths[-1], channels)}
+                      for i, channels in enumerate(c.targets.values())},
+    }  # fmt: skip
+    params = {"FrameEncoder_0": encoder, "SlotAttention_0": corrector,
+              "TransformerBlock_0": block(d, c.predictor_num_heads, c.predictor_qkv_size, c.predictor_mlp_size),
+              "SpatialBroadcastDecoder_0": decoder}  # fmt: skip
+    if c.initializer_type == "conditional":
+        params["CoordinateEncoderStateInit_0"] = {"MLP_0": mlp(2 if c.center_of_mass else 4, c.initializer_mlp_size, d)}
+    elif c.initializer_type == "learned":
+        params["ParamStateInit_0"] = {"state_init": r(c.num_slots, d, scale=1.0)}
+    return params
+
+
+def clu_checkpoint(params: dict) -> dict:
+    """What the official trainer saves: a flax.optim Adam TrainState (parameters under optimizer/target)."""
+    moments = {key: {"grad_ema": np.zeros_like(value), "grad_sq_ema": np.zeros_like(value)}
+               for key, value in flatten_tree(params).items()}  # fmt: skip
+    return {"step": np.int64(100), "optimizer": {"target": params, "state": {"step": np.int64(100),
+            "param_states": moments}}, "variables": {}, "rng": np.zeros(2, np.uint32)}  # fmt: skip
+
+
+def inputs(config: SAViConfig, batch=2, frames=3, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    video = torch.rand(batch, frames, config.num_channels, config.image_size, config.image_size, generator=generator)
+    corners = torch.rand(batch, config.num_boxes, 2, 2, generator=generator).sort(dim=2).values
+    boxes = corners.transpose(2, 3).flatten(2)  # (ymin, xmin, ymax, xmax)
+    boxes[:, -1] = 0  # an absent object
+    return video, boxes
