@@ -20,7 +20,8 @@ from torch import nn
 from slotssm_hf import SlotSSMForVideoReconstruction
 from slotssm_hf.training.metrics import object_discovery_metrics, slot_ids
 from slotssm_hf.synthetic.shapes import SHAPES
-from slotssm_hf.training.train import build_config, builtin_datasets
+from slotssm_hf.training.data import builtin_datasets
+from slotssm_hf.training.train import build_config
 from slotssm_hf.training.train import parse_args as train_args
 
 # The columns of `synthetic.bouncing_shapes` the slots are made of, and per slot: RGB, centre (y, x), radius, shape

@@ -38,7 +38,8 @@ def test_default_job_writes_model_processor_card_metrics_and_pictures(tmp_path, 
 
 
 def test_builtin_videos_hold_three_or_four_objects():
-    from slotssm_hf.training.train import builtin_datasets, parse_args
+    from slotssm_hf.training.data import builtin_datasets
+    from slotssm_hf.training.train import parse_args
 
     args = parse_args([*TINY_RUN, "--train-videos", "24", "--eval-videos", "24"])
     for videos in builtin_datasets(args):

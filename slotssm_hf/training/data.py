@@ -1,5 +1,6 @@
 """Video datasets for the Trainer: a folder of video files as a `datasets.Dataset`, and the collator that turns
-rows into model inputs with a family's video processor (`SlotSSMVideoProcessor` by default).
+rows into model inputs with a family's video processor (`SlotSSMVideoProcessor` by default); the data of the train
+jobs (built-in bouncing shapes, `--data` folders), which the leaderboard and the benchmarks evaluate on too.
 
 The video column is named `pixel_values_videos` and the label column `labels`, the model's own argument names,
 so the Trainer's default `remove_unused_columns=True` keeps them: rows hold file paths (or arrays), and the
@@ -146,3 +147,73 @@ class VideoCollator:
 
 
 __all__ = ["video_folder_dataset", "SeededClips", "EpochCallback", "VideoCollator"]
+
+
+# The train jobs' data: what `slotssm-hf train`, the leaderboard and the benchmarks read and evaluate on.
+
+
+def builtin_datasets(args, extra_columns: tuple[str, ...] = ()):
+    """Bouncing shapes, 3 or 4 objects per video: training videos, and held-out evaluation videos (another seed) with
+    instance masks, first-frame boxes and `extra_columns` of `synthetic.bouncing_shapes`."""
+    from ..synthetic import bouncing_shapes
+
+    def load(num_videos, seed):
+        data = bouncing_shapes(
+            num_videos=num_videos, num_frames=args.num_frames, image_size=args.image_size, min_objects=3, seed=seed
+        )
+        return data.select_columns(["video", "masks", "boxes", *extra_columns]).rename_columns(
+            {"video": "pixel_values_videos", "masks": "instance_masks"}
+        )
+
+    return load(args.train_videos, args.seed), load(args.eval_videos, args.seed + 10_000)
+
+
+def load_datasets(args):
+    """(train, eval, label names or None) for `--data`: builtin, a `save_to_disk` folder, or a folder of videos."""
+    import datasets
+
+    if args.data == "builtin":
+        return (*builtin_datasets(args), None)
+    path = Path(args.data)
+    if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+        data = datasets.load_from_disk(str(path))
+        if isinstance(data, datasets.DatasetDict):
+            train = data["train"]
+            held_out = next((data[name] for name in ("validation", "test") if name in data), None)
+        else:
+            train, held_out = data, None
+        if "video" in train.column_names and VIDEO_COLUMN not in train.column_names:
+            train = train.rename_column("video", VIDEO_COLUMN)
+            held_out = held_out.rename_column("video", VIDEO_COLUMN) if held_out is not None else None
+        if VIDEO_COLUMN not in train.column_names:
+            raise ValueError(f"{path}: expected a '{VIDEO_COLUMN}' or 'video' column, found {train.column_names}")
+    elif path.is_dir():
+        train, held_out = video_folder_dataset(path), None
+    else:
+        raise ValueError(f"--data must be 'builtin', a folder of videos or a dataset saved with save_to_disk: {path}")
+    if held_out is None:
+        split = train.train_test_split(test_size=max(1, len(train) // 10), seed=args.seed)
+        train, held_out = split["train"], split["test"]
+    label_feature = train.features.get(LABEL_COLUMN)
+    names = getattr(label_feature, "names", None)
+    return train, held_out, names
+
+
+def boxes_per_video(config) -> int | None:
+    """How many first-frame boxes the model starts its slots from (conditional SAVi / STATM), else None."""
+    return config.num_boxes if getattr(config, "initializer_type", None) == "conditional" else None
+
+
+def held_out_collator(processor, config):
+    """The collator of evaluation batches: whole clips, instance masks, and the boxes the model needs."""
+    return VideoCollator(processor, extra_columns=("instance_masks",), num_boxes=boxes_per_video(config))
+
+
+def model_inputs(model, batch: dict) -> dict:
+    """What a model of the train jobs takes from a collated batch (the frames, and the boxes of conditional
+    models), on the model's device, the frames in its dtype."""
+    parameter = next(model.parameters())
+    inputs = {"pixel_values_videos": batch["pixel_values_videos"].to(parameter.device, parameter.dtype)}
+    if "boxes" in batch:
+        inputs["boxes"] = batch["boxes"].to(parameter.device)
+    return inputs

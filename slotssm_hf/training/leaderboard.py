@@ -95,7 +95,7 @@ def evaluate_entry(model_dir: Path, args) -> dict:
     in [0, 1] pixel units and streaming ms/frame."""
     from transformers import AutoModelForPreTraining, AutoVideoProcessor
 
-    from .train import builtin_datasets, held_out_collator, model_inputs
+    from .data import builtin_datasets, held_out_collator, model_inputs
 
     results = json.loads((model_dir / "eval_results.json").read_text())
     model = AutoModelForPreTraining.from_pretrained(model_dir).eval()

@@ -51,77 +51,6 @@ def build_config(args, num_labels: int | None = None):
     return config
 
 
-def builtin_datasets(args, extra_columns: tuple[str, ...] = ()):
-    """Bouncing shapes, 3 or 4 objects per video: training videos, and held-out evaluation videos (another seed) with
-    instance masks, first-frame boxes and `extra_columns` of `synthetic.bouncing_shapes`."""
-    from ..synthetic import bouncing_shapes
-
-    def load(num_videos, seed):
-        data = bouncing_shapes(
-            num_videos=num_videos, num_frames=args.num_frames, image_size=args.image_size, min_objects=3, seed=seed
-        )
-        return data.select_columns(["video", "masks", "boxes", *extra_columns]).rename_columns(
-            {"video": "pixel_values_videos", "masks": "instance_masks"}
-        )
-
-    return load(args.train_videos, args.seed), load(args.eval_videos, args.seed + 10_000)
-
-
-def load_datasets(args):
-    """(train, eval, label names or None) for `--data`: builtin, a `save_to_disk` folder, or a folder of videos."""
-    import datasets
-
-    from .data import LABEL_COLUMN, VIDEO_COLUMN, video_folder_dataset
-
-    if args.data == "builtin":
-        return (*builtin_datasets(args), None)
-    path = Path(args.data)
-    if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
-        data = datasets.load_from_disk(str(path))
-        if isinstance(data, datasets.DatasetDict):
-            train = data["train"]
-            held_out = next((data[name] for name in ("validation", "test") if name in data), None)
-        else:
-            train, held_out = data, None
-        if "video" in train.column_names and VIDEO_COLUMN not in train.column_names:
-            train = train.rename_column("video", VIDEO_COLUMN)
-            held_out = held_out.rename_column("video", VIDEO_COLUMN) if held_out is not None else None
-        if VIDEO_COLUMN not in train.column_names:
-            raise ValueError(f"{path}: expected a '{VIDEO_COLUMN}' or 'video' column, found {train.column_names}")
-    elif path.is_dir():
-        train, held_out = video_folder_dataset(path), None
-    else:
-        raise ValueError(f"--data must be 'builtin', a folder of videos or a dataset saved with save_to_disk: {path}")
-    if held_out is None:
-        split = train.train_test_split(test_size=max(1, len(train) // 10), seed=args.seed)
-        train, held_out = split["train"], split["test"]
-    label_feature = train.features.get(LABEL_COLUMN)
-    names = getattr(label_feature, "names", None)
-    return train, held_out, names
-
-
-def boxes_per_video(config) -> int | None:
-    """How many first-frame boxes the model starts its slots from (conditional SAVi / STATM), else None."""
-    return config.num_boxes if getattr(config, "initializer_type", None) == "conditional" else None
-
-
-def held_out_collator(processor, config):
-    """The collator of evaluation batches: whole clips, instance masks, and the boxes the model needs."""
-    from .data import VideoCollator
-
-    return VideoCollator(processor, extra_columns=("instance_masks",), num_boxes=boxes_per_video(config))
-
-
-def model_inputs(model, batch: dict) -> dict:
-    """What a model of the train jobs takes from a collated batch (the frames, and the boxes of conditional
-    models), on the model's device, the frames in its dtype."""
-    parameter = next(model.parameters())
-    inputs = {"pixel_values_videos": batch["pixel_values_videos"].to(parameter.device, parameter.dtype)}
-    if "boxes" in batch:
-        inputs["boxes"] = batch["boxes"].to(parameter.device)
-    return inputs
-
-
 class NonFiniteLossError(FloatingPointError):
     pass
 
@@ -153,6 +82,7 @@ def make_trainer_class():
 
 def write_pictures(model, collator, eval_data, output_dir: Path) -> list[str]:
     """Slots of the first evaluation video: frames, reconstruction (or prediction) and masks, as PNG and GIF."""
+    from .data import model_inputs
     from .visualize import save_slot_pictures, slot_masks, to_uint8_frames
 
     batch = collator([eval_data[0]])
@@ -226,7 +156,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from transformers import TrainingArguments, set_seed
 
-    from .data import EpochCallback, SeededClips, VideoCollator
+    from .data import EpochCallback, SeededClips, VideoCollator, boxes_per_video, held_out_collator, load_datasets
     from .metrics import ObjectDiscoveryMetrics
     from ..hub.model_card import render_model_card
 
