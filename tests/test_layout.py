@@ -74,7 +74,7 @@ def test_optional_and_slow_imports_wait_for_the_function_that_needs_them(path):
     assert not {module.split(".")[0] for module in imported} & heavy
 
 
-TOOLING = ["conversion", "training", "synthetic", "hub"]
+TOOLING = ["conversion", "training", "synthetic", "hub", "data"]
 
 
 @pytest.mark.parametrize("package", TOOLING)
