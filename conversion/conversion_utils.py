@@ -48,18 +48,25 @@ def rename_keys(state_dict: dict, rules: list, prefix: str, name: str) -> dict:
 
 def state_dict_problems(state: dict, model_class, config) -> list[str]:
     """What keeps `state` from loading strictly into `model_class(config)` (built on the meta device): the missing,
-    unexpected and mis-shaped keys, each kind as one "kind: [keys]" entry; empty when it fits."""
+    unexpected and mis-shaped keys, and values of the wrong kind (an integer or complex array where the model holds
+    real floating-point weights, which loading would keep as they are), each kind as one "kind: [keys]" entry; empty
+    when it fits."""
     with torch.device("meta"):
-        expected = {k: v.shape for k, v in model_class(config).state_dict().items()}
-    mis_shaped = sorted(
-        f"{k}: {tuple(state[k].shape)} instead of {tuple(expected[k])}"
-        for k in set(expected) & set(state)
-        if state[k].shape != expected[k]
-    )
+        expected = model_class(config).state_dict()
+    common = sorted(set(expected) & set(state))
     kinds = {
         "missing": sorted(set(expected) - set(state)),
         "unexpected": sorted(set(state) - set(expected)),
-        "wrong shape": mis_shaped,
+        "wrong shape": [
+            f"{k}: {tuple(state[k].shape)} instead of {tuple(expected[k].shape)}"
+            for k in common
+            if state[k].shape != expected[k].shape
+        ],
+        "wrong dtype": [
+            f"{k}: {state[k].dtype} instead of a real floating-point type"
+            for k in common
+            if expected[k].is_floating_point() and not state[k].is_floating_point()
+        ],
     }
     return [f"{what}: {keys}" for what, keys in kinds.items() if keys]
 
@@ -74,7 +81,14 @@ def check_fits(state: dict, model_class, config):
 
 def check_output_path(source: Path, output: Path, overwrite: bool):
     """Refuse, before anything is read or written, an output that is the source, lies inside it or holds it (a
-    replaced output would take the official checkpoint with it), or that is a file."""
+    replaced output would take the official checkpoint with it), that is a file or a symbolic link (dangling or not,
+    it would be replaced by a folder), or that cannot be created because a file stands where a folder on its path
+    must be."""
+    if output.is_symlink():
+        raise ConversionError(f"{output} is a symbolic link; write the converted checkpoint to a plain folder path")
+    blocking = next((parent for parent in output.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise ConversionError(f"{output} cannot be created: {blocking} is a file, not a folder")
     source_path, output_path = source.resolve(), output.resolve()
     if output_path == source_path or source_path in output_path.parents or output_path in source_path.parents:
         raise ConversionError(
@@ -85,6 +99,7 @@ def check_output_path(source: Path, output: Path, overwrite: bool):
         raise ConversionError(f"{output} is a file, not a checkpoint folder; it is never replaced: choose another one")
     if output.exists() and not overwrite:
         raise ConversionError(f"{output} already exists; pass --overwrite to replace it")
+
 
 def read_torch_file(path: Path, holds: str, safe_globals=()):
     """What the pickle at `path` holds, read with `torch.load(weights_only=True)`: tensors, containers and the

@@ -34,7 +34,14 @@ import numpy as np
 import torch
 
 from ..models.configuration_savi import VARIANTS, SAViConfig
-from .conversion_utils import ConversionError, check_output_path, parse_override, run_converter, write_converted
+from .conversion_utils import (
+    ConversionError,
+    check_output_path,
+    parse_override,
+    run_converter,
+    state_dict_problems,
+    write_converted,
+)
 
 # (source path pattern, target key template, layout rule). Paths are relative to the parameter tree; a `{0}`-style
 # field takes the pattern's groups; "@int-1" marks 1-based official indices.
@@ -175,7 +182,6 @@ def convert_savi_params(flat_params: dict, config: SAViConfig, family: FlaxFamil
     with torch.device("meta"):
         target_model = load(family.model_path)(config)
     prefix = f"{target_model.base_model_prefix}."
-    expected = {k: v.shape for k, v in target_model.state_dict().items()}
     transposed_weights = {f"{name}.weight" for name, module in target_model.named_modules()
                           if isinstance(module, torch.nn.ConvTranspose2d)}  # fmt: skip
     converted, gru_parts, unmapped, problems = {}, {}, [], []
@@ -227,17 +233,9 @@ def convert_savi_params(flat_params: dict, config: SAViConfig, family: FlaxFamil
                 problems.append(f"{template}.{part}: the Flax GRU gates (r, z, n) give {shapes}, not three equal parts")
                 continue
             converted[f"{template}.{part}"] = torch.cat(chunks)
-    missing = sorted(set(expected) - set(converted))
-    unexpected = sorted(set(converted) - set(expected))
-    mis_shaped = sorted(
-        f"{k}: {tuple(converted[k].shape)} instead of {tuple(expected[k])}"
-        for k in set(expected) & set(converted)
-        if converted[k].shape != expected[k]
-    )
-    for what, keys in (("source arrays no rule maps", unmapped), ("missing", missing),
-                       ("unexpected", unexpected), ("wrong shape", mis_shaped)):  # fmt: skip
-        if keys:
-            problems.append(f"{what}: {keys}")
+    if unmapped:
+        problems.append(f"source arrays no rule maps: {unmapped}")
+    problems += state_dict_problems(converted, load(family.model_path), config)
     if problems:
         raise ConversionError(f"the official parameters do not fit the {family.name} config; " + "; ".join(problems))
     return converted

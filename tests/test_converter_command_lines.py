@@ -56,6 +56,27 @@ def test_an_existing_output_is_kept_without_overwrite(command, tmp_path, capsys)
     assert os.listdir(tmp_path / "out") == ["kept.txt"]
 
 
+OUTPUTS = {  # output paths that cannot hold a converted folder, and what the error says of them
+    "under-a-file": (lambda tmp: (tmp / "file.txt").write_text("x") and tmp / "file.txt" / "out", "is a file, not a folder"),
+    "dangling-symlink": (lambda tmp: (tmp / "link").symlink_to(tmp / "nowhere") or tmp / "link", "symbolic link"),
+    "symlink-loop": (lambda tmp: (tmp / "loop").symlink_to(tmp / "loop") or tmp / "loop", "symbolic link"),
+    "symlink-to-folder": (lambda tmp: (tmp / "to-dir").symlink_to(tmp / "source") or tmp / "to-dir", "symbolic link"),
+}
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+@pytest.mark.parametrize("command", CONVERTERS)
+def test_an_output_path_that_cannot_hold_a_folder_is_refused_naming_it(command, output, tmp_path, capsys):
+    make, message = OUTPUTS[output]
+    (tmp_path / "source").mkdir()
+    path = make(tmp_path)
+    before = sorted(os.listdir(tmp_path))
+    assert cli([command, str(tmp_path / "source"), str(path), "--overwrite"]) == 2
+    line = error_line(capsys)
+    assert line.startswith(f"error: {path}") and message in line, line
+    assert sorted(os.listdir(tmp_path)) == before and os.listdir(tmp_path / "source") == []
+
+
 @pytest.mark.parametrize("command", CONVERTERS)
 def test_an_output_inside_the_source_is_refused_before_anything_is_read(command, tmp_path, capsys):
     (tmp_path / "source").mkdir()
