@@ -1,7 +1,8 @@
-"""transformers' own common tests, for the installed transformers version, against every SlotSSM, ConvS5 and GrootV
-class: `ModelTesterMixin` (saving and loading, output classes, hidden states and attentions, gradient checkpointing, the
-attention implementations, initialisation, training), `ConfigTester`, and `VideoProcessingTestMixin` for SlotSSM's
-video processor. The mixins come from transformers' source distribution (tests/transformers_common_tests.py).
+"""transformers' own common tests, for the installed transformers version, against every class of every family of the
+zoo (SlotSSM, SAVi, STATM-SAVi, ConvS5, GrootV): `ModelTesterMixin` (saving and loading, output classes, hidden states
+and attentions, gradient checkpointing, the attention implementations, initialisation, training), `ConfigTester`, and
+`VideoProcessingTestMixin` for every video processor (SlotSSM's, SAVi's, shared by STATM-SAVi, and ConvS5's). The
+mixins come from transformers' source distribution (tests/transformers_common_tests.py).
 
 Skipped, as transformers' own video models skip them: tests of `inputs_embeds` and of resizing token embeddings (a
 video model has neither). Every other skip below states its reason.
@@ -19,7 +20,7 @@ from transformers.testing_utils import torch_device
 from transformers.video_utils import VideoMetadata
 from transformers_common_tests import common_tests_module
 
-from slotssm_hf import FAMILIES, SlotSSMVideoProcessor
+from slotssm_hf import FAMILIES, ConvS5VideoProcessor, SAViVideoProcessor, SlotSSMVideoProcessor
 from slotssm_hf.registry import load
 
 try:
@@ -43,7 +44,7 @@ NAME_TABLES = {
     "AutoModelForVideoClassification": modeling_auto.MODEL_FOR_VIDEO_CLASSIFICATION_MAPPING_NAMES,
     "AutoModelForImageClassification": modeling_auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
 }
-TESTED_FAMILIES = ("slotssm", "grootv", "convs5")
+TESTED_FAMILIES = ("slotssm", "savi", "statm", "grootv", "convs5")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -185,12 +186,16 @@ class SlotSSMModelTest(ZooModelTestMixin, unittest.TestCase):
         return inputs_dict
 
 
-class SlotSSMVideoProcessingTester:
-    def __init__(self, parent, batch_size=3, num_frames=4, min_resolution=24, max_resolution=48):
+class ZooVideoProcessingTester:
+    """Videos of 4 frames between 24 and 48 px, resized to a short side of 20 and cropped to 18 x 18. The processor
+    gives frames of `output_channels` channels, or of as many as the input videos have (`num_channels`) when None."""
+
+    def __init__(self, parent, output_channels=None, batch_size=3, num_frames=4, min_resolution=24, max_resolution=48):
         self.parent = parent
         self.batch_size = batch_size
         self.num_frames = num_frames
         self.num_channels = 3
+        self.output_channels = output_channels
         self.min_resolution = min_resolution
         self.max_resolution = max_resolution
         self.size = {"shortest_edge": 20}
@@ -200,7 +205,8 @@ class SlotSSMVideoProcessingTester:
         return {"size": self.size, "crop_size": self.crop_size, "num_frames": self.num_frames}
 
     def expected_output_video_shape(self, videos):
-        return self.num_frames, self.num_channels, self.crop_size["height"], self.crop_size["width"]
+        channels = self.num_channels if self.output_channels is None else self.output_channels
+        return self.num_frames, channels, self.crop_size["height"], self.crop_size["width"]
 
     def prepare_video_inputs(self, equal_resolution=False, return_tensors="pil"):
         return video_common.prepare_video_inputs(
@@ -214,23 +220,26 @@ class SlotSSMVideoProcessingTester:
         )
 
 
-class SlotSSMVideoProcessingTest(video_common.VideoProcessingTestMixin, unittest.TestCase):
-    fast_video_processing_class = SlotSSMVideoProcessor
+class ZooVideoProcessingTestMixin(video_common.VideoProcessingTestMixin):
+    """transformers' video processor tests as every processor of the zoo (a `ZooVideoProcessor`) runs them. A test
+    class sets `fast_video_processing_class` and, when its frames are not RGB, `output_channels`."""
+
     input_name = "pixel_values_videos"
+    output_channels = None
 
     def setUp(self):
         super().setUp()
-        self.video_processor_tester = SlotSSMVideoProcessingTester(self)
+        self.video_processor_tester = ZooVideoProcessingTester(self, output_channels=self.output_channels)
 
     @property
     def video_processor_dict(self):
         return self.video_processor_tester.prepare_video_processor_dict()
 
     def test_call_sample_frames(self):
-        """transformers' version with SlotSSM's clip semantics, which follow the official data pipeline where
-        transformers' default sampling differs: a clip is always `num_frames` long, `fps` spaces its frames (rather
-        than setting how many are taken: duration x fps), and a video shorter than the clip is padded with its last
-        frame (counted in `padded_frames`) rather than refused. The rest of the test holds as written."""
+        """transformers' version with the zoo's clip semantics (`ZooVideoProcessor`), which follow the official data
+        pipelines where transformers' default sampling differs: a clip is always `num_frames` long, `fps` spaces its
+        frames (rather than setting how many are taken: duration x fps), and a video shorter than the clip is padded
+        with its last frame (counted in `padded_frames`) rather than refused. The rest of the test holds as written."""
         processor = self.fast_video_processing_class(**self.video_processor_dict)
         self.video_processor_tester.num_frames = 8
         videos = self.video_processor_tester.prepare_video_inputs(equal_resolution=False, return_tensors="torch")
@@ -253,6 +262,148 @@ class SlotSSMVideoProcessingTest(video_common.VideoProcessingTestMixin, unittest
         padded = processor(videos[0], num_frames=10)
         self.assertEqual(padded[self.input_name].shape[1], 10)
         self.assertEqual(padded["padded_frames"].tolist(), [2])
+
+
+class SlotSSMVideoProcessingTest(ZooVideoProcessingTestMixin, unittest.TestCase):
+    fast_video_processing_class = SlotSSMVideoProcessor
+
+
+class SAViVideoProcessingTest(ZooVideoProcessingTestMixin, unittest.TestCase):
+    """SAVi's processor, which STATM-SAVi shares: frames in [0, 1], not normalised."""
+
+    fast_video_processing_class = SAViVideoProcessor
+
+
+class ConvS5VideoProcessingTest(ZooVideoProcessingTestMixin, unittest.TestCase):
+    """ConvS5's processor: grayscale frames (the luma of colour ones) in [-1, 1]."""
+
+    fast_video_processing_class = ConvS5VideoProcessor
+    output_channels = 1
+
+    def test_call_numpy_4_channels(self):
+        """transformers' version expects `do_convert_rgb` to give 3 channels; ConvS5's processor converts the
+        4-channel frames to RGB and then to their luma, one channel. The rest of the test holds as written."""
+        processor = self.fast_video_processing_class(**self.video_processor_dict)
+        self.video_processor_tester.num_channels = 4
+        videos = self.video_processor_tester.prepare_video_inputs(equal_resolution=False, return_tensors="pil")
+        options = {"return_tensors": "pt", "input_data_format": "channels_last", "image_mean": 0.0, "image_std": 1.0}
+        shape = self.video_processor_tester.expected_output_video_shape(videos)
+        self.assertEqual(tuple(processor(videos[0], **options)[self.input_name].shape), (1, *shape))
+        batch = self.video_processor_tester.batch_size
+        self.assertEqual(tuple(processor(videos, **options)[self.input_name].shape), (batch, *shape))
+
+
+SAVI = FAMILIES["savi"]
+
+
+class SAViModelTester:
+    """A tiny SAVi on two 16 px frames: a two-layer CNN at stride 2 (8 x 8 = 64 tokens), 4 slots of width 16 from 3
+    first-frame boxes, two-head slot attention, one iteration per frame (so that the maps it records are as few as the
+    2 layers transformers' `test_num_layers_is_small` allows; several iterations are tested in
+    tests/models/savi), the frames as the decoder's target (so the reconstruction head has a loss without labels)."""
+
+    family = SAVI
+
+    def __init__(self, parent, batch_size=2, num_frames=2, image_size=16, num_slots=4, slot_size=16,
+                 num_attention_heads=2, iterations=1, is_training=True):  # fmt: skip
+        self.parent = parent
+        self.batch_size = batch_size
+        self.num_frames = num_frames
+        self.image_size = image_size
+        self.num_channels = 3
+        self.num_slots = num_slots
+        self.hidden_size = slot_size
+        self.num_attention_heads = num_attention_heads
+        self.iterations = iterations
+        self.is_training = is_training
+        # What the common tests check of the recorded outputs (see SAViModelOutput): one slot-attention map
+        # (batch, heads, num_slots, num_tokens) per frame and iteration; the slots the first frame starts from, then
+        # each frame's corrected and predicted slots (batch, num_slots, slot_size).
+        self.num_hidden_layers = num_frames * iterations
+        self.expected_num_hidden_layers = 2 * num_frames + 1
+        self.seq_length = num_slots
+        self.key_length = (image_size // 2) ** 2
+
+    def get_config(self):
+        return self.family.config(
+            "tiny",
+            image_size=self.image_size,
+            encoder_features=[8, 8],
+            encoder_strides=[2, 1],
+            encoder_mlp_size=8,
+            num_slots=self.num_slots,
+            slot_size=self.hidden_size,
+            initializer_mlp_size=16,
+            slot_attention_qkv_size=8,
+            slot_attention_num_heads=self.num_attention_heads,
+            slot_attention_iterations=self.iterations,
+            predictor_num_heads=self.num_attention_heads,
+            predictor_qkv_size=8,
+            predictor_mlp_size=16,
+            decoder_broadcast_size=4,
+            decoder_features=[8, 8, 8],
+            decoder_kernel_sizes=[3, 3, 3],
+            decoder_strides=[2, 2, 1],
+            decoder_transposed=[True, True, False],
+            targets={"video": 3},
+            num_frames=self.num_frames,
+        )
+
+    def prepare_config_and_inputs_for_common(self):
+        shape = [self.batch_size, self.num_frames, self.num_channels, self.image_size, self.image_size]
+        # First-frame boxes (ymin, xmin, ymax, xmax) in [0, 1] for the conditional initialiser.
+        corners = floats_tensor([self.batch_size, self.num_slots - 1, 2, 2]).sort(dim=2).values
+        boxes = corners.transpose(2, 3).flatten(2)
+        return self.get_config(), {"pixel_values_videos": floats_tensor(shape), "boxes": boxes}
+
+
+class SAViModelTest(ZooModelTestMixin, unittest.TestCase):
+    family = SAVI
+    model_tester_class = SAViModelTester
+    all_model_classes = tuple(load(head.class_path) for head in SAVI.heads)
+    has_attentions = True
+    additional_model_inputs = ["boxes"]  # besides the frames, for the tests that build their own inputs
+    config_common_properties = ["num_channels", "num_slots", "slot_size"]  # slots, not hidden_size and layers
+    input_embeddings = staticmethod(lambda backbone: backbone.encoder.backbone.convs[0])
+
+    def test_can_capture_specific_layers_hidden_states(self):
+        """transformers skips this test when hidden states are recorded from several module classes (here the
+        corrector's and the predictor's outputs), as it cannot tell in general how their indices interleave; they
+        count in call order across both, so selecting some works as the test expects: those of the full capture, None
+        for the others. Negative indices need the number of hidden states, which depends on the number of frames and
+        not on the config: they are refused, naming the reason."""
+        config, inputs_dict = self.model_tester.prepare_config_and_inputs_for_common()
+        for model_class in self.all_model_classes:
+            with self.subTest(model_class.__name__):
+                model = model_class(copy.deepcopy(config)).to(torch_device).eval()
+                inputs = self._prepare_for_class(inputs_dict, model_class)
+                with torch.no_grad():
+                    hidden_states = model(**inputs, output_hidden_states=True).hidden_states
+                    kept = list(range(0, len(hidden_states), 2))
+                    captured = model(**inputs, output_hidden_states=kept).hidden_states
+                self.assertEqual(len(captured), len(hidden_states))
+                for i, (mine, full) in enumerate(zip(captured, hidden_states)):
+                    if i in kept:
+                        torch.testing.assert_close(mine, full)
+                    else:
+                        self.assertIsNone(mine)
+                with self.assertRaisesRegex(ValueError, "negative indices"):
+                    model(**inputs, output_hidden_states=[-1])
+
+
+STATM = FAMILIES["statm"]
+
+
+class STATMModelTester(SAViModelTester):
+    """SAVi's tiny tester with STATM's predictor (memory of every frame)."""
+
+    family = STATM
+
+
+class STATMModelTest(SAViModelTest):
+    family = STATM
+    model_tester_class = STATMModelTester
+    all_model_classes = tuple(load(head.class_path) for head in STATM.heads)
 
 
 GROOTV = FAMILIES["grootv"]

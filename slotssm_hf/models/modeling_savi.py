@@ -2,14 +2,18 @@
 applied frame by frame, spatial-broadcast decoder; faithful to the official Flax code
 (google-research/slot-attention-video, Apache-2.0)."""
 
+import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import initialization as init
-from transformers.utils import ModelOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_savi import SAViConfig
 from .object_centric import (
@@ -19,8 +23,10 @@ from .object_centric import (
     GaussianSlotInitializer,
     LearnedSlotInitializer,
     LinearPositionEmbedding,
+    MultiHeadAttention,
     ResNet,
     SlotAttention,
+    SlotAttentionMap,
     SpatialBroadcastDecoder,
     TransformerBlock,
 )
@@ -112,6 +118,10 @@ class SAViFrameEncoder(nn.Module):
             self.transformer_proj, self.transformer = None, None
             self.output_size = channels
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The backbone's first convolution, which embeds the pixels."""
+        return self.backbone.convs[0] if isinstance(self.backbone, ConvStack) else self.backbone.init_conv
+
     def forward(self, pixel_values):
         features = self.backbone(pixel_values).permute(0, 2, 3, 1)  # channels last, as the official code runs
         tokens = self.mlp(self.position_embedding(features)).flatten(1, 2)
@@ -155,13 +165,25 @@ class SAViModelOutput(ModelOutput):
     last_hidden_state: the corrected slots of every frame, (batch, frames, num_slots, slot_size).
     predicted_slots: the predictor's slots for the next frame, computed at every frame, same shape; the last
         frame's entry is the state to continue the videos from (`initial_slots`).
-    attentions: with `output_attentions=True`, a 1-tuple holding the corrector's attention of every frame (its last
-        iteration), (batch, frames, heads, num_slots, num_tokens): each token's distribution over the slots.
+    hidden_states: with `output_hidden_states=True`, the slots at every stage of the frame loop, each (batch,
+        num_slots, slot_size): the slots the first frame starts from (the initialiser's, or `initial_slots`), then
+        for each frame its corrected and its predicted slots; 2 x frames + 1 entries, `hidden_states[2 * t + 1]` is
+        `last_hidden_state[:, t]` and `hidden_states[2 * t + 2]` is `predicted_slots[:, t]`.
+    attentions: with `output_attentions=True`, the corrector's (slot attention's) map at every frame and iteration,
+        each (batch, slot_attention_num_heads, num_slots, num_tokens) with num_tokens = encoder_grid_size ** 2: a
+        softmax over the slots (each token's distribution over the slots), frame by frame, the iterations of a frame
+        in order (`first_frame_iterations` at the first frame of a video when set, else `slot_attention_iterations`
+        per frame). Slot attention computes its map itself, under every `attn_implementation`.
+    predictor_attentions: with `output_attentions=True` and `attn_implementation="eager"` (other kernels return no
+        weights: then empty), the predictor's attention weights at every frame, each (batch, predictor_num_heads,
+        num_slots, num_slots): the slots of a frame attending to each other.
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     predicted_slots: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    predictor_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -172,7 +194,7 @@ class SAViReconstructionOutput(ModelOutput):
     reconstruction: the decoded targets of every frame, their channels concatenated in `config.targets` order,
         (batch, frames, target_channels, height, width).
     masks: per-slot alpha masks, (batch, frames, num_slots, 1, height, width), a distribution over slots per pixel.
-    last_hidden_state, predicted_slots, attentions: as in `SAViModelOutput`.
+    last_hidden_state, predicted_slots, hidden_states, attentions, predictor_attentions: as in `SAViModelOutput`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -180,7 +202,19 @@ class SAViReconstructionOutput(ModelOutput):
     masks: torch.FloatTensor | None = None
     last_hidden_state: torch.FloatTensor | None = None
     predicted_slots: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    predictor_attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+class SAViBackboneKwargs(TransformersKwargs, total=False):
+    """What a SAVi head passes on to its backbone besides the frames and boxes: `SAViModel`'s `initial_slots` and
+    `generator`, `STATMModel`'s `cache` (a `STATMCache`) and `use_cache`, and transformers' output flags."""
+
+    initial_slots: torch.Tensor | None
+    generator: torch.Generator | None
+    cache: Any
+    use_cache: bool | None
 
 
 class SAViPreTrainedModel(ZooPreTrainedModel):
@@ -195,6 +229,17 @@ class SAViPreTrainedModel(ZooPreTrainedModel):
     supports_gradient_checkpointing = True  # the transformer blocks (predictor, SAVi++ encoder)
     _supports_sdpa = True
     _supports_attention_backend = True
+    # transformers' output capturing, each recorded at every call in the frame loop (shapes in `SAViModelOutput`):
+    # the slots the first frame starts from and after every corrector and predictor call, the map of every
+    # slot-attention iteration, the predictor's attention weights.
+    _can_record_outputs = {
+        "hidden_states": [
+            OutputRecorder(SlotAttention, index=0),
+            OutputRecorder(TransformerBlock, layer_name="predictor", capture_initial_hidden_state=False),
+        ],
+        "attentions": OutputRecorder(SlotAttentionMap),
+        "predictor_attentions": OutputRecorder(MultiHeadAttention, index=1, layer_name="predictor"),
+    }
     # The loss is already averaged over the batch, so the Trainer's own division by the accumulation steps is right.
     accepts_loss_kwargs = False
 
@@ -221,6 +266,19 @@ class SAViPreTrainedModel(ZooPreTrainedModel):
             init.zeros_(module.bias_hh)
         elif isinstance(module, LearnedSlotInitializer):
             init.normal_(module.slots)
+
+
+def predictor_attentions_follow_output_attentions(forward):
+    """transformers' output capturing turns each recorded output on by a flag of its own name; this makes
+    `output_attentions` (the argument, else the config's) turn on `predictor_attentions` as well, so that it returns
+    every attention map of the model, as it does for every transformers model."""
+
+    @functools.wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        kwargs.setdefault("output_predictor_attentions", kwargs.get("output_attentions", self.config.output_attentions))
+        return forward(self, *args, **kwargs)
+
+    return wrapper
 
 
 def lecun_normal_(tensor, fan_in: int):
@@ -250,6 +308,10 @@ class SAViModel(SAViPreTrainedModel):
     # Families built on SAVi (STATM) swap the predictor here and pass its history through `run_frames`.
     build_predictor = staticmethod(build_predictor)
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The frame encoder's first layer, which embeds the pixels (as VideoMAE's patch embedding)."""
+        return self.encoder.get_input_embeddings()
+
     def initial_state(self, boxes, batch_size: int, reference: torch.Tensor, generator=None):
         """Slots (batch, num_slots, slot_size) before the first frame."""
         if isinstance(self.initializer, ConditionalSlotInitializer):
@@ -258,15 +320,15 @@ class SAViModel(SAViPreTrainedModel):
             return self.initializer(batch_size)
         return self.initializer(batch_size, reference.device, reference.dtype, generator)
 
-    @can_return_tuple
+    @predictor_attentions_follow_output_attentions
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         pixel_values_videos: torch.Tensor,
         boxes: torch.Tensor | None = None,
         initial_slots: torch.Tensor | None = None,
-        output_attentions: bool | None = None,
         generator: torch.Generator | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SAViModelOutput:
         r"""
         pixel_values_videos (`torch.FloatTensor` of shape `(batch, frames, num_channels, image_size, image_size)`):
@@ -277,19 +339,16 @@ class SAViModel(SAViPreTrainedModel):
         initial_slots (`torch.FloatTensor` of shape `(batch, num_slots, slot_size)`, *optional*):
             Continue earlier frames of the same videos: the last frame's `predicted_slots` of a previous call.
         generator (`torch.Generator`, *optional*): random source of the Gaussian initialiser.
+        output_hidden_states, output_attentions, return_dict: as in every transformers model; transformers records
+            the slots at every stage of the frame loop and every attention map (`SAViModelOutput`).
         """
         check_savi_inputs(pixel_values_videos, boxes, initial_slots, self.config)
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        corrected, predicted, attention = self.run_frames(pixel_values_videos, boxes, initial_slots, generator)
-        return SAViModelOutput(
-            last_hidden_state=corrected,
-            predicted_slots=predicted,
-            attentions=(attention,) if output_attentions else None,
-        )
+        corrected, predicted = self.run_frames(pixel_values_videos, boxes, initial_slots, generator)
+        return SAViModelOutput(last_hidden_state=corrected, predicted_slots=predicted)
 
     def run_frames(self, pixel_values_videos, boxes, initial_slots, generator=None, memory=None):
         """Encoder, initialiser and the recurrent loop over frames. Returns the corrected and predicted slots
-        (batch, frames, num_slots, slot_size) and the corrector's attention (batch, frames, heads, num_slots, tokens).
+        (batch, frames, num_slots, slot_size).
 
         memory: the history the predictor reads besides the current slots (STATM's buffer of corrected slots): its
             `append(slots)` records each frame's corrected slots and returns the history to pass to the predictor.
@@ -302,15 +361,16 @@ class SAViModel(SAViPreTrainedModel):
             first_iterations = self.config.first_frame_iterations or self.config.slot_attention_iterations
         else:
             state, first_iterations = initial_slots.to(tokens.dtype), self.config.slot_attention_iterations
-        corrected, predicted, attentions = [], [], []
+        corrected, predicted = [], []
         for t in range(frames):  # recurrent: each frame starts from the previous frame's prediction
             iterations = first_iterations if t == 0 else self.config.slot_attention_iterations
-            slots, attention = self.corrector(state, tokens[:, t], iterations)
+            # Positional: transformers' output capturing takes the slots entering the first call as the first
+            # hidden state.
+            slots, _ = self.corrector(state, tokens[:, t], iterations)
             state = self.predictor(slots) if memory is None else self.predictor(slots, memory.append(slots))
             corrected.append(slots)
             predicted.append(state)
-            attentions.append(attention)
-        return torch.stack(corrected, dim=1), torch.stack(predicted, dim=1), torch.stack(attentions, dim=1)
+        return torch.stack(corrected, dim=1), torch.stack(predicted, dim=1)
 
 
 class SAViForVideoReconstruction(SAViPreTrainedModel):
@@ -334,7 +394,7 @@ class SAViForVideoReconstruction(SAViPreTrainedModel):
         pixel_values_videos: torch.Tensor,
         boxes: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        **backbone_kwargs,
+        **kwargs: Unpack[SAViBackboneKwargs],
     ) -> SAViReconstructionOutput:
         r"""
         pixel_values_videos (`torch.FloatTensor` of shape `(batch, frames, num_channels, image_size, image_size)`):
@@ -344,14 +404,14 @@ class SAViForVideoReconstruction(SAViPreTrainedModel):
         labels (`torch.FloatTensor` of the shape of `reconstruction`, *optional*):
             The targets, channels concatenated in `config.targets` order; the input frames when None and the only
             target is `"video"`, else no loss.
-        backbone_kwargs: what the backbone takes besides: `initial_slots`, `output_attentions`, `generator`
-            (`SAViModel`), and `cache`, `use_cache` (`STATMModel`).
+        kwargs: what the backbone takes besides (`SAViBackboneKwargs`): `initial_slots`, `generator`,
+            `output_hidden_states`, `output_attentions` (`SAViModel`), and `cache`, `use_cache` (`STATMModel`).
         """
-        outputs = self.base_model(pixel_values_videos, boxes=boxes, return_dict=True, **backbone_kwargs)
+        outputs = self.base_model(pixel_values_videos, boxes=boxes, return_dict=True, **kwargs)
         loss, reconstruction, masks = decode_slots(
             self.decoder, self.config, outputs.last_hidden_state, pixel_values_videos, labels
         )
-        # The backbone's outputs (slots, predictions, cache, attentions) pass through unchanged.
+        # The backbone's outputs (slots, predictions, cache, hidden states, attentions) pass through unchanged.
         return self.output_class(loss=loss, reconstruction=reconstruction, masks=masks, **outputs)
 
 

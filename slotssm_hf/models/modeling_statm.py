@@ -7,12 +7,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.utils import ModelOutput
-from transformers.utils.generic import can_return_tuple
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_statm import STATMConfig
-from .modeling_savi import SAViForVideoReconstruction, SAViModel, SAViPreTrainedModel, check_savi_inputs
-from .object_centric import MLP, MultiHeadAttention
+from .modeling_savi import (
+    SAViForVideoReconstruction,
+    SAViModel,
+    SAViPreTrainedModel,
+    check_savi_inputs,
+    predictor_attentions_follow_output_attentions,
+)
+from .object_centric import MLP, MultiHeadAttention, SlotAttention, SlotAttentionMap
 
 
 class STATMSpaceTimeBlock(GradientCheckpointingLayer):
@@ -38,11 +45,10 @@ class STATMSpaceTimeBlock(GradientCheckpointingLayer):
     def forward(self, slots, memory):
         """slots (batch, num_slots, slot_size): this frame's corrected slots; memory (batch, length, num_slots,
         slot_size): the buffer of corrected slots, this frame's last."""
-        batch, num_slots, size = slots.shape
-        space = self.space_norm(slots + self.space_attention(slots))
-        # Slots folded into the batch: each slot's query sees only its own history.
-        history = memory.transpose(1, 2).reshape(batch * num_slots, memory.shape[1], size)
-        time = self.time_attention(slots.reshape(batch * num_slots, 1, size), history).view(batch, num_slots, size)
+        space = self.space_norm(slots + self.space_attention(slots)[0])
+        # The slots as a batch dimension: each slot's one query sees only its own history (batch, num_slots,
+        # length, slot_size).
+        time = self.time_attention(slots.unsqueeze(2), memory.transpose(1, 2))[0].squeeze(2)
         hidden = space + self.time_norm(slots + time)
         return self.mlp_norm(hidden + self.mlp(hidden))
 
@@ -83,14 +89,23 @@ class STATMModelOutput(ModelOutput):
     predicted_slots: the predictor's slots for the next frame, computed at every frame, same shape.
     cache: with `use_cache=True`, the `STATMCache` after the last frame (memory buffer and next frame's slots); pass
         it as `cache` to continue the videos frame by frame.
-    attentions: with `output_attentions=True`, a 1-tuple holding the corrector's attention of every frame (its last
-        iteration), (batch, frames, heads, num_slots, num_tokens).
+    hidden_states, attentions: as in `SAViModelOutput`: the slots at every stage of the frame loop (the slots the
+        first frame starts from, then each frame's corrected and predicted slots), and the corrector's map at every
+        frame and iteration, (batch, slot_attention_num_heads, num_slots, num_tokens).
+    predictor_attentions: with `output_attentions=True` and `attn_implementation="eager"` (other kernels return no
+        weights: then empty), the predictor's two attention maps at every frame, in this order: the spatial one,
+        (batch, predictor_num_heads, num_slots, num_slots), the slots of the frame attending to each other; the
+        temporal one, (batch, num_slots, predictor_num_heads, 1, memory_length), each slot's query over its own
+        history in the memory buffer (this frame's corrected slots last; memory_length grows by one per frame up
+        to `memory_size`).
     """
 
     last_hidden_state: torch.FloatTensor | None = None
     predicted_slots: torch.FloatTensor | None = None
     cache: STATMCache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    predictor_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -99,7 +114,8 @@ class STATMReconstructionOutput(ModelOutput):
     loss: the official objective: squared error summed over frames, pixels and channels, averaged over videos.
     reconstruction: the decoded targets of every frame, (batch, frames, target_channels, height, width).
     masks: per-slot alpha masks, (batch, frames, num_slots, 1, height, width).
-    last_hidden_state, predicted_slots, cache, attentions: as in `STATMModelOutput`.
+    last_hidden_state, predicted_slots, cache, hidden_states, attentions, predictor_attentions: as in
+        `STATMModelOutput`.
     """
 
     loss: torch.FloatTensor | None = None
@@ -108,7 +124,9 @@ class STATMReconstructionOutput(ModelOutput):
     last_hidden_state: torch.FloatTensor | None = None
     predicted_slots: torch.FloatTensor | None = None
     cache: STATMCache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
+    predictor_attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
 class STATMPreTrainedModel(SAViPreTrainedModel):
@@ -118,6 +136,15 @@ class STATMPreTrainedModel(SAViPreTrainedModel):
     config: STATMConfig
     base_model_prefix = "statm"
     _no_split_modules = ["TransformerBlock", "ResNetBlock", "STATMSpaceTimeBlock"]
+    # SAVi's, with STATM's predictor: its output is the predicted slots, its two attentions record in call order.
+    _can_record_outputs = {
+        "hidden_states": [
+            OutputRecorder(SlotAttention, index=0),
+            OutputRecorder(STATMSpaceTimeBlock, capture_initial_hidden_state=False),
+        ],
+        "attentions": OutputRecorder(SlotAttentionMap),
+        "predictor_attentions": OutputRecorder(MultiHeadAttention, index=1, layer_name="predictor"),
+    }
 
 
 class STATMModel(STATMPreTrainedModel, SAViModel):
@@ -126,7 +153,8 @@ class STATMModel(STATMPreTrainedModel, SAViModel):
 
     build_predictor = STATMSpaceTimeBlock
 
-    @can_return_tuple
+    @predictor_attentions_follow_output_attentions
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         pixel_values_videos: torch.Tensor,
@@ -134,9 +162,8 @@ class STATMModel(STATMPreTrainedModel, SAViModel):
         initial_slots: torch.Tensor | None = None,
         cache: STATMCache | None = None,
         use_cache: bool | None = None,
-        output_attentions: bool | None = None,
         generator: torch.Generator | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> STATMModelOutput:
         r"""
         pixel_values_videos (`torch.FloatTensor` of shape `(batch, frames, num_channels, image_size, image_size)`):
@@ -153,6 +180,8 @@ class STATMModel(STATMPreTrainedModel, SAViModel):
         use_cache (`bool`, *optional*):
             Return `cache`; True when a `cache` is passed, else `config.use_cache`.
         generator (`torch.Generator`, *optional*): random source of the Gaussian initialiser.
+        output_hidden_states, output_attentions, return_dict: as in every transformers model; transformers records
+            the slots at every stage of the frame loop and every attention map (`STATMModelOutput`).
         """
         if cache is not None and initial_slots is not None:
             raise ValueError("pass either cache (continue with its memory buffer) or initial_slots (empty buffer)")
@@ -166,15 +195,11 @@ class STATMModel(STATMPreTrainedModel, SAViModel):
                                  f"{pixel_values_videos.shape[0]}")  # fmt: skip
         check_savi_inputs(pixel_values_videos, boxes, initial_slots, self.config)
         use_cache = (cache is not None or self.config.use_cache) if use_cache is None else use_cache
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         memory = STATMCache(self.config.memory_size) if cache is None else cache
-        corrected, predicted, attention = self.run_frames(pixel_values_videos, boxes, initial_slots, generator, memory)
+        corrected, predicted = self.run_frames(pixel_values_videos, boxes, initial_slots, generator, memory)
         memory.predicted_slots = predicted[:, -1]
         return STATMModelOutput(
-            last_hidden_state=corrected,
-            predicted_slots=predicted,
-            cache=memory if use_cache else None,
-            attentions=(attention,) if output_attentions else None,
+            last_hidden_state=corrected, predicted_slots=predicted, cache=memory if use_cache else None
         )
 
 

@@ -208,6 +208,16 @@ class MLP(nn.Module):
         return hidden_states
 
 
+class SlotAttentionMap(nn.Module):
+    """The attention of one slot-attention iteration: the scaled queries of the slots (batch, num_slots, heads,
+    head_dim) and the keys of the inputs (batch, num_inputs, heads, head_dim) -> (batch, heads, num_slots,
+    num_inputs), a softmax over the slots (slots compete for each input). No parameters: a module of its own so that
+    transformers' output capturing records the map of every iteration (a forward hook sees each call)."""
+
+    def forward(self, query, key):
+        return torch.einsum("bqhd,bkhd->bhqk", query, key).softmax(dim=-2)
+
+
 class SlotAttention(nn.Module):
     """Slot attention (Locatello et al. 2020) as the official SAVi corrector computes it, pre-norm.
 
@@ -239,6 +249,7 @@ class SlotAttention(nn.Module):
         self.o_proj = nn.Linear(qkv_size, self.head_dim) if num_heads > 1 else None
         self.gru = nn.GRUCell(self.head_dim if num_heads > 1 else qkv_size, slot_size)
         self.mlp = MLP(slot_size, mlp_size, layernorm="pre", residual=True, eps=layer_norm_eps) if mlp_size else None
+        self.attention_map = SlotAttentionMap()
 
     def forward(self, slots, inputs, num_iterations: int = 1):
         """slots (batch, num_slots, slot_size), inputs (batch, num_inputs, input_size) -> the updated slots and the
@@ -249,7 +260,7 @@ class SlotAttention(nn.Module):
         key, value = self.k_proj(inputs).view(heads), self.v_proj(inputs).view(heads)
         for _ in range(num_iterations):
             query = self.q_proj(self.slot_norm(slots)).view(heads) * self.head_dim**-0.5
-            attention = torch.einsum("bqhd,bkhd->bhqk", query, key).softmax(dim=-2)
+            attention = self.attention_map(query, key)
             weights = attention / (attention.sum(dim=-1, keepdim=True) + self.epsilon)
             updates = torch.einsum("bhqk,bkhd->bqhd", weights, value).flatten(2)
             if self.o_proj is not None:
@@ -276,18 +287,23 @@ class MultiHeadAttention(nn.Module):
         self.o_proj = nn.Linear(qkv_size, hidden_size)
 
     def forward(self, hidden_states, key_value_states=None):
-        """hidden_states (batch, length, hidden_size) attend to themselves, or to `key_value_states`
-        (batch, kv_length, hidden_size) when given (cross-attention, e.g. STATM's slots over their history)."""
+        """hidden_states (*batch, length, hidden_size) attend to themselves, or to `key_value_states`
+        (*batch, kv_length, hidden_size) when given (cross-attention, e.g. STATM's slots over their history); any
+        number of batch dimensions. Returns the output (*batch, length, hidden_size) and the attention weights
+        (*batch, heads, length, kv_length), or None from kernels that do not compute them (SDPA)."""
         inputs = hidden_states if key_value_states is None else key_value_states
-        batch, length, _ = hidden_states.shape
-        query = self.q_proj(hidden_states).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
-        key, value = (proj(inputs).view(batch, inputs.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
-                      for proj in (self.k_proj, self.v_proj))  # fmt: skip
+        query, key, value = (proj(states).unflatten(-1, (self.num_heads, self.head_dim)).transpose(-3, -2)
+                             for proj, states in ((self.q_proj, hidden_states), (self.k_proj, inputs),
+                                                  (self.v_proj, inputs)))  # fmt: skip
         attention: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
-        output, _ = attention(self, query, key, value, None, scaling=self.scaling, dropout=0.0, is_causal=False)
-        return self.o_proj(output.reshape(batch, length, -1))
+        if attention is not eager_attention_forward:
+            # Kernels take exactly one batch dimension. The eager function keeps them all, so that the weights it
+            # returns are the very tensors the output was computed from (and receive gradients).
+            query, key, value = (tensor.flatten(0, -4) for tensor in (query, key, value))
+        output, weights = attention(self, query, key, value, None, scaling=self.scaling, dropout=0.0, is_causal=False)
+        return self.o_proj(output.reshape(*hidden_states.shape[:-1], -1)), weights
 
 
 class TransformerBlock(GradientCheckpointingLayer):
@@ -306,9 +322,9 @@ class TransformerBlock(GradientCheckpointingLayer):
 
     def forward(self, hidden_states):
         if self.pre_norm:
-            hidden_states = hidden_states + self.attention(self.attention_norm(hidden_states))
+            hidden_states = hidden_states + self.attention(self.attention_norm(hidden_states))[0]
             return hidden_states + self.mlp(self.mlp_norm(hidden_states))
-        hidden_states = self.attention_norm(hidden_states + self.attention(hidden_states))
+        hidden_states = self.attention_norm(hidden_states + self.attention(hidden_states)[0])
         return self.mlp_norm(hidden_states + self.mlp(hidden_states))
 
 
@@ -406,6 +422,7 @@ __all__ = [
     "coordinate_grid",
     "LinearPositionEmbedding",
     "MLP",
+    "SlotAttentionMap",
     "SlotAttention",
     "MultiHeadAttention",
     "TransformerBlock",

@@ -3,10 +3,14 @@
 import torch
 from transformers.image_utils import PILImageResampling
 
-from .video_processing import ZooVideoProcessor
+from .video_processing import ZooVideoProcessor, ZooVideoProcessorKwargs
 
 # ITU-R BT.601 luma, which turns colour frames into the single channel of the official models.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+class ConvS5VideoProcessorKwargs(ZooVideoProcessorKwargs, total=False):
+    """`ZooVideoProcessorKwargs`, under the name transformers gives a processor's options (`<Processor>Kwargs`)."""
 
 
 class ConvS5VideoProcessor(ZooVideoProcessor):
@@ -17,6 +21,7 @@ class ConvS5VideoProcessor(ZooVideoProcessor):
     Accepts everything `ZooVideoProcessor` does (file paths, arrays, tensors, lists of frames).
     """
 
+    valid_kwargs = ConvS5VideoProcessorKwargs
     resample = PILImageResampling.BILINEAR
     image_mean = [0.5, 0.5, 0.5]
     image_std = [0.5, 0.5, 0.5]

@@ -2,7 +2,11 @@
 
 from transformers.image_utils import PILImageResampling
 
-from .video_processing import ZooVideoProcessor
+from .video_processing import ZooVideoProcessor, ZooVideoProcessorKwargs
+
+
+class SAViVideoProcessorKwargs(ZooVideoProcessorKwargs, total=False):
+    """`ZooVideoProcessorKwargs`, under the name transformers gives a processor's options (`<Processor>Kwargs`)."""
 
 
 class SAViVideoProcessor(ZooVideoProcessor):
@@ -14,6 +18,7 @@ class SAViVideoProcessor(ZooVideoProcessor):
     `num_frames` set other model sizes and clip lengths, e.g. `SAViVideoProcessor.for_config(config)`.
     """
 
+    valid_kwargs = SAViVideoProcessorKwargs
     resample = PILImageResampling.BILINEAR
     image_mean = [0.0, 0.0, 0.0]
     image_std = [1.0, 1.0, 1.0]

@@ -36,10 +36,12 @@ def test_converted_checkpoint_matches_float64_reference_on_the_flax_arrays(tmp_p
     # In float64 the model and the reference compute the same function: agreement to rounding.
     with torch.no_grad():
         ours = model.double()(video.double(), boxes=boxes.double(), output_attentions=True)
+    iterations = config.slot_attention_iterations
     pairs = {
         "states": ours.last_hidden_state, "states_pred": ours.predicted_slots,
         "outputs": ours.reconstruction.permute(0, 1, 3, 4, 2), "alphas": ours.masks.permute(0, 1, 2, 4, 5, 3),
-        "attention": ours.attentions[0],
+        # one map per frame and iteration; the reference returns each frame's last
+        "attention": torch.stack(ours.attentions[(config.first_frame_iterations or iterations) - 1 :: iterations], 1),
     }  # fmt: skip
     for name, value in pairs.items():
         torch.testing.assert_close(value, reference[name], rtol=0, atol=1e-10, msg=name)

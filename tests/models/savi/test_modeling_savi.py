@@ -1,6 +1,9 @@
 """SAVi / SAVi++: the model's modules against a float64 implementation evaluated on official-layout Flax parameters,
-parameter counts and initialisation, continuation from predicted slots, the loss, bad inputs and configurations,
-Auto loading, and training on boxes from the collator."""
+parameter counts and initialisation, continuation from predicted slots, the loss, the hidden states and attention
+maps transformers' output capturing records, bad inputs and configurations, Auto loading, and training on boxes from
+the collator."""
+
+import math
 
 import numpy as np
 import pytest
@@ -239,3 +242,90 @@ def test_activation_checkpointing_gives_the_same_gradients():
         model(video, boxes=boxes, labels=labels).loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def reference_attention_weights(reference, queries, keys, path: str, num_heads: int):
+    """Softmax over the keys of Flax's scaled query-key products, from the reference's parameters at `path`:
+    queries (*batch, length, d), keys (*batch, kv_length, d) -> (*batch, heads, length, kv_length)."""
+    query = reference.dense(queries, f"{path}/query").unflatten(-1, (num_heads, -1))
+    key = reference.dense(keys, f"{path}/key").unflatten(-1, (num_heads, -1))
+    return torch.einsum("...qhd,...khd->...hqk", query / math.sqrt(query.shape[-1]), key).softmax(dim=-1)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_hidden_states_and_attentions_record_every_stage_of_the_frame_loop(case):
+    # Against the float64 reference: each slot-attention map is the reference corrector's after that many
+    # iterations from the slots the frame starts from; each predictor map the softmax of its queries and keys.
+    config = SAViConfig(**CASES[case])
+    config._attn_implementation = "eager"  # the predictor's weights come from the eager attention only
+    flat = flatten_tree(official_params(config))
+    model = SAViForVideoReconstruction(config).double().eval()
+    model.load_state_dict(convert_savi_params(flat, config))
+    reference = SAViReference(flat, config)
+    video, boxes = inputs(config, frames=3)
+    video, boxes = video.double(), boxes.double()
+    with torch.no_grad():
+        out = model(video, boxes=boxes, output_hidden_states=True, output_attentions=True)
+    tokens = reference.encode(video.flatten(0, 1).permute(0, 2, 3, 1)).unflatten(0, (2, 3))
+
+    assert len(out.hidden_states) == 2 * 3 + 1
+    torch.testing.assert_close(out.hidden_states[0], reference.initial_slots(boxes, 2), rtol=0, atol=1e-10)
+    for t in range(3):
+        assert torch.equal(out.hidden_states[2 * t + 1], out.last_hidden_state[:, t])
+        assert torch.equal(out.hidden_states[2 * t + 2], out.predicted_slots[:, t])
+
+    maps = iter(out.attentions)
+    for t in range(3):
+        first = config.first_frame_iterations or config.slot_attention_iterations
+        for iteration in range(first if t == 0 else config.slot_attention_iterations):
+            _, expected = reference.correct(out.hidden_states[2 * t], tokens[:, t], iteration + 1)
+            torch.testing.assert_close(next(maps), expected, rtol=0, atol=1e-10)
+    assert next(maps, None) is None
+
+    assert len(out.predictor_attentions) == 3
+    path = "TransformerBlock_0/MultiHeadDotProductAttention_0"
+    for t, weights in enumerate(out.predictor_attentions):
+        slots = out.hidden_states[2 * t + 1]
+        expected = reference_attention_weights(reference, slots, slots, path, config.predictor_num_heads)
+        torch.testing.assert_close(weights, expected, rtol=0, atol=1e-10)
+
+
+def test_recorded_outputs_follow_the_arguments_and_config_and_come_after_the_slots_in_tuples():
+    config = SAViConfig(**TINY)
+    model = SAViForVideoReconstruction(config).eval()
+    video, boxes = inputs(config)
+    tokens = config.encoder_grid_size**2
+    with torch.no_grad():
+        plain = model(video, boxes=boxes)
+        assert plain.hidden_states is None and plain.attentions is None and plain.predictor_attentions is None
+        out = model(video, boxes=boxes, output_hidden_states=True, output_attentions=True)
+        # SDPA (the default) returns no weights: the predictor's maps need attn_implementation="eager".
+        assert len(out.hidden_states) == 7 and len(out.attentions) == 3 and out.predictor_attentions == ()
+        assert out.attentions[0].shape == (2, 1, 4, tokens)
+        torch.testing.assert_close(out.attentions[0].sum(dim=2), torch.ones(2, 1, tokens))  # over the slots
+        model.set_attn_implementation("eager")
+        model.config.output_hidden_states = model.config.output_attentions = True
+        out = model(video, boxes=boxes)
+        as_tuple = model(video, boxes=boxes, return_dict=False)
+    assert [w.shape for w in out.predictor_attentions] == [(2, config.predictor_num_heads, 4, 4)] * 3
+    # As transformers orders them: the head's outputs, the slots, then the recorded outputs (no labels for the flow
+    # target: no loss).
+    names = ["reconstruction", "masks", "last_hidden_state", "predicted_slots", "hidden_states", "attentions",
+             "predictor_attentions"]  # fmt: skip
+    assert list(out.keys()) == names and len(as_tuple) == len(names)
+    for name, value in zip(names, as_tuple):
+        torch.testing.assert_close(value, out[name], rtol=0, atol=0)
+
+
+def test_recorded_slots_and_attention_maps_receive_gradients():
+    config = SAViConfig(**{**TINY, "targets": {"video": 3}})
+    config._attn_implementation = "eager"
+    model = SAViForVideoReconstruction(config)
+    video, boxes = inputs(config)
+    out = model(video, boxes=boxes, output_hidden_states=True, output_attentions=True)
+    # Everything but the last frame's prediction (which only starts a next frame) feeds the loss.
+    recorded = [*out.hidden_states[:-1], *out.attentions, *out.predictor_attentions[:-1]]
+    for tensor in recorded:
+        tensor.retain_grad()
+    out.loss.backward()
+    assert all(tensor.grad is not None and tensor.grad.abs().sum() > 0 for tensor in recorded)

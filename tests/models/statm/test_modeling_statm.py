@@ -1,5 +1,8 @@
 """STATM-SAVi: the spatial-temporal predictor and the whole model against a float64 implementation evaluated on
-official-layout Flax parameters, parameter counts, streaming with the memory buffer as the cache, and Auto loading."""
+official-layout Flax parameters, parameter counts, the predictor's attention maps and the hidden states transformers'
+output capturing records, streaming with the memory buffer as the cache, and Auto loading."""
+
+import math
 
 import pytest
 import torch
@@ -56,7 +59,7 @@ def test_temporal_attention_over_one_frame_is_the_value_projection():
     slots = torch.randn(2, config.num_slots, config.slot_size, dtype=torch.float64)
     with torch.no_grad():
         time = block.time_attention.o_proj(block.time_attention.v_proj(slots))
-        hidden = block.space_norm(slots + block.space_attention(slots)) + block.time_norm(slots + time)
+        hidden = block.space_norm(slots + block.space_attention(slots)[0]) + block.time_norm(slots + time)
         expected = block.mlp_norm(hidden + block.mlp(hidden))
         torch.testing.assert_close(block(slots, slots[:, None]), expected, rtol=0, atol=1e-12)
 
@@ -69,10 +72,12 @@ def test_model_matches_float64_reference_on_the_flax_arrays(case):
     # In float64 the model and the reference compute the same function: agreement to rounding.
     with torch.no_grad():
         ours = model.double()(video.double(), boxes=boxes.double(), output_attentions=True)
+    iterations = config.slot_attention_iterations
     pairs = {
         "states": ours.last_hidden_state, "states_pred": ours.predicted_slots,
         "outputs": ours.reconstruction.permute(0, 1, 3, 4, 2), "alphas": ours.masks.permute(0, 1, 2, 4, 5, 3),
-        "attention": ours.attentions[0],
+        # one map per frame and iteration; the reference returns each frame's last
+        "attention": torch.stack(ours.attentions[(config.first_frame_iterations or iterations) - 1 :: iterations], 1),
     }  # fmt: skip
     for name, value in pairs.items():
         torch.testing.assert_close(value, reference[name], rtol=0, atol=1e-10, msg=name)
@@ -172,3 +177,58 @@ def test_auto_classes_load_a_saved_statm_with_the_package(tmp_path):
     assert type(AutoConfig.from_pretrained(tmp_path / "model")) is STATMConfig
     assert type(AutoModelForPreTraining.from_pretrained(tmp_path / "model")) is STATMForVideoReconstruction
     assert type(AutoModel.from_pretrained(tmp_path / "model")) is STATMModel
+
+
+@pytest.mark.parametrize("case", STATM_CASES)
+def test_predictor_attentions_are_the_spatial_and_temporal_maps_of_every_frame(case):
+    # Against the softmax of the reference's queries and keys: across the slots of the frame, and of each slot over
+    # its history in the memory buffer (cut to memory_size).
+    config, flat, model = converted_model(STATM_CASES[case])
+    model.set_attn_implementation("eager")  # the predictor's weights come from the eager attention only
+    reference = STATMReference(flat, config)
+    video, boxes = inputs(config, frames=4)
+    with torch.no_grad():
+        out = model.double()(video.double(), boxes=boxes.double(), output_hidden_states=True, output_attentions=True)
+    heads, root = config.predictor_num_heads, "TimeSpaceTransformerBlock2_0/MultiHeadDotProductAttention"
+
+    def expected_weights(queries, keys, path):
+        query = reference.dense(queries, f"{path}/query").unflatten(-1, (heads, -1))
+        key = reference.dense(keys, f"{path}/key").unflatten(-1, (heads, -1))
+        return torch.einsum("...qhd,...khd->...hqk", query / math.sqrt(query.shape[-1]), key).softmax(dim=-1)
+
+    assert len(out.predictor_attentions) == 2 * 4
+    for t in range(4):
+        slots = out.last_hidden_state[:, t]
+        memory = out.last_hidden_state[:, max(0, t + 1 - (config.memory_size or t + 1)) : t + 1].transpose(1, 2)
+        space, time = out.predictor_attentions[2 * t : 2 * t + 2]
+        assert time.shape == (2, config.num_slots, heads, 1, memory.shape[2])
+        torch.testing.assert_close(space, expected_weights(slots, slots, f"{root}_0"), rtol=0, atol=1e-10)
+        torch.testing.assert_close(time, expected_weights(slots[:, :, None], memory, f"{root}_1"), rtol=0, atol=1e-10)
+    assert len(out.hidden_states) == 2 * 4 + 1
+    for t in range(4):
+        assert torch.equal(out.hidden_states[2 * t + 1], out.last_hidden_state[:, t])
+        assert torch.equal(out.hidden_states[2 * t + 2], out.predicted_slots[:, t])
+
+
+def test_streaming_records_what_the_full_pass_records():
+    config = STATMConfig(**{**TINY, "memory_size": 2})
+    model = STATMModel(config).eval()
+    model.set_attn_implementation("eager")
+    video, boxes = inputs(config, frames=4)
+    record = {"output_hidden_states": True, "output_attentions": True}
+    with torch.no_grad():
+        whole = model(video, boxes=boxes, **record)
+        parts = [model(video[:, :2], boxes=boxes, use_cache=True, **record)]
+        cache = parts[0].cache
+        for t in (2, 3):
+            parts.append(model(video[:, t : t + 1], cache=cache, **record))
+    # Each call starts from the slots the cache predicted; its later hidden states are the whole pass's. Measured:
+    # identical; 1e-6 as for the reconstruction above (the encoder runs on batches of other sizes).
+    hidden_states = [parts[0].hidden_states[0]] + [h for part in parts for h in part.hidden_states[1:]]
+    for name, recorded in [("hidden_states", hidden_states),
+                           ("attentions", [a for part in parts for a in part.attentions]),
+                           ("predictor_attentions", [a for part in parts for a in part.predictor_attentions])]:
+        assert len(recorded) == len(whole[name]), name
+        for ours, expected in zip(recorded, whole[name]):
+            torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6, msg=name)
+    assert torch.equal(parts[2].hidden_states[0], parts[1].predicted_slots[:, -1])
