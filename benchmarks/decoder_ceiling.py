@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from slotssm_hf import SlotSSMForVideoReconstruction
-from slotssm_hf.training.metrics import object_discovery_metrics, slot_ids
+from slotssm_hf.evaluation.metrics import object_discovery_metrics, slot_ids
 from slotssm_hf.synthetic.shapes import SHAPES
 from slotssm_hf.training.data import builtin_datasets
 from slotssm_hf.training.train import build_config

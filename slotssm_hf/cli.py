@@ -14,6 +14,7 @@ COMMANDS = {
     "push": ("hub.push", "publish a saved checkpoint on the Hugging Face Hub in one commit, with a model card"),
     "train": ("training.train", "train a model of the zoo with the transformers Trainer (built-in data by default)"),
     "benchmark": ("training.leaderboard", "train every object-centric family on the same data and compare them in one table"),
+    "evaluate": ("evaluation.evaluate", "evaluate a model with its paper's protocol; --update-card files the result"),
     "tfds-export": ("data.export", "copy a TFDS folder (e.g. MOVi from gsutil) to Arrow / Parquet for datasets, without TensorFlow"),
 }
 

@@ -8,15 +8,15 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from slotssm_hf.training.metrics import (
-    ObjectDiscoveryMetrics,
+from slotssm_hf.evaluation.metrics import (
     adjusted_rand_index,
     foreground_ari,
-    mean_best_overlap_iou,
+    hungarian_miou,
     object_discovery_metrics,
     slot_ids,
     video_prediction_metrics,
 )
+from slotssm_hf.training.metrics import ObjectDiscoveryMetrics
 
 
 def brute_force_ari(a, b):
@@ -79,7 +79,7 @@ def test_miou_matches_the_best_assignment_by_brute_force(seed):
     num_slots = int(rng.integers(2, 5))
     true = rng.integers(0, int(rng.integers(2, 6)), size=(3, 6, 6))
     pred = np.where(rng.random(true.shape) < 0.6, true % num_slots, rng.integers(0, num_slots, true.shape))
-    assert mean_best_overlap_iou(true, pred) == pytest.approx(brute_force_miou(true, pred, num_slots), abs=1e-12)
+    assert hungarian_miou(true, pred) == pytest.approx(brute_force_miou(true, pred, num_slots), abs=1e-12)
 
 
 def test_batch_metrics_average_videos_and_check_shapes():

@@ -122,9 +122,11 @@ def model_metrics(results: dict, prefix: str) -> dict[str, float]:
 
 
 def evaluation_results(eval_results: dict, head: Head, dataset: str | None) -> list[EvalResult]:
-    """The trained model's metrics from `eval_results` (the train job's eval_results.json:
-    {"untrained": {"untrained_loss": ...}, "trained": {"eval_loss": ...}}) as model-index entries."""
-    return [
+    """The model-index entries of `eval_results` (a folder's eval_results.json): the train job's metrics of the
+    trained model ({"untrained": {"untrained_loss": ...}, "trained": {"eval_loss": ...}}, filed under `head`'s task
+    and `dataset`), then every protocol result that `slotssm-hf evaluate --update-card` added under "evaluations"
+    (each with its own task, dataset id, config and split)."""
+    results = [
         EvalResult(
             task_type=head.task_type,
             task_name=head.task_name,
@@ -136,6 +138,24 @@ def evaluation_results(eval_results: dict, head: Head, dataset: str | None) -> l
         )
         for key, value in model_metrics(eval_results.get("trained", {}), "eval_").items()
     ]
+    for entry in eval_results.get("evaluations", []):
+        names = entry.get("metric_names", {})
+        for key, value in entry["metrics"].items():
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                continue
+            results.append(EvalResult(
+                task_type=entry["task_type"],
+                task_name=entry.get("task_name"),
+                dataset_type=entry["dataset_id"],
+                dataset_name=entry.get("dataset_name") or entry["dataset_id"],
+                dataset_config=entry.get("dataset_config"),
+                dataset_split=entry.get("dataset_split"),
+                metric_type=key,
+                metric_name=names.get(key, METRIC_NAMES.get(key, key)),
+                metric_value=value,
+                metric_config=entry.get("protocol"),
+            ))  # fmt: skip
+    return results
 
 
 def evaluation_table(eval_results: dict) -> str:
@@ -161,8 +181,9 @@ def render_model_card(model, repo_id: str, provenance: str, datasets=None, base_
     `repo_id`, from its family's template and description (registry.Family.card_template, .describe_path).
 
     provenance: a paragraph on where the weights come from (training run, conversion).
-    datasets, base_model: Hub ids for the metadata. eval_results: the train job's eval_results.json contents, which
-    become the card's `model-index` and an evaluation table. has_processor: whether a video processor is
+    datasets, base_model: Hub ids for the metadata. eval_results: the folder's eval_results.json contents (the train
+    job's metrics and `slotssm-hf evaluate --update-card`'s protocol results), which become the card's
+    `model-index`, and the train job's an evaluation table. has_processor: whether a video processor is
     published beside the model (the card then shows how to load it).
     """
     class_name = type(model).__name__
@@ -170,6 +191,8 @@ def render_model_card(model, repo_id: str, provenance: str, datasets=None, base_
     model_name = repo_id.split("/")[-1]
     datasets = [datasets] if isinstance(datasets, str) else datasets
     results = evaluation_results(eval_results, head, (datasets or [None])[0]) if eval_results else None
+    if results and not datasets:
+        datasets = list(dict.fromkeys(entry["dataset_id"] for entry in eval_results.get("evaluations", []))) or None
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag=head.pipeline_tag,

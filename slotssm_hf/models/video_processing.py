@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from huggingface_hub.dataclasses import validate_typed_dict
 from transformers.image_processing_utils import BatchFeature
-from transformers.image_utils import ChannelDimension, validate_kwargs
+from transformers.image_utils import ChannelDimension, PILImageResampling, SizeDict, validate_kwargs
 from transformers.processing_utils import Unpack, VideosKwargs
 from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
@@ -123,6 +123,61 @@ class ZooVideoProcessor(BaseVideoProcessor):
         if kwargs.get("return_metadata"):
             batch["video_metadata"] = [info for _, info in results]
         return batch
+
+    def preprocess_examples(self, examples, num_frames: int | None = None) -> BatchFeature:
+        """Dataset examples in, model inputs and the aligned ground truth out: what an evaluation protocol feeds.
+
+        examples: one example or a list; each a dict with `video` (T, H, W, C) uint8 frames (as
+            `slotssm_hf.data.load_movi` yields them) and optionally `segmentations` (T, H, W[, 1]) integer instance
+            ids, or the video itself (e.g. a Moving-MNIST sequence (T, H, W)).
+        num_frames: every video is cut or padded to this many frames from its first (default: the longest video).
+
+        Returns a `BatchFeature` with `pixel_values_videos` (batch, num_frames, C, height, width), this processor's
+        own transforms of all the frames (a shorter video is padded by repeating its last frame, as `preprocess`
+        pads), `padding_mask` (batch, num_frames, height, width) bool, False on padded frames, and, when the
+        examples hold them, `segmentations` (batch, num_frames, height, width) int64: resized (nearest, pixel
+        centres) and cropped like the frames, 0 on padded frames.
+        """
+        examples = [examples] if isinstance(examples, dict) or not isinstance(examples, (list, tuple)) else examples
+        examples = [example if isinstance(example, dict) else {"video": example} for example in examples]
+        videos = [as_video_tensor(example["video"], f"example {i}: field 'video'", convert_rgb=False)
+                  for i, example in enumerate(examples)]  # fmt: skip
+        length = num_frames or max(len(video) for video in videos)
+        pixels, masks, segmentations = [], [], []
+        size, crop = (value if isinstance(value, SizeDict) else SizeDict(**value)
+                      for value in (self.size, self.crop_size))  # fmt: skip
+        for index, (example, video) in enumerate(zip(examples, videos)):
+            kept = min(len(video), length)
+            positions = np.minimum(np.arange(length), len(video) - 1)
+            pixels.append(self.preprocess([video[positions]], do_sample_frames=False)["pixel_values_videos"][0])
+            if "segmentations" not in example:
+                continue
+            ids = torch.as_tensor(np.asarray(example["segmentations"]))
+            ids = ids[..., 0] if ids.dim() == 4 else ids
+            if ids.shape != (len(video), *video.shape[-2:]):
+                raise ValueError(
+                    f"example {index}: field 'segmentations' has shape {tuple(ids.shape)}; the video's frames need "
+                    f"({len(video)}, {video.shape[-2]}, {video.shape[-1]})"
+                )
+            # Ids as float32 (exact below 2**24) through the same resize and crop as the frames, nearest pixel.
+            ids = ids[:kept, None].float()
+            if self.do_resize:
+                ids = self.resize(ids, size=size, resample=PILImageResampling.NEAREST)  # nearest-exact
+            if self.do_center_crop:
+                ids = self.center_crop(ids, crop)
+            ids = ids[:, 0].long()
+            segmentations.append(torch.cat([ids, ids.new_zeros(length - kept, *ids.shape[1:])]))
+        height, width = pixels[0].shape[-2:]
+        for video in videos:
+            valid = torch.zeros(length, height, width, dtype=torch.bool)
+            valid[: min(len(video), length)] = True
+            masks.append(valid)
+        batch = {"pixel_values_videos": torch.stack(pixels), "padding_mask": torch.stack(masks)}
+        if segmentations:
+            if len(segmentations) != len(examples):
+                raise ValueError("either every example or none must hold 'segmentations'")
+            batch["segmentations"] = torch.stack(segmentations)
+        return BatchFeature(batch)
 
     def sample_frames(
         self,

@@ -69,7 +69,7 @@ def evaluate(model, data, collator, num_context_frames: int, batch_size: int = 8
     """The teacher-forced loss over the clips of `data` ("loss"), and MSE, PSNR and SSIM of rollouts
     ("rollout_mse", ...): each clip's first `num_context_frames` frames condition the model, the remaining ones are
     predicted from its own predictions (the official evaluation's scheme). Averages over clips."""
-    from .metrics import video_prediction_metrics
+    from ..evaluation.metrics import video_prediction_metrics
 
     model.eval()
     parameter = next(model.parameters())

@@ -1,0 +1,164 @@
+"""`slotssm-hf evaluate`: a converted official SAVi checkpoint evaluated end to end on a MOVi-format TFDS folder with
+the official protocol (preprocessing, temporal slices, FG-ARI per video over all frames), against an expectation
+computed independently here (NumPy preprocessing from the official ops' definitions, one pass over each whole video,
+scikit-learn's ARI); the model-index entry `--update-card` writes; and the error for frames of the wrong size."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from flax_format import write_flax_checkpoint
+from huggingface_hub import ModelCard
+from savi_checkpoints import TINY, clu_checkpoint, official_params
+from sklearn.metrics import adjusted_rand_score
+from tfds_writer import write_movi
+
+from slotssm_hf import SAViConfig, SAViForVideoReconstruction
+from slotssm_hf.cli import main as cli
+from slotssm_hf.conversion.convert_savi import convert_savi_checkpoint
+from slotssm_hf.conversion.flax_checkpoint import flatten_tree
+from slotssm_hf.conversion.references.savi import SAViReference
+from slotssm_hf.evaluation.object_discovery import run_in_slices
+
+FRAMES = 10  # not a multiple of the 6-frame slices: the last slice is shorter
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """A tiny official-format SAVi checkpoint (16 px frames, 3 boxes) converted with `convert_savi_checkpoint`."""
+    root = tmp_path_factory.mktemp("savi")
+    (root / "workdir" / "checkpoints-0").mkdir(parents=True)
+    checkpoint = root / "workdir" / "checkpoints-0" / "ckpt-5.flax"
+    write_flax_checkpoint(clu_checkpoint(official_params(SAViConfig(**TINY))), checkpoint)
+    return convert_savi_checkpoint(root / "workdir", root / "converted", overrides=TINY, log=lambda *_: None)
+
+
+def official_inputs(values: dict, max_instances: int):
+    """The official evaluation preprocessing of one written MOVi example, from the ops' definitions, for 32 x 32
+    frames and resize_small(16): convert_image_dtype (x * float32(1 / 255)); bilinear with half-pixel centres at an
+    exact factor 2 (the mean of each 2 x 2 block); nearest with half-pixel centres (pixel 2i + 1); the first frame's
+    boxes, the no-track box where an instance is not visible there."""
+    video = values["video"].astype(np.float32) * np.float32(1 / 255)
+    t, h, w, c = video.shape
+    video = video.reshape(t, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+    segmentations = values["segmentations"][:, 1::2, 1::2, 0].astype(np.int64)
+    segmentations[segmentations > max_instances] = 0
+    boxes = np.zeros((max_instances, 4), np.float32)
+    for k, (box, frames) in enumerate(zip(values["instances"]["bboxes"], values["instances"]["bbox_frames"])):
+        if k < max_instances and 0 in frames:
+            boxes[k] = box[list(frames).index(0)]
+    return torch.from_numpy(video).permute(0, 3, 1, 2), torch.from_numpy(boxes), segmentations
+
+
+def test_converted_official_savi_checkpoint_reports_the_official_fg_ari(tmp_path, converted, capsys):
+    written = write_movi(tmp_path / "movi", splits=(("validation", (2, 1)),), frames=FRAMES, height=32, width=32)
+    out = tmp_path / "eval"
+    assert cli(["evaluate", str(converted), "--dataset", str(tmp_path / "movi"), "--output-dir", str(out),
+                "--no-progress", "--num-pictures", "2"]) == 0  # fmt: skip
+    results = json.loads((out / "eval_results.json").read_text())
+    model = SAViForVideoReconstruction.from_pretrained(converted).eval()
+    # The official model itself, as a float64 evaluation of the official Flax arrays.
+    reference = SAViReference(flatten_tree(official_params(SAViConfig(**TINY))), SAViConfig(**TINY))
+    expected, expected_first_excluded, expected_reference = [], [], []
+    for values in written["validation"]:
+        video, boxes, segmentations = official_inputs(values, model.config.num_boxes)
+        with torch.no_grad():  # the whole video in one pass: slices carrying the state must give the same
+            masks = model(video[None], boxes=boxes[None]).masks[0, :, :, 0]
+        predicted = masks.argmax(dim=1).numpy()
+        foreground = segmentations != 0
+        expected.append(adjusted_rand_score(segmentations[foreground], predicted[foreground]))
+        alphas = reference(video[None].permute(0, 1, 3, 4, 2).double(), boxes[None].double())["alphas"]
+        official = alphas[0, ..., 0].argmax(dim=1).numpy()
+        expected_reference.append(adjusted_rand_score(segmentations[foreground], official[foreground]))
+        later = foreground.copy()
+        later[0] = False
+        expected_first_excluded.append(adjusted_rand_score(segmentations[later], predicted[later]))
+    assert results["num_videos"] == 3 and [row["video"] for row in results["per_video"]] == [
+        values["metadata"]["video_name"] for values in written["validation"]
+    ]
+    assert results["settings"]["slice_size"] == 6 and results["settings"]["max_instances"] == 3
+    assert results["metrics"]["fg_ari"] == pytest.approx(np.mean(expected), abs=1e-9)
+    assert results["metrics"]["fg_ari"] == pytest.approx(np.mean(expected_reference), abs=1e-9)
+    assert results["metrics"]["fg_ari_first_excluded"] == pytest.approx(np.mean(expected_first_excluded), abs=1e-9)
+    printed = capsys.readouterr().out
+    assert f"| FG-ARI | {np.mean(expected):.4f} |" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["eval_results.json", "slots-0.gif", "slots-0.png", "slots-1.gif",
+                                                     "slots-1.png"]  # fmt: skip
+
+
+def test_sliced_evaluation_carries_the_state_and_equals_one_pass(converted):
+    model = SAViForVideoReconstruction.from_pretrained(converted).eval()
+    video = torch.rand(2, FRAMES, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    boxes = torch.tensor([[0.1, 0.1, 0.5, 0.6], [0.4, 0.3, 0.9, 0.8], [0.0, 0.0, 0.0, 0.0]]).expand(2, 3, 4)
+    with torch.no_grad():
+        whole = model(video, boxes=boxes).masks[:, :, :, 0]
+    torch.testing.assert_close(run_in_slices(model, video, boxes, slice_size=4), whole, rtol=0, atol=1e-5)
+
+
+def test_update_card_writes_a_model_index_entry_push_publishes(tmp_path, converted):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(converted, folder)
+    write_movi(tmp_path / "movi", splits=(("validation", (2,)),), frames=4, height=16, width=16)
+    assert cli(["evaluate", str(folder), "--dataset", str(tmp_path / "movi"), "--output-dir", str(tmp_path / "eval"),
+                "--no-progress", "--update-card", "--dataset-id", "kubric/movi_a", "--dataset-config", "128x128",
+                "--dataset-name", "MOVi-A"]) == 0  # fmt: skip
+    stored = json.loads((folder / "eval_results.json").read_text())
+    assert [entry["dataset_id"] for entry in stored["evaluations"]] == ["kubric/movi_a"]
+    card = ModelCard.load(folder / "README.md")
+    results = {result.metric_type: result for result in card.data.eval_results}
+    fg_ari = results["fg_ari"]
+    assert (fg_ari.dataset_type, fg_ari.dataset_name, fg_ari.dataset_config, fg_ari.dataset_split) == (
+        "kubric/movi_a", "MOVi-A", "128x128", "validation")
+    assert fg_ari.metric_name == "FG-ARI" and fg_ari.metric_value == stored["evaluations"][0]["metrics"]["fg_ari"]
+    assert fg_ari.task_type == "image-segmentation" and "mbo" in results and "miou" in results
+    assert card.data.datasets == ["kubric/movi_a"]
+    assert "This checkpoint" not in card.text or "Apache" in card.text  # the family's card, rendered again
+    # A second run of the same protocol, dataset and split replaces the entry instead of adding one.
+    assert cli(["evaluate", str(folder), "--dataset", str(tmp_path / "movi"), "--output-dir", str(tmp_path / "eval"),
+                "--no-progress", "--update-card", "--dataset-id", "kubric/movi_a", "--dataset-config", "128x128",
+                "--max-videos", "1"]) == 0  # fmt: skip
+    stored = json.loads((folder / "eval_results.json").read_text())
+    assert len(stored["evaluations"]) == 1 and stored["evaluations"][0]["num_videos"] == 1
+
+
+def test_frames_not_the_size_the_model_takes_are_refused_naming_the_file_and_field(tmp_path, converted, capsys):
+    write_movi(tmp_path / "movi", splits=(("validation", (1,)),), frames=3, height=24, width=32)
+    assert cli(["evaluate", str(converted), "--dataset", str(tmp_path / "movi"), "--output-dir", str(tmp_path / "e"),
+                "--no-progress"]) == 1  # fmt: skip
+    error = capsys.readouterr().err
+    assert "movi_a-validation.tfrecord-00000-of-00001 (record 0): field 'video' gives frames of 16 x 21" in error
+    assert "resize_small(16)" in error and "the model takes 16 x 16 frames" in error
+    assert not (tmp_path / "e").exists()
+
+
+def test_evaluate_refuses_a_model_without_slot_masks(tmp_path):
+    from slotssm_hf import GrootVConfig, GrootVForImageClassification
+
+    GrootVForImageClassification(GrootVConfig(embed_dim=8, depths=[1, 1, 1, 1], num_labels=2)).save_pretrained(tmp_path)
+    assert cli(["evaluate", str(tmp_path), "--dataset", str(tmp_path), "--no-progress"]) == 1
+
+
+def test_convs5_is_evaluated_by_rollouts_after_the_context_frames(tmp_path, capsys):
+    from saved_folders import TINY as TINY_CONFIGS
+
+    from slotssm_hf import ConvS5Config, ConvS5ForVideoPrediction
+    from slotssm_hf.evaluation.metrics import psnr, ssim
+
+    model = ConvS5ForVideoPrediction(ConvS5Config(**TINY_CONFIGS["convs5"])).eval()
+    model.save_pretrained(tmp_path / "convs5")
+    sequences = np.random.default_rng(0).integers(0, 256, (7, 2, 16, 16), dtype=np.uint8)  # torchvision's layout
+    np.save(tmp_path / "mnist_test_seq.npy", sequences)
+    assert cli(["evaluate", str(tmp_path / "convs5"), "--dataset", str(tmp_path), "--context-frames", "4",
+                "--output-dir", str(tmp_path / "eval"), "--no-progress"]) == 0  # fmt: skip
+    results = json.loads((tmp_path / "eval" / "eval_results.json").read_text())
+    frames = 2 * torch.from_numpy(sequences).float().permute(1, 0, 2, 3)[:, :, None] / 255 - 1
+    with torch.no_grad():
+        future = model.rollout(frames[:, :4], 3)
+    predicted, target = (future.double().clamp(-1, 1) + 1) / 2, (frames[:, 4:].double() + 1) / 2
+    assert results["protocol"] == "moving-mnist-prediction" and results["num_videos"] == 2
+    assert results["metrics"]["psnr"] == pytest.approx(psnr(predicted, target).mean().item(), abs=1e-4)
+    assert results["metrics"]["ssim"] == pytest.approx(ssim(predicted, target).mean().item(), abs=1e-4)
+    assert "| PSNR |" in capsys.readouterr().out
