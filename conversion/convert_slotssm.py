@@ -19,12 +19,13 @@ import torch
 from ..models.configuration_slotssm import SlotSSMConfig
 from .conversion_utils import (
     ConversionError,
+    RunConfiguration,
     check_fits,
-    check_output_path,
+    provenance_text,
     read_torch_file,
     rename_keys,
     run_converter,
-    write_converted,
+    start_conversion,
 )
 
 
@@ -286,19 +287,37 @@ def read_weights(folder: Path) -> dict:
     raise ConversionError(f"{folder} has neither model.safetensors nor pytorch_model.bin")
 
 
-def read_official_checkpoint(step_folder: Path) -> dict:
-    """{"encoder" | "slotssm" | "decoder": (config dict, state dict)} from an official checkpoint step folder."""
+def sub_model_folder(step_folder: Path, part: str) -> Path:
+    names = SUB_MODEL_FOLDERS[part]
+    found = [step_folder / name for name in names if (step_folder / name).is_dir()]
+    if len(found) != 1:
+        raise ConversionError(f"{step_folder} must hold exactly one of the sub-model folders {'/, '.join(names)}/")
+    return found[0]
+
+
+def read_sub_model_config(folder: Path) -> dict:
+    config_file = folder / "config.json"
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError) as error:
+        raise ConversionError(f"{config_file} is missing or not valid JSON ({error})") from error
+    if not isinstance(config, dict):
+        raise ConversionError(f"{config_file} holds a {type(config).__name__}, not a config")
+    return config
+
+
+def read_official_checkpoint(step_folder: Path, config_folder: Path | None = None) -> dict:
+    """{"encoder" | "slotssm" | "decoder": (config dict, state dict)} from an official checkpoint step folder; the
+    sub-models' config.json are read from `config_folder` (a step folder of the same run) when given."""
     parts = {}
-    for part, names in SUB_MODEL_FOLDERS.items():
-        found = [step_folder / name for name in names if (step_folder / name).is_dir()]
-        if len(found) != 1:
-            raise ConversionError(f"{step_folder} must hold exactly one of the sub-model folders {'/, '.join(names)}/")
-        config_file = found[0] / "config.json"
-        try:
-            config = json.loads(config_file.read_text())
-        except (OSError, ValueError) as error:
-            raise ConversionError(f"{config_file} is missing or not valid JSON ({error})") from error
-        parts[part] = (config, read_weights(found[0]))
+    for part in SUB_MODEL_FOLDERS:
+        weights = sub_model_folder(step_folder, part)
+        configs = weights if config_folder is None else sub_model_folder(config_folder, part)
+        if configs.name != weights.name:
+            raise ConversionError(
+                f"the configuration {configs} is for a {configs.name}, the checkpoint has a {weights.name}"
+            )
+        parts[part] = (read_sub_model_config(configs), read_weights(weights))
     return parts
 
 
@@ -320,42 +339,57 @@ def verify_conversion(folder: Path, parts: dict, num_frames: int = 4, seed: int 
     return max((ours.reconstruction - recon).abs().max().item(), (ours.last_hidden_state - slots).abs().max().item())
 
 
-def convert_checkpoint(source, output, verify: bool = False, overwrite: bool = False, tolerance: float = 1e-4,
-                       allow_non_finite: bool = False, log=print) -> Path:  # fmt: skip
-    """Convert the official checkpoint at `source` (a step folder or a run folder) into `output`.
+WEIGHTS_LICENSE = (
+    "License of the weights: set by whoever trained them; the official SlotSSM code (JindongJiang/SlotSSMs) is under "
+    "the MIT license."
+)
 
-    The result is written to a temporary folder beside `output` and renamed into place only once complete (and
-    verified, with `verify=True`), so a failure leaves nothing behind. An existing `output` folder is replaced
-    only with `overwrite=True`; an output that overlaps the source, or is a file, is refused. Weights holding NaN
-    or infinite values are refused unless `allow_non_finite=True`.
+
+def convert_checkpoint(source, output, verify: bool = False, overwrite: bool = False, tolerance: float = 1e-4,
+                       allow_non_finite: bool = False, config=None, revision: str | None = None, push_to_hub=None,
+                       token=None, endpoint=None, log=print) -> Path:  # fmt: skip
+    """Convert the official checkpoint at `source` (a step folder or a run folder, locally or in a Hub model repo)
+    into `output`.
+
+    The architecture is the official sub-models' `config.json` (those of the checkpoint, or of the step folder
+    `config`), checked against the weights. The result is written to a temporary folder beside `output` and renamed
+    into place only once complete (and verified, with `verify=True`; published, with `push_to_hub`), so a failure
+    leaves nothing behind. An existing `output` folder is replaced only with `overwrite=True`; an output that
+    overlaps the source, or is a file, is refused. Weights holding NaN or infinite values are refused unless
+    `allow_non_finite=True`.
     """
     from ..models.modeling_slotssm import SlotSSMForVideoReconstruction
     from ..models.video_processing_slotssm import SlotSSMVideoProcessor
 
-    source, output = Path(source), Path(output)
-    check_output_path(source, output, overwrite)
-    step_folder = find_step_folder(source)
-    if step_folder != source:
-        log(f"converting the latest checkpoint in {source}: {step_folder.name}")
-    parts = read_official_checkpoint(step_folder)
+    conversion = start_conversion(source, output, overwrite, revision, push_to_hub, token, endpoint, log,
+                                  "convert-slotssm")  # fmt: skip
+    step_folder = find_step_folder(conversion.source)
+    if step_folder != conversion.source:
+        log(f"converting the latest checkpoint in {conversion.source}: {step_folder.name}")
+    config_folder = None if config is None else find_step_folder(conversion.config_path(config))
+    parts = read_official_checkpoint(step_folder, config_folder)
     try:
-        config = convert_official_config(*(parts[p][0] for p in SUB_MODEL_FOLDERS))
+        model_config = convert_official_config(*(parts[p][0] for p in SUB_MODEL_FOLDERS))
     except KeyError as error:
         raise ConversionError(
-            f"the official config.json files in {step_folder} lack the field {error.args[0]!r}"
+            f"the official config.json files in {config_folder or step_folder} lack the field {error.args[0]!r}"
         ) from error
-    state = convert_official_state_dicts(config, *(parts[p][1] for p in SUB_MODEL_FOLDERS))
+    configuration = RunConfiguration(
+        {p: parts[p][0] for p in SUB_MODEL_FOLDERS}, "the sub-models' config.json" + (
+            f" in {config_folder}" if config_folder else ""), {})  # fmt: skip
+    configuration.log_to(log)
+    state = convert_official_state_dicts(model_config, *(parts[p][1] for p in SUB_MODEL_FOLDERS))
     with torch.device("meta"):
-        model = SlotSSMForVideoReconstruction(config)
+        model = SlotSSMForVideoReconstruction(model_config)
     model.load_state_dict(state, strict=True, assign=True)  # assign keeps the source tensors and their dtypes
     # The official data pipeline: short-side bicubic resize and centre crop to the model's size, ImageNet mean / std,
     # 16 consecutive frames (the processor's defaults at this size).
-    size = config.image_size
+    size = model_config.image_size
     processor = SlotSSMVideoProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-    provenance = (
-        f"Converted from a checkpoint trained with the official SlotSSM code (`{step_folder.name}`) by "
-        "`slotssm-hf convert-slotssm`."
-    )
+    provenance = provenance_text(
+        f"a checkpoint trained with the official SlotSSM code ({conversion.source_description(step_folder.name)})",
+        "convert-slotssm", WEIGHTS_LICENSE, configuration,
+    )  # fmt: skip
 
     def difference_of(folder):
         try:
@@ -366,13 +400,16 @@ def convert_checkpoint(source, output, verify: bool = False, overwrite: bool = F
             ) from error
 
     verify = ("the official reference", difference_of) if verify else None
-    return write_converted(model, output, processor, provenance, verify, tolerance, allow_non_finite, log)
+    return conversion.write(model, processor, provenance, verify, tolerance, allow_non_finite)
 
 
 def main(argv=None) -> int:
     return run_converter(
-        argv, convert_checkpoint, "convert-slotssm", "Convert an official SlotSSM checkpoint into a slotssm_hf checkpoint.",
-        "an official checkpoint step folder, or a run folder (its latest step is used)", "the official reference",
+        argv, convert_checkpoint, "convert-slotssm",
+        "Convert an official SlotSSM checkpoint into a slotssm_hf checkpoint.",
+        "an official checkpoint step folder, or a run folder (its latest step is used)",
+        "the official reference (the official architecture from torch and transformers primitives)",
+        "a step folder of the same run whose sub-models' config.json to use (default: the checkpoint's own)",
     )  # fmt: skip
 
 

@@ -38,7 +38,9 @@ RULES = [*SHARED_RULES, *PREDICTOR_RULES]
 STATM = FlaxFamily(
     "STATM-SAVi", "convert-statm", STATMConfig, VARIANTS, "statm_savi_conditional_small",
     "modeling_statm.STATMForVideoReconstruction", "statm.STATMReference", tuple(RULES),
-    "intell-sci-comput/STATM",
+    "intell-sci-comput/STATM", ("STATMSAVi", "SAVi"), "TimeSpaceTransformerBlock2",
+    "License of the weights: the Apache License 2.0, under which the STATM authors publish their checkpoints "
+    "(`Kang-na/STATM`) and code.",
 )  # fmt: skip
 
 

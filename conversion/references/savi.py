@@ -7,13 +7,53 @@ GRU is written out gate by gate. `convert-savi --verify` and the tests compare t
 """
 
 import math
+from types import SimpleNamespace
 
 import torch
 
 
+def settings_from_run(run: dict) -> SimpleNamespace:
+    """What the reference needs besides the parameters, read from an official configuration (the values its
+    `get_config()` returns) by the official field names, apart from the converter's reading of it: attributes named
+    as `SAViReference` reads them from a config. Unset fields take the official modules' defaults."""
+    model = run["model"]
+    encoder, corrector, predictor = model["encoder"], model["corrector"], model["predictor"]
+    initializer, decoder = model["initializer"], model["decoder"]
+    backbone, transformer = encoder["backbone"], encoder.get("output_transform") or {}
+    kind = backbone["module"].rsplit(".", 1)[-1]
+    init_kind = initializer["module"].rsplit(".", 1)[-1]
+    side = lambda sizes: [size if isinstance(size, int) else size[0] for size in sizes]  # noqa: E731
+    initializers = {"CoordinateEncoderStateInit": "conditional", "ParamStateInit": "learned"}
+    return SimpleNamespace(
+        encoder_type="cnn" if kind == "CNN" else "resnet",
+        encoder_strides=side(backbone.get("strides", [])),
+        resnet_stage_sizes={"ResNet18": [2, 2, 2, 2], "ResNet34": [3, 4, 6, 3]}.get(kind),
+        resnet_num_groups=32,  # flax.linen.GroupNorm's default, which the official ResNet keeps
+        encoder_transformer_layers=transformer.get("num_layers", 0),
+        encoder_transformer_heads=transformer.get("num_heads"),
+        initializer_type=initializers.get(init_kind, "gaussian"),
+        prepend_background=initializer.get("prepend_background", False),
+        background_value=initializer.get("background_value", 0.0),
+        center_of_mass=initializer.get("center_of_mass", False),
+        slot_attention_num_heads=corrector.get("num_heads", 1),
+        slot_attention_epsilon=corrector.get("epsilon", 1e-8),
+        slot_attention_mlp_size=corrector.get("mlp_size"),
+        slot_attention_iterations=corrector.get("num_iterations", 1),
+        first_frame_iterations=None,
+        predictor_num_heads=predictor["num_heads"],
+        decoder_broadcast_size=decoder["resolution"][0],
+        decoder_strides=side(decoder["backbone"]["strides"]),
+        decoder_transposed=list(decoder["backbone"]["layer_transpose"]),
+        early_fusion=decoder.get("early_fusion", False),
+        memory_size=None,  # the official STATM buffer keeps every frame
+        layer_norm_eps=1e-6,  # Flax's LayerNorm and GroupNorm default
+    )
+
+
 class SAViReference:
     """`SAViReference(flat_params, config)(video, boxes)`: flat_params maps official parameter paths
-    ("FrameEncoder_0/CNN_0/conv_0/kernel", ...) to arrays; video (batch, frames, H, W, C) in [0, 1]; boxes
+    ("FrameEncoder_0/CNN_0/conv_0/kernel", ...) to arrays; config a SAViConfig or `settings_from_run` of the
+    official configuration; video (batch, frames, H, W, C) in [0, 1]; boxes
     (batch, num_boxes, 4). Returns {"states", "states_pred", "outputs" (batch, frames, H, W, channels), "alphas"
     (batch, frames, slots, H, W, 1), "attention" (batch, frames, heads, slots, tokens)}, all float64."""
 

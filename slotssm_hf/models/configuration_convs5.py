@@ -21,6 +21,9 @@ class ConvS5Config(PreTrainedConfig):
     decoder_depths (`list[int]`, defaults to `[64, 128, 256]`): the decoder's widths, used in reverse (a block, then
         2x nearest upsampling, per width). As in the official decoder, its first convolution has
         `decoder_depths[0]` channels.
+    encoder_blocks (`int`, defaults to 1): ResNet blocks of every encoder width after the first (the official
+        `encoder.blocks`; the first width always has one block).
+    decoder_blocks (`int`, defaults to 1): ResNet blocks of every decoder width (the official `decoder.blocks`).
     resnet_num_groups (`int`, defaults to 32): groups of the encoder's and decoder's GroupNorms.
     num_actions (`int`, defaults to 1): actions of the official action embedding (which has num_actions + 1 rows).
         Moving-MNIST has no actions: every frame gets row 0, a learned constant input channel.
@@ -37,7 +40,7 @@ class ConvS5Config(PreTrainedConfig):
     dt_min (`float`, defaults to 0.001), dt_max (`float`, defaults to 0.1): range of the initial step sizes.
     ssm_num_groups (`int`, defaults to 32): groups of the GroupNorms in the ResNet block after C.
     hidden_act (`str`, defaults to `"gelu_pytorch_tanh"`): activation of that block (Flax's `nn.gelu`, which is
-        the tanh approximation).
+        the tanh approximation); the official alternatives are `"relu"`, `"silu"` (Flax's `nn.swish`) and `"elu"`.
     layer_norm_eps (`float`, defaults to 1e-6), group_norm_eps (`float`, defaults to 1e-6): Flax's epsilons.
     loss_weight (`float`, defaults to 0.5): the training loss is loss_weight * MSE + (1 - loss_weight) * L1, each
         summed over (channel, width) and averaged over the rest, as the official loss.
@@ -59,6 +62,8 @@ class ConvS5Config(PreTrainedConfig):
     num_channels: int = 1
     encoder_depths: list[int] | tuple[int, ...] = (64, 128, 256)
     decoder_depths: list[int] | tuple[int, ...] = (64, 128, 256)
+    encoder_blocks: int = 1
+    decoder_blocks: int = 1
     resnet_num_groups: int = 32
     num_actions: int = 1
     action_embed_dim: int = 1
@@ -106,9 +111,9 @@ class ConvS5Config(PreTrainedConfig):
     def validate_architecture(self):
         """Part of `@strict` validation: every combination that could not build or run is refused here."""
         positive = [
-            "image_size", "num_channels", "resnet_num_groups", "num_actions", "action_embed_dim", "hidden_size",
-            "num_hidden_layers", "ssm_size", "ssm_blocks", "b_kernel_size", "c_kernel_size", "d_kernel_size",
-            "ssm_num_groups", "num_frames", "num_context_frames",
+            "image_size", "num_channels", "encoder_blocks", "decoder_blocks", "resnet_num_groups", "num_actions",
+            "action_embed_dim", "hidden_size", "num_hidden_layers", "ssm_size", "ssm_blocks", "b_kernel_size",
+            "c_kernel_size", "d_kernel_size", "ssm_num_groups", "num_frames", "num_context_frames",
         ]  # fmt: skip
         for name in positive:
             if getattr(self, name) < 1:

@@ -61,21 +61,25 @@ class ConvS5ResNetBlock(nn.Module):
 
 
 class ConvS5Encoder(nn.Module):
-    """Frames (N, C, H, W) -> features (N, encoder_depths[-1], H / 2**(n-1), W / 2**(n-1)): a 3x3 convolution, then
-    one ResNet block per width, with a 2x2 average pooling before every block but the first."""
+    """Frames (N, C, H, W) -> features (N, encoder_depths[-1], H / 2**(n-1), W / 2**(n-1)): a 3x3 convolution and a
+    ResNet block at the first width, then for every later width a 2x2 average pooling and `encoder_blocks` ResNet
+    blocks."""
 
     def __init__(self, config: ConvS5Config):
         super().__init__()
         depths = config.encoder_depths
+        widths = [depths[0], *(depth for depth in depths[1:] for _ in range(config.encoder_blocks))]
+        # Whether a 2x2 pooling precedes each block: before the first block of every width but the first.
+        self.pool_before = [False, *(j == 0 for _ in depths[1:] for j in range(config.encoder_blocks))]
         self.conv_in = nn.Conv2d(config.num_channels, depths[0], 3, padding=1)
         self.blocks = nn.ModuleList(
-            ConvS5ResNetBlock(config, depths[max(i - 1, 0)], depth) for i, depth in enumerate(depths)
+            ConvS5ResNetBlock(config, widths[max(i - 1, 0)], width) for i, width in enumerate(widths)
         )
 
     def forward(self, pixel_values):
         hidden_states = self.conv_in(pixel_values)
-        for i, block in enumerate(self.blocks):
-            if i:
+        for pool, block in zip(self.pool_before, self.blocks):
+            if pool:
                 hidden_states = F.avg_pool2d(hidden_states, 2)
             hidden_states = block(hidden_states)
         return hidden_states
@@ -83,23 +87,27 @@ class ConvS5Encoder(nn.Module):
 
 class ConvS5Decoder(nn.Module):
     """Features (N, hidden_size, h, w) -> pre-tanh frames (N, num_channels, H, W): a 3x3 convolution to
-    decoder_depths[0] channels (as the official decoder), ResNet blocks through the widths in reverse with 2x
-    nearest upsampling between them, a LayerNorm over channels and a per-pixel linear map."""
+    decoder_depths[0] channels (as the official decoder), `decoder_blocks` ResNet blocks per width through the widths
+    in reverse with 2x nearest upsampling between widths, a LayerNorm over channels and a per-pixel linear map."""
 
     def __init__(self, config: ConvS5Config):
         super().__init__()
-        depths = config.decoder_depths
-        widths = [depths[0], *reversed(depths)]
+        depths, repeats = config.decoder_depths, config.decoder_blocks
+        widths = [depth for depth in reversed(depths) for _ in range(repeats)]
+        # Whether 2x upsampling follows each block: after the last block of every width but the last.
+        self.upsample_after = [
+            j == repeats - 1 and i < len(depths) - 1 for i in range(len(depths)) for j in range(repeats)
+        ]
         self.conv_in = nn.Conv2d(config.hidden_size, depths[0], 3, padding=1)
-        self.blocks = nn.ModuleList(ConvS5ResNetBlock(config, a, b) for a, b in zip(widths, widths[1:]))
+        self.blocks = nn.ModuleList(ConvS5ResNetBlock(config, a, b) for a, b in zip([depths[0], *widths], widths))
         self.norm = nn.LayerNorm(depths[0], eps=config.layer_norm_eps)
         self.proj = nn.Linear(depths[0], config.num_channels)
 
     def forward(self, hidden_states):
         hidden_states = self.conv_in(hidden_states)
-        for i, block in enumerate(self.blocks):
+        for block, upsample in zip(self.blocks, self.upsample_after):
             hidden_states = block(hidden_states)
-            if i < len(self.blocks) - 1:
+            if upsample:
                 hidden_states = F.interpolate(hidden_states, scale_factor=2, mode="nearest")
         return self.proj(self.norm(hidden_states.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
 
@@ -116,7 +124,9 @@ class ConvS5OutputBlock(nn.Module):
         self.conv1 = nn.Conv2d(width, width, kernel, padding=kernel // 2)
         self.norm2 = nn.GroupNorm(config.ssm_num_groups, width, eps=config.group_norm_eps)
         self.conv2 = nn.Conv2d(width, width, kernel, padding=kernel // 2)
-        self.act = ACT2FN[config.hidden_act]
+        # The official SequenceLayer's activations: gelu (tanh approximation), relu, swish (SiLU) and elu, which
+        # transformers' ACT2FN lacks.
+        self.act = nn.ELU() if config.hidden_act == "elu" else ACT2FN[config.hidden_act]
 
     def forward(self, hidden_states):
         residual = self.conv1(self.act(self.norm1(hidden_states)))

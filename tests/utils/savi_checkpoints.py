@@ -140,3 +140,122 @@ def inputs(config: SAViConfig, batch=2, frames=3, seed=0):
     boxes = corners.transpose(2, 3).flatten(2)  # (ymin, xmin, ymax, xmax)
     boxes[:, -1] = 0  # an absent object
     return video, boxes
+
+
+RESNETS = {(2, 2, 2, 2): "ResNet18", (3, 4, 6, 3): "ResNet34"}
+
+
+def official_run_config(config: SAViConfig, family: str = "savi") -> dict:
+    """What the official `get_config()` returns (as plain values) for a run of `config`'s architecture, laid out as
+    the official MOVi config files lay it out (savi/configs/movi/*.py; jax-statm's for family "statm")."""
+    c, prefix = config, f"{family}.modules"
+
+    def cnn(features, kernels, strides, transposed):
+        return {"module": f"{prefix}.CNN", "features": list(features), "kernel_size": [(k, k) for k in kernels],
+                "strides": [(s, s) for s in strides], "layer_transpose": list(transposed)}  # fmt: skip
+
+    def mlp(hidden, output=None, layernorm=None):
+        return {"module": f"{prefix}.MLP", "hidden_size": hidden, **({"output_size": output} if output else {}),
+                "layernorm": layernorm}  # fmt: skip
+
+    if c.encoder_type == "cnn":
+        backbone = cnn(c.encoder_features, c.encoder_kernel_sizes, c.encoder_strides, [False] * len(c.encoder_strides))
+    else:
+        assert c.resnet_width % 64 == 0 and c.resnet_num_groups == 32, "the official ResNet: width 64 k, 32 groups"
+        backbone = {"module": f"{prefix}.{RESNETS[tuple(c.resnet_stage_sizes)]}", "num_classes": None,
+                    "axis_name": "time", "norm_type": "group", "small_inputs": True}  # fmt: skip
+        if c.resnet_width != 64:
+            backbone["width_factor"] = c.resnet_width // 64
+    encoder = {"module": f"{prefix}.FrameEncoder", "reduction": "spatial_flatten", "backbone": backbone,
+               "pos_emb": {"module": f"{prefix}.PositionEmbedding", "embedding_type": "linear",
+                           "update_type": "project_add", "output_transform": mlp(c.encoder_mlp_size, layernorm="pre")}}
+    if c.encoder_transformer_layers:
+        encoder["output_transform"] = {
+            "module": f"{prefix}.Transformer", "num_layers": c.encoder_transformer_layers,
+            "num_heads": c.encoder_transformer_heads, "qkv_size": c.encoder_transformer_size,
+            "mlp_size": c.encoder_transformer_mlp_size, "pre_norm": True,
+        }
+    corrector = {"module": f"{prefix}.SlotAttention", "num_iterations": c.slot_attention_iterations,
+                 "qkv_size": c.slot_attention_qkv_size}
+    if c.slot_attention_num_heads != 1:
+        corrector["num_heads"] = c.slot_attention_num_heads
+    if c.slot_attention_mlp_size:
+        corrector["mlp_size"] = c.slot_attention_mlp_size
+    if c.slot_attention_epsilon != 1e-8:
+        corrector["epsilon"] = c.slot_attention_epsilon
+    predictor = {"module": f"{prefix}.{'TimeSpaceTransformerBlock2' if family == 'statm' else 'TransformerBlock'}",
+                 "num_heads": c.predictor_num_heads, "qkv_size": c.predictor_qkv_size, "mlp_size": c.predictor_mlp_size}
+    if c.initializer_type == "conditional":
+        initializer = {"module": f"{prefix}.CoordinateEncoderStateInit", "prepend_background": c.prepend_background,
+                       "center_of_mass": c.center_of_mass,
+                       "embedding_transform": mlp(c.initializer_mlp_size, c.slot_size)}
+        if c.background_value:
+            initializer["background_value"] = c.background_value
+    else:
+        kind = "ParamStateInit" if c.initializer_type == "learned" else "GaussianStateInit"
+        initializer = {"module": f"{prefix}.{kind}", "shape": (c.num_slots, c.slot_size)}
+    readouts = [{"module": f"{prefix}.MLP", "num_hidden_layers": 0, "hidden_size": 0, "output_size": n}
+                if c.early_fusion else {"module": f"{prefix}.Dense", "features": n} for n in c.targets.values()]
+    decoder = {"module": f"{prefix}.SpatialBroadcastDecoder", "resolution": (c.decoder_broadcast_size,) * 2,
+               "backbone": cnn(c.decoder_features, c.decoder_kernel_sizes, c.decoder_strides, c.decoder_transposed),
+               "pos_emb": {"module": f"{prefix}.PositionEmbedding", "embedding_type": "linear",
+                           "update_type": "project_add"},
+               "target_readout": {"module": f"{prefix}.Readout", "keys": list(c.targets),
+                                  "readout_modules": readouts}}  # fmt: skip
+    if c.early_fusion:
+        decoder["early_fusion"] = True
+    instances = c.num_slots - 1 if c.prepend_background and c.initializer_type == "conditional" else c.num_slots
+    return {
+        "seed": 42, "batch_size": 64, "num_train_steps": 100000, "learning_rate": 2e-4, "max_instances": instances,
+        "num_slots": instances + 1,
+        "preproc_train": ["video_from_tfds", f"sparse_to_dense_annotation(max_instances={instances})",
+                          f"temporal_random_strided_window(length={c.num_frames})", f"resize_small({c.image_size})"],
+        "preproc_eval": ["video_from_tfds", f"sparse_to_dense_annotation(max_instances={instances})",
+                         "temporal_crop_or_pad(length=24)", f"resize_small({c.image_size})"],
+        "targets": dict(c.targets), "conditioning_key": "boxes",
+        "model": {"module": f"{prefix}.{'STATMSAVi' if family == 'statm' else 'SAVi'}", "encoder": encoder,
+                  "corrector": corrector, "predictor": predictor, "initializer": initializer, "decoder": decoder,
+                  "decode_corrected": True, "decode_predicted": False},
+    }  # fmt: skip
+
+
+def write_config_file(path, values: dict):
+    """An ml_collections config file whose `get_config()` returns `values`, written as the official ones are:
+    ConfigDicts of literals, the instance count reused through the config, the readouts built by a comprehension
+    over the targets, preprocessing strings as f-strings."""
+
+    def literal(value, depth=1):
+        if isinstance(value, dict):
+            pad = "    " * depth
+            items = "".join(f"\n{pad}    {key!r}: {literal(item, depth + 1)}," for key, item in value.items())
+            return f"ml_collections.ConfigDict({{{items}\n{pad}}})"
+        return repr(value)
+
+    model = dict(values["model"])
+    readout = model["decoder"]["target_readout"]
+    module = readout["readout_modules"][0] if readout["readout_modules"] else {"module": "savi.modules.Dense"}
+    field = "output_size" if "output_size" in module else "features"
+    template = {key: value for key, value in module.items() if key != field}
+    rest = {key: value for key, value in values.items() if key not in ("model", "max_instances", "num_slots",
+                                                                         "preproc_train", "preproc_eval")}  # fmt: skip
+    lines = [
+        '"""A configuration in the layout of the official MOVi configs."""', "", "import ml_collections", "", "",
+        "def get_config():", '    """Get the default hyperparameter configuration."""',
+        "    config = ml_collections.ConfigDict()", f"    config.max_instances = {values['max_instances']}",
+        "    config.num_slots = config.max_instances + 1  # Only used for metrics.",
+        *[f"    config.{key} = {literal(value)}" for key, value in rest.items()],
+        "    config.preproc_train = [",
+        *[f"        {step!r}," for step in values["preproc_train"] if "max_instances" not in step],
+        '        f"sparse_to_dense_annotation(max_instances={config.max_instances})",', "    ]",
+        "    config.preproc_eval = [",
+        *[f"        {step!r}," for step in values["preproc_eval"] if "max_instances" not in step],
+        '        f"sparse_to_dense_annotation(max_instances={config.max_instances})",', "    ]",
+        f"    readout = {literal(template)}",
+        f"    config.model = {literal({**model, 'decoder': {**model['decoder'], 'target_readout': None}})}",
+        "    config.model.decoder.target_readout = ml_collections.ConfigDict({",
+        f"        'module': {readout['module']!r},", "        'keys': list(config.targets),",
+        f"        'readout_modules': [ml_collections.ConfigDict({{**readout, {field!r}: config.targets[k]}})",
+        "                            for k in config.targets],", "    })", "    return config", "",
+    ]  # fmt: skip
+    path.write_text("\n".join(lines))
+    return path

@@ -160,3 +160,104 @@ def test_command_line_converts_and_keeps_an_existing_output(official_pth, tmp_pa
     assert (tmp_path / "out" / "model.safetensors").stat().st_mtime_ns == before
     assert cli(["convert-grootv", str(source), str(tmp_path / "out"), "--ema", "--overwrite"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pth", "out"]
+
+
+def official_yaml(path, **changes):
+    """The run's YAML as the official configs are written (config/grootv_t_1k_224.yaml), for the tiny test model, with
+    `changes` ({"DATA": {"IMG_SIZE": 64}}) merged into its sections."""
+    import yaml
+
+    values = {"DATA": {"IMG_ON_MEMORY": False}, "MODEL": {"TYPE": "grootv", "DROP_PATH_RATE": 0.1, "GROOTV": {
+        "DEPTHS": [1, 2, 1, 1], "GROUPS": [4, 8, 16, 32], "CHANNELS": 16, "OFFSET_SCALE": 1.0, "MLP_RATIO": 4.0}},
+        "TRAIN": {"EMA": {"ENABLE": True, "DECAY": 0.9999}}}  # fmt: skip
+    for section, fields in changes.items():
+        target = values.setdefault(section, {})
+        for name, value in fields.items():
+            if isinstance(value, dict):
+                target.setdefault(name, {}).update(value)
+            else:
+                target[name] = value
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+# Settings the weights cannot show, each set in turn: (YAML changes, what the converted folder holds).
+RUN_FIELDS = {
+    "DATA.IMG_SIZE": ({"DATA": {"IMG_SIZE": 64}}, lambda c, p: (c.image_size, p.size["shortest_edge"]) == (64, 64)),
+    "MODEL.DROP_PATH_RATE": ({"MODEL": {"DROP_PATH_RATE": 0.25}}, lambda c, p: c.drop_path_rate == 0.25),
+    "TEST.CROP": ({"TEST": {"CROP": False}}, lambda c, p: p.size == {"height": 224, "width": 224}),
+    "DATA.INTERPOLATION": ({"DATA": {"INTERPOLATION": "bilinear"}}, lambda c, p: p.resample == 2),
+    "AUG.MEAN": ({"AUG": {"MEAN": [0.5, 0.5, 0.5], "STD": [0.25, 0.25, 0.25]}},
+                 lambda c, p: (list(p.image_mean), list(p.image_std)) == ([0.5] * 3, [0.25] * 3)),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("field", RUN_FIELDS)
+def test_a_run_configuration_the_weights_cannot_show_converts_exactly(official_pth, tmp_path, field):
+    from slotssm_hf.conversion.references.grootv import GrootVReference
+
+    changes, holds = RUN_FIELDS[field]
+    source, official = official_pth()
+    config = official_yaml(tmp_path / "grootv_t_1k_224.yaml", **changes)
+    assert cli(["convert-grootv", str(source), str(tmp_path / "out"), "--config", str(config), "--verify"]) == 0
+    model = AutoModelForImageClassification.from_pretrained(tmp_path / "out").eval()
+    assert holds(model.config, AutoImageProcessor.from_pretrained(tmp_path / "out"))
+    x = images(batch=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).logits.double(), GrootVReference(official)(x), rtol=0, atol=1e-4)
+    assert "read from the run's configuration (`grootv_t_1k_224.yaml` over the official defaults)" in (
+        tmp_path / "out" / "README.md").read_text()  # fmt: skip
+
+
+def test_the_configuration_saved_in_the_checkpoint_is_used_and_what_it_lacks_is_guessed(official_pth, tmp_path):
+    source, _ = official_pth()  # its config records MODEL.TYPE and MODEL.DROP_PATH_RATE only
+    lines = []
+    convert_checkpoint(source, tmp_path / "out", log=lines.append)
+    assert "configuration: the `config` saved in `ckpt.pth`" in lines
+    warning = next(line for line in lines if line.startswith("warning: the run's configuration does not record"))
+    assert "DATA.IMG_SIZE=224" in warning and "MODEL.DROP_PATH_RATE" not in warning
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "it does not record `DATA.IMG_SIZE` = 224" in card and "License of the weights: unclear" in card
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"MODEL": {"GROOTV": {"CHANNELS": 32}}}, "MODEL.GROOTV.CHANNELS is 32 in the run's configuration, but "
+                                                  "ckpt.pth's weights have 16"),
+        ({"MODEL": {"GROOTV": {"DEPTHS": [2, 2, 9, 2]}}}, r"MODEL.GROOTV.DEPTHS is \[2, 2, 9, 2\]"),
+        ({"MODEL": {"NUM_CLASSES": 10}}, "MODEL.NUM_CLASSES is 10"),
+        ({"MODEL": {"GROOTV": {"POST_NORM": True}}}, "MODEL.GROOTV.POST_NORM: True cannot be converted"),
+        ({"MODEL": {"GROOTV": {"LAYER_SCALE": 1e-6}}}, "MODEL.GROOTV.LAYER_SCALE: 1e-06 cannot be converted"),
+        ({"MODEL": {"DROP_PATH_TYPE": "uniform"}}, "MODEL.DROP_PATH_TYPE: 'uniform' cannot be converted"),
+    ],
+)  # fmt: skip
+def test_a_configuration_that_disagrees_with_the_weights_or_cannot_be_converted_is_refused(official_pth, tmp_path,
+                                                                                           capsys, changes, message):
+    import re
+
+    source, _ = official_pth()
+    config = official_yaml(tmp_path / "run.yaml", **changes)
+    assert cli(["convert-grootv", str(source), str(tmp_path / "out"), "--config", str(config)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and re.search(message, line), line
+    assert not (tmp_path / "out").exists()
+
+
+def test_verification_catches_a_conversion_mistake(official_pth, tmp_path, monkeypatch):
+    from slotssm_hf.conversion import convert_grootv
+
+    source, _ = official_pth()
+    rename = convert_grootv.rename_keys
+
+    def swapped(*arguments):  # a block's two norms exchanged: it loads, and computes something else
+        state = rename(*arguments)
+        prefix = "grootv.levels.0.blocks.0."
+        state[prefix + "norm1.weight"], state[prefix + "norm2.weight"] = (
+            state[prefix + "norm2.weight"], state[prefix + "norm1.weight"])  # fmt: skip
+        return state
+
+    monkeypatch.setattr(convert_grootv, "rename_keys", swapped)
+    with pytest.raises(ConversionError, match="verification failed"):
+        convert_checkpoint(source, tmp_path / "out", verify=True, log=lambda *_: None)
+    assert not (tmp_path / "out").exists()

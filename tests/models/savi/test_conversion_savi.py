@@ -9,6 +9,7 @@ from flax_format import write_flax_checkpoint
 from savi_checkpoints import CASES, TINY, clu_checkpoint, inputs, official_params
 
 from slotssm_hf import SAViConfig, SAViForVideoReconstruction
+from slotssm_hf.models.configuration_savi import VARIANTS
 from slotssm_hf.conversion.conversion_utils import ConversionError
 from slotssm_hf.conversion.convert_savi import convert_savi_checkpoint, convert_savi_params
 from slotssm_hf.conversion.flax_checkpoint import flatten_tree
@@ -148,3 +149,143 @@ def test_a_missing_or_mis_shaped_gru_gate_is_named():
         convert_savi_params(without, config)
     with pytest.raises(ConversionError, match="savi.corrector.gru.weight_hh: .*not three equal parts"):
         convert_savi_params({**flat, f"{gru}/hz/kernel": np.zeros((16, 8), np.float32)}, config)
+
+
+# The run's configuration: fields the weights cannot show, each set in turn to a value other than TINY's.
+RUN_FIELDS = {
+    "slot_attention_iterations": {"slot_attention_iterations": 2},
+    "slot_attention_epsilon": {"slot_attention_epsilon": 0.05},
+    "num_slots": {"num_slots": 6},  # max_instances 5
+    "prepend_background": {"prepend_background": False},
+    "background_value": {"background_value": 0.5},
+    "encoder_strides": {"encoder_strides": [1, 2]},  # the same grid, other features
+    "decoder_strides": {"decoder_strides": [2, 1, 2], "decoder_transposed": [True, False, True]},
+    "early_fusion": {"early_fusion": True},
+    "targets": {"targets": {"video": 3}},
+}
+
+
+def write_run(tmp_path, overrides, family="savi", params_of=official_params):
+    """The official work folder's checkpoint and the config file the run was trained with."""
+    from savi_checkpoints import official_run_config, write_config_file
+
+    config = SAViConfig(**overrides)
+    params = params_of(config)
+    (tmp_path / "workdir" / "checkpoints-0").mkdir(parents=True)
+    write_flax_checkpoint(clu_checkpoint(params), tmp_path / "workdir" / "checkpoints-0" / "ckpt-2.flax")
+    run = official_run_config(config, family)
+    write_config_file(tmp_path / "config.py", run)
+    return config, flatten_tree(params), run
+
+
+@pytest.mark.parametrize("field", RUN_FIELDS)
+def test_a_run_configuration_the_weights_cannot_show_converts_exactly(tmp_path, field):
+    from transformers import AutoModelForPreTraining
+
+    from slotssm_hf.cli import main
+    from slotssm_hf.conversion.references.savi import settings_from_run
+
+    config, flat, run = write_run(tmp_path, {**TINY, **RUN_FIELDS[field]})
+    assert main(["convert-savi", str(tmp_path / "workdir"), str(tmp_path / "out"), "--config",
+                 str(tmp_path / "config.py"), "--verify"]) == 0  # fmt: skip
+    model = AutoModelForPreTraining.from_pretrained(tmp_path / "out").eval()
+    assert {name: getattr(model.config, name) for name in RUN_FIELDS[field]} == RUN_FIELDS[field]
+    video, boxes = inputs(model.config)
+    expected = SAViReference(flat, settings_from_run(run))(video.permute(0, 1, 3, 4, 2).double(), boxes.double())
+    with torch.no_grad():
+        ours = model(video, boxes=boxes)
+    torch.testing.assert_close(ours.reconstruction.permute(0, 1, 3, 4, 2).double(), expected["outputs"], rtol=0,
+                               atol=1e-4)  # fmt: skip
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "read from the run's configuration (`config.py`, the official config it was trained with)" in card
+
+
+def test_without_a_configuration_the_fields_the_weights_cannot_show_are_listed_as_guessed(tmp_path):
+    write_run(tmp_path, TINY)
+    lines = []
+    given = {k: v for k, v in TINY.items() if k != "num_slots"}  # the weights do not show it: the variant's 24
+    convert_savi_checkpoint(tmp_path / "workdir", tmp_path / "out", overrides=given, log=lines.append)
+    warning = next(line for line in lines if line.startswith("warning: no run configuration given"))
+    assert "num_slots=24" in warning and "slot_attention_iterations=1" in warning and "early_fusion=False" in warning
+    assert "encoder_strides" not in warning  # stated with --set
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "No configuration of the official run was given" in card and "`num_slots` = 24" in card
+
+
+@pytest.mark.parametrize("variant", ["savi_conditional_small", "savi_conditional_medium", "savi_conditional_large",
+                                     "savi_pp_conditional"])  # fmt: skip
+def test_the_official_configs_give_the_official_variants(variant):
+    from savi_checkpoints import official_run_config
+
+    from slotssm_hf.conversion.convert_savi import SAVI, fields_from_run
+
+    official = SAViConfig(**VARIANTS[variant])
+    assert SAViConfig(**fields_from_run(official_run_config(official), SAVI)).to_dict() == official.to_dict()
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda r: r["model"]["encoder"]["backbone"].update(norm_type="group"),
+         "model.encoder.backbone.norm_type: 'group' cannot be converted"),
+        (lambda r: r["model"]["predictor"].update(pre_norm=True), "model.predictor.pre_norm: True cannot be converted"),
+        (lambda r: r["model"].update(module="statm.modules.STATMSAVi"),
+         "'statm.modules.STATMSAVi' is not a SAVi model"),
+        (lambda r: r["model"]["encoder"]["pos_emb"].update(embedding_type="fourier"),
+         "model.encoder.pos_emb.embedding_type: 'fourier' cannot be converted"),
+        (lambda r: r["model"]["decoder"]["backbone"]["kernel_size"].__setitem__(0, (5, 3)),
+         r"model.decoder.backbone.kernel_size\[0\]: \[5, 3\] is not square"),
+        (lambda r: r["model"]["decoder"]["target_readout"].update(keys=["flow", "segmentation"]),
+         "readout_modules"),
+        (lambda r: r["preproc_eval"].__setitem__(-1, "resize_small(32)"),
+         "preproc_eval: frames resized to 32, but model.decoder decodes 16 x 16"),
+        (lambda r: r["model"]["corrector"].update(qkv_size=16),
+         r"the official parameters do not fit the SAVi config; wrong shape: .*savi.corrector.q_proj.weight"),
+    ],
+)  # fmt: skip
+def test_a_configuration_that_cannot_be_converted_or_disagrees_with_the_weights_is_refused(tmp_path, capsys, edit,
+                                                                                           message):  # fmt: skip
+    import json
+    import re
+
+    from slotssm_hf.cli import main
+
+    write_run(tmp_path, TINY)
+    run = official_run_config_of(TINY)
+    edit(run)
+    (tmp_path / "config.json").write_text(json.dumps(run))
+    assert main(["convert-savi", str(tmp_path / "workdir"), str(tmp_path / "out"), "--config",
+                 str(tmp_path / "config.json")]) == 2  # fmt: skip
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and re.search(message, line), line
+    assert not (tmp_path / "out").exists()
+
+
+def official_run_config_of(overrides):
+    from savi_checkpoints import official_run_config
+
+    return official_run_config(SAViConfig(**overrides))
+
+
+def test_variant_or_set_that_contradict_the_configuration_are_refused(tmp_path):
+    write_run(tmp_path, TINY)
+    arguments = dict(source=tmp_path / "workdir", output=tmp_path / "out", config=tmp_path / "config.py",
+                     log=lambda *_: None)  # fmt: skip
+    with pytest.raises(ConversionError, match="--variant and --config both say what the architecture is"):
+        convert_savi_checkpoint(variant="savi_conditional_small", **arguments)
+    with pytest.raises(ConversionError, match=r"--set contradicts the run's configuration: num_slots=11 \(the "
+                                              r"configuration gives 4\)"):  # fmt: skip
+        convert_savi_checkpoint(overrides={"num_slots": 11}, **arguments)
+
+
+def test_a_config_file_that_would_run_code_is_refused_unrun(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_run(tmp_path, TINY)
+    source = (tmp_path / "config.py").read_text()
+    for attack in ("    __import__('os').system('touch hooked')\n", "    open('hooked', 'w')\n",
+                   "    config.x = ().__class__.__bases__\n"):  # fmt: skip
+        (tmp_path / "evil.py").write_text(source.replace("    return config", attack + "    return config"))
+        with pytest.raises(ConversionError, match=r"evil.py, line \d+: .*only plain configuration code"):
+            convert_savi_checkpoint(tmp_path / "workdir", tmp_path / "out", config=tmp_path / "evil.py",
+                                    log=lambda *_: None)  # fmt: skip
+    assert not (tmp_path / "hooked").exists() and not (tmp_path / "out").exists()

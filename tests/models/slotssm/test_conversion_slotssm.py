@@ -303,7 +303,7 @@ def test_non_finite_weights_are_refused_unless_allowed(tmp_path):
     assert load_file(tmp_path / "out" / "model.safetensors")["slotssm.layers.0.time_mixer.D"].isnan().sum() == 1
 
 
-def test_every_command_line_failure_is_one_line_and_a_non_zero_exit(tmp_path, capsys, monkeypatch):
+def test_every_command_line_failure_is_one_line_and_exit_status_2(tmp_path, capsys, monkeypatch):
     from slotssm_hf.conversion.convert_slotssm import main as convert
 
     configs = official_configs(**OFFICIAL_VARIANTS["cnn-encoder-spatial-broadcast-x8"])  # without an MLP
@@ -323,6 +323,42 @@ def test_every_command_line_failure_is_one_line_and_a_non_zero_exit(tmp_path, ca
     assert convert([str(tmp_path / "step"), str(tmp_path / "out")]) == 2
     assert error_line().endswith("lack the field 'd_model'")
     monkeypatch.setattr("slotssm_hf.conversion.convert_slotssm.find_step_folder", lambda path: 1 / 0)
-    assert convert([str(tmp_path / "step"), str(tmp_path / "out")]) == 1
+    assert convert([str(tmp_path / "step"), str(tmp_path / "out")]) == 2  # an unexpected failure too
     assert error_line() == "error: the conversion failed (ZeroDivisionError: division by zero)"
     assert sorted(os.listdir(tmp_path)) == ["step"]
+
+
+# The sub-models' config.json fields the weights cannot show, each set in turn to a value other than the small CNN
+# variant's: (sub-model, field, value, the converted config's field and value).
+RUN_FIELDS = {
+    "slotssm.space_attn_num_heads": ("slotssm", "space_attn_num_heads", 4, "num_attention_heads", 4),
+    "slotssm.encoder_attn_num_heads": ("slotssm", "encoder_attn_num_heads", 2, "cross_attention_num_heads", 2),
+    "slotssm.use_inverted_attention": ("slotssm", "use_inverted_attention", False, "use_inverted_attention", False),
+}
+
+
+@pytest.mark.parametrize("field", RUN_FIELDS)
+def test_a_run_configuration_the_weights_cannot_show_converts_exactly(tmp_path, field):
+    part, name, value, ours, expected = RUN_FIELDS[field]
+    overrides = {key: dict(update) for key, update in OFFICIAL_VARIANTS["cnn-encoder-spatial-broadcast-x8"].items()}
+    overrides[part][name] = value
+    reference = write_official_checkpoint(tmp_path / "step", official_configs(**overrides))
+    output = convert_checkpoint(tmp_path / "step", tmp_path / "out", verify=True, log=lambda *_: None)
+    assert getattr(SlotSSMForVideoReconstruction.config_class.from_pretrained(output), ours) == expected
+    assert_loaded_model_matches(output, reference)
+    assert "read from the run's configuration (the sub-models' config.json)" in (output / "README.md").read_text()
+
+
+def test_the_configuration_of_another_folder_is_used_and_checked_against_the_weights(tmp_path):
+    variant = OFFICIAL_VARIANTS["cnn-encoder-spatial-broadcast-x8"]
+    write_official_checkpoint(tmp_path / "weights", official_configs(**variant))
+    heads = {**variant, "slotssm": {**variant["slotssm"], "space_attn_num_heads": 4}}
+    write_official_checkpoint(tmp_path / "configs", official_configs(**heads))
+    output = convert_checkpoint(tmp_path / "weights", tmp_path / "out", config=tmp_path / "configs",
+                                log=lambda *_: None)  # fmt: skip
+    assert SlotSSMForVideoReconstruction.config_class.from_pretrained(output).num_attention_heads == 4
+    deeper = {**variant, "slotssm": {**variant["slotssm"], "num_blocks": 3}}
+    write_official_checkpoint(tmp_path / "deeper", official_configs(**deeper))
+    with pytest.raises(ConversionError, match=r"the official weights do not fit the converted config; missing: "
+                                              r"\['slotssm.layers.2."):  # fmt: skip
+        convert_checkpoint(tmp_path / "weights", tmp_path / "out2", config=tmp_path / "deeper", log=lambda *_: None)

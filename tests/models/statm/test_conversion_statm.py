@@ -78,3 +78,50 @@ def test_cli_convert_statm(tmp_path, capsys):
     assert main(["convert-statm", str(tmp_path / "ckpt-1.flax"), str(tmp_path / "out"), *sets, "--verify"]) == 0
     assert main(["convert-statm", str(tmp_path / "ckpt-1.flax"), str(tmp_path / "out2")]) == 2  # default variant
     assert "wrong shape" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize("field", [{"slot_attention_iterations": 2}, {"num_slots": 6}, {"background_value": 0.5}],
+                         ids=lambda field: next(iter(field)))  # fmt: skip
+def test_a_run_configuration_the_weights_cannot_show_converts_exactly(tmp_path, field):
+    from savi_checkpoints import inputs, official_run_config, write_config_file
+
+    from slotssm_hf.conversion.references.savi import settings_from_run
+    from slotssm_hf.conversion.references.statm import STATMReference
+
+    config = STATMConfig(**{**TINY, **field})
+    params = statm_params(config)
+    write_flax_checkpoint(clu_checkpoint(params), tmp_path / "ckpt-1.flax")
+    run = official_run_config(config, "statm")
+    write_config_file(tmp_path / "statm_config.py", run)
+    convert_statm_checkpoint(tmp_path / "ckpt-1.flax", tmp_path / "out", config=tmp_path / "statm_config.py",
+                             verify=True, log=lambda *_: None)  # fmt: skip
+    model = STATMForVideoReconstruction.from_pretrained(tmp_path / "out").eval()
+    assert {name: getattr(model.config, name) for name in field} == field
+    video, boxes = inputs(model.config)
+    expected = STATMReference(flatten_tree(params), settings_from_run(run))(video.permute(0, 1, 3, 4, 2).double(),
+                                                                           boxes.double())  # fmt: skip
+    with torch.no_grad():
+        ours = model(video, boxes=boxes).reconstruction.permute(0, 1, 3, 4, 2).double()
+    torch.testing.assert_close(ours, expected["outputs"], rtol=0, atol=1e-4)
+
+
+def test_a_savi_configuration_is_refused_by_convert_statm(tmp_path):
+    from savi_checkpoints import official_run_config, write_config_file
+
+    write_flax_checkpoint(clu_checkpoint(statm_params(STATMConfig(**TINY))), tmp_path / "ckpt-1.flax")
+    write_config_file(tmp_path / "savi_config.py", official_run_config(STATMConfig(**TINY), "savi"))
+    with pytest.raises(ConversionError, match="model.module: 'savi.modules.SAVi' is not a STATM-SAVi model"):
+        convert_statm_checkpoint(tmp_path / "ckpt-1.flax", tmp_path / "out", config=tmp_path / "savi_config.py",
+                                 log=lambda *_: None)  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", ["statm_savi_conditional_small", "statm_savi_pp_conditional",
+                                     "statm_savi_conditional"])  # fmt: skip
+def test_the_official_configs_give_the_official_variants(variant):
+    from savi_checkpoints import official_run_config
+
+    from slotssm_hf.conversion.convert_savi import fields_from_run
+    from slotssm_hf.models.configuration_statm import VARIANTS
+
+    official = STATMConfig(**VARIANTS[variant])
+    assert STATMConfig(**fields_from_run(official_run_config(official, "statm"), STATM)).to_dict() == official.to_dict()
