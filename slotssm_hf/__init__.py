@@ -5,7 +5,7 @@ Importing the package registers every family of `registry.FAMILIES` with the tra
 (idempotently), and GrootV's variants with timm.
 """
 
-from . import timm_grootv  # registers grootv_tiny / _small / _base with timm
+from . import timm_grootv  # noqa: F401  (registers grootv_tiny / _small / _base with timm)
 from .models.configuration_convs5 import ConvS5Config
 from .models.configuration_grootv import GrootVConfig
 from .models.configuration_savi import SAViConfig

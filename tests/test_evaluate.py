@@ -1,7 +1,9 @@
 """`slotssm-hf evaluate`: a converted official SAVi checkpoint evaluated end to end on a MOVi-format TFDS folder with
 the official protocol (preprocessing, temporal slices, FG-ARI per video over all frames), against an expectation
 computed independently here (NumPy preprocessing from the official ops' definitions, one pass over each whole video,
-scikit-learn's ARI); the model-index entry `--update-card` writes; and the error for frames of the wrong size."""
+scikit-learn's ARI); the model-index entry `--update-card` writes; and the error for frames of the wrong size.
+ConvS5 by rollouts; GrootV by top-1 / top-5 on an image folder, against the official torchvision transform and the
+model run here, and the image datasets it refuses."""
 
 import json
 
@@ -134,13 +136,6 @@ def test_frames_not_the_size_the_model_takes_are_refused_naming_the_file_and_fie
     assert not (tmp_path / "e").exists()
 
 
-def test_evaluate_refuses_a_model_without_slot_masks(tmp_path):
-    from slotssm_hf import GrootVConfig, GrootVForImageClassification
-
-    GrootVForImageClassification(GrootVConfig(embed_dim=8, depths=[1, 1, 1, 1], num_labels=2)).save_pretrained(tmp_path)
-    assert cli(["evaluate", str(tmp_path), "--dataset", str(tmp_path), "--no-progress"]) == 1
-
-
 def test_convs5_is_evaluated_by_rollouts_after_the_context_frames(tmp_path, capsys):
     from saved_folders import TINY as TINY_CONFIGS
 
@@ -162,3 +157,188 @@ def test_convs5_is_evaluated_by_rollouts_after_the_context_frames(tmp_path, caps
     assert results["metrics"]["psnr"] == pytest.approx(psnr(predicted, target).mean().item(), abs=1e-4)
     assert results["metrics"]["ssim"] == pytest.approx(ssim(predicted, target).mean().item(), abs=1e-4)
     assert "| PSNR |" in capsys.readouterr().out
+
+
+# --- GrootV: top-1 / top-5 on an image folder ------------------------------------------------------------------------
+
+GROOTV_CLASSES = ["ant", "bee", "cat", "dog", "eel", "fox", "gnu", "hen"]
+# (height, width, grey) of the test images. 40 x 59 resizes to 73 x 107, whose centre crop of 64 starts at column 22
+# in torchvision (round(21.5), half to even) and at 21 in transformers' processors (floor): the official crop is 22.
+IMAGE_SIZES = [(40, 59, False), (64, 64, False), (80, 50, True), (73, 100, False), (33, 47, False), (90, 120, False)]
+
+
+@pytest.fixture(scope="module")
+def grootv(tmp_path_factory):
+    """A tiny GrootV with 8 named classes at 64 px, saved with the official evaluation pipeline as the converter
+    writes it: a ConvNextImageProcessor resizing the short side to 64 / 0.875 = 73 (bicubic), centre crop 64."""
+    from saved_folders import tiny_config
+    from transformers import ConvNextImageProcessor
+    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
+
+    from slotssm_hf import GrootVForImageClassification
+
+    config = tiny_config("grootv")
+    config.image_size = 64
+    config.id2label = dict(enumerate(GROOTV_CLASSES))
+    config.label2id = {name: index for index, name in enumerate(GROOTV_CLASSES)}
+    torch.manual_seed(0)
+    model = GrootVForImageClassification(config).eval()
+    folder = tmp_path_factory.mktemp("grootv") / "grootv-tiny"
+    model.save_pretrained(folder)
+    ConvNextImageProcessor(size={"shortest_edge": 64}, crop_pct=0.875, resample=PILImageResampling.BICUBIC,
+                           image_mean=IMAGENET_DEFAULT_MEAN, image_std=IMAGENET_DEFAULT_STD).save_pretrained(folder)
+    return folder, model
+
+
+def official_pixels(image):
+    """GrootVL's evaluation transform (`build_transform` with TEST.CROP, 256 / 224 scale) for 64 px, written out."""
+    from torchvision import transforms
+    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    return transforms.Compose([
+        transforms.Resize(73, interpolation=transforms.InterpolationMode.BICUBIC), transforms.CenterCrop(64),
+        transforms.ToTensor(), transforms.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
+    ])(image.convert("RGB"))  # fmt: skip
+
+
+def smooth_image(rng, height, width, grey):
+    """A smooth image (a colour gradient plus a disc), RGB or grey, as a PIL image."""
+    from PIL import Image
+
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    channels = [np.sin(a * x + b * y + c) for a, b, c in rng.uniform(1, 6, (3, 3))]
+    pixels = (np.stack(channels, -1) * 100 + 128).clip(0, 255).astype(np.uint8)
+    centre = rng.uniform(0.2, 0.8, 2)
+    pixels[(x - centre[0]) ** 2 + (y - centre[1]) ** 2 < 0.05] = rng.integers(0, 256, 3)
+    image = Image.fromarray(pixels)
+    return image.convert("L") if grey else image
+
+
+def write_image_folder(folder, images: list, classes: list[str]) -> list:
+    """An imagefolder: image i as `<classes[i]>/<i>.png`. Returns the paths."""
+    paths = []
+    for index, (image, name) in enumerate(zip(images, classes)):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        image.save(folder / name / f"{index}.png")
+        paths.append(folder / name / f"{index}.png")
+    return paths
+
+
+def test_grootv_reports_top1_and_top5_with_the_official_transform(tmp_path, grootv, capsys):
+    folder, model = grootv
+    rng = np.random.default_rng(0)
+    images = [smooth_image(rng, *size) for size in IMAGE_SIZES]
+    with torch.no_grad():  # the model on the official transform's output, image by image
+        logits = [model(pixel_values=official_pixels(image)[None]).logits[0] for image in images]
+    ranking = [torch.argsort(row, descending=True).tolist() for row in logits]
+    # Each image filed under the class at a chosen rank of its own prediction: top-1 hits, top-5-only hits, misses.
+    ranks = [0, 2, 7, 0, 4, 6]
+    classes = [GROOTV_CLASSES[order[rank]] for order, rank in zip(ranking, ranks)]
+    paths = write_image_folder(tmp_path / "images", images, classes)
+    out = tmp_path / "eval"
+    assert cli(["evaluate", str(folder), "--dataset", str(tmp_path / "images"), "--output-dir", str(out),
+                "--batch-size", "1", "--no-progress"]) == 0  # fmt: skip
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["protocol"] == "image-classification" and results["num_images"] == len(images)
+    assert results["metrics"] == {"accuracy": pytest.approx(2 / 6), "top_5_accuracy": pytest.approx(4 / 6)}
+    by_path = {row["image"]: row for row in results["per_image"]}
+    for path, order, name in zip(paths, ranking, classes):
+        row = by_path[str(path)]
+        assert row["label"] == GROOTV_CLASSES.index(name) and row["predicted"] == order[:5]
+    assert "Resize(73, bicubic) -> CenterCrop(64)" in results["settings"]["preprocessing"]
+    assert results["settings"]["labels"] == "by class name"
+    printed = capsys.readouterr().out
+    assert f"| Top-1 accuracy | {2 / 6:.4f} |" in printed and f"| Top-5 accuracy | {4 / 6:.4f} |" in printed
+
+
+def test_grootv_preprocessing_is_the_official_transform_to_the_bit(grootv):
+    from transformers import AutoImageProcessor
+
+    from slotssm_hf.evaluation.image_classification import official_transform
+
+    transform, _ = official_transform(AutoImageProcessor.from_pretrained(grootv[0]))
+    rng = np.random.default_rng(1)
+    for size in IMAGE_SIZES:
+        image = smooth_image(rng, *size)
+        assert torch.equal(transform(image.convert("RGB")), official_pixels(image)), size
+
+
+def test_grootv_update_card_files_top1_and_top5_under_image_classification(tmp_path, grootv):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(grootv[0], folder)
+    rng = np.random.default_rng(2)
+    write_image_folder(tmp_path / "images" / "val", [smooth_image(rng, 48, 64, False) for _ in range(3)],
+                       ["cat", "dog", "cat"])  # fmt: skip
+    assert cli(["evaluate", str(folder), "--dataset", str(tmp_path / "images"), "--output-dir", str(tmp_path / "e"),
+                "--no-progress", "--update-card", "--dataset-id", "ILSVRC/imagenet-1k", "--dataset-name",
+                "ImageNet-1k"]) == 0  # fmt: skip
+    stored = json.loads((folder / "eval_results.json").read_text())["evaluations"][0]
+    assert stored["num_images"] == 3 and stored["settings"]["read_as"] == "imagefolder (split 'validation')"
+    card = ModelCard.load(folder / "README.md")
+    results = {result.metric_type: result for result in card.data.eval_results}
+    assert sorted(results) == ["accuracy", "top_5_accuracy"]
+    top1, top5 = results["accuracy"], results["top_5_accuracy"]
+    assert (top1.metric_name, top1.metric_value) == ("Top-1 accuracy", stored["metrics"]["accuracy"])
+    assert (top5.metric_name, top5.metric_value) == ("Top-5 accuracy", stored["metrics"]["top_5_accuracy"])
+    assert top1.task_type == "image-classification" and top1.dataset_type == "ILSVRC/imagenet-1k"
+    assert top1.dataset_split == "validation" and card.data.pipeline_tag == "image-classification"
+
+
+def test_grootv_refuses_class_names_it_does_not_know_naming_them(tmp_path, grootv, capsys):
+    rng = np.random.default_rng(3)
+    write_image_folder(tmp_path / "images", [smooth_image(rng, 32, 32, False) for _ in range(3)],
+                       ["cat", "zebra", "yak"])  # fmt: skip
+    assert cli(["evaluate", str(grootv[0]), "--dataset", str(tmp_path / "images"), "--output-dir", str(tmp_path / "e"),
+                "--no-progress"]) == 1  # fmt: skip
+    error = capsys.readouterr().err
+    assert "class names the model does not know: 'yak', 'zebra'" in error and "'ant', 'bee'" in error
+    assert not (tmp_path / "e").exists()
+
+
+def test_grootv_refuses_a_folder_without_images(tmp_path, grootv, capsys):
+    (tmp_path / "images" / "cat").mkdir(parents=True)
+    (tmp_path / "images" / "cat" / "notes.txt").write_text("not an image")
+    assert cli(["evaluate", str(grootv[0]), "--dataset", str(tmp_path / "images"), "--no-progress"]) == 1
+    assert f"{tmp_path / 'images'} holds no images" in capsys.readouterr().err
+
+
+def test_grootv_refuses_a_label_index_outside_its_classes(tmp_path, grootv, capsys):
+    import datasets
+
+    rng = np.random.default_rng(4)
+    images = [smooth_image(rng, 32, 32, False) for _ in range(2)]
+    datasets.Dataset.from_dict({"image": images, "label": [3, 8]},
+                               features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+                               ).save_to_disk(str(tmp_path / "saved"))  # fmt: skip
+    assert cli(["evaluate", str(grootv[0]), "--dataset", str(tmp_path / "saved"), "--output-dir", str(tmp_path / "e"),
+                "--no-progress"]) == 1  # fmt: skip
+    assert "(split validation, image 1): label 8 is not a class of the model (0 to 7" in capsys.readouterr().err
+
+
+def test_grootv_without_its_classification_head_is_refused(tmp_path, capsys):
+    from saved_folders import tiny_config
+
+    from slotssm_hf import GrootVModel
+
+    GrootVModel(tiny_config("grootv")).save_pretrained(tmp_path / "backbone")
+    assert cli(["evaluate", str(tmp_path / "backbone"), "--dataset", str(tmp_path), "--no-progress"]) == 1
+    assert "holds a GrootVModel; its protocol needs" in capsys.readouterr().err
+
+
+def test_imagenet_synset_folders_map_to_the_models_imagenet_classes():
+    from types import SimpleNamespace
+
+    import datasets
+    from timm.data import ImageNetInfo
+
+    from slotssm_hf.evaluation.image_classification import label_map
+
+    info = ImageNetInfo()
+    config = SimpleNamespace(id2label=dict(enumerate(info.label_descriptions())), num_labels=1000)
+    folders = datasets.ClassLabel(names=["n01443537", "n01440764", "n15075141"])  # sorted as an imagefolder sorts
+    mapping, how = label_map(folders, config, "val")
+    assert mapping == {0: 1, 1: 0, 2: 999} and how == "by ImageNet synset id (timm's ImageNet-1k table)"
+    assert config.id2label[1] == "goldfish, Carassius auratus"
+    assert config.id2label[999] == "toilet tissue, toilet paper, bathroom tissue"

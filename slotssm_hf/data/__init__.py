@@ -5,7 +5,8 @@
   flow, dense per-frame boxes);
 - `export` (`export`, the `slotssm-hf tfds-export` command): an Arrow or Parquet copy, for the Hub too.
 
-Importing this package costs NumPy only; `datasets`, Pillow and protobuf load when first used.
+Its modules import NumPy only at load (`import slotssm_hf` itself brings transformers, for the Auto registration);
+`datasets`, Pillow and protobuf load when first used.
 """
 
 from .export import export

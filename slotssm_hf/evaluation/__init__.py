@@ -3,11 +3,14 @@
 - `metrics`: ARI / FG-ARI as the official SAVi metric, mBO (VideoSAUR), Hungarian mIoU, PSNR, SSIM;
 - `object_discovery`: unsupervised video object discovery on MOVi (SAVi's table protocol: official preprocessing,
   temporal slices with the recurrent state carried across, per-video scores over all frames);
+- `video_prediction`: ConvS5's long-horizon video prediction on Moving-MNIST (rollouts after the context frames);
+- `image_classification`: GrootV's top-1 / top-5 on an image folder with the official evaluation transform;
 - `evaluate`: the command line (`slotssm-hf evaluate MODEL --dataset FOLDER_OR_HUB_ID --split validation`).
 
 Importing this package costs NumPy and torch only.
 """
 
+from .image_classification import ImageClassificationProtocol
 from .metrics import (
     adjusted_rand_index,
     foreground_ari,
@@ -23,6 +26,7 @@ from .metrics import (
 from .object_discovery import ObjectDiscoveryProtocol, run_in_slices, video_metrics
 
 __all__ = [
+    "ImageClassificationProtocol",
     "ObjectDiscoveryProtocol",
     "adjusted_rand_index",
     "foreground_ari",

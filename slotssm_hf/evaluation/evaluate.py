@@ -1,17 +1,20 @@
 """`slotssm-hf evaluate MODEL --dataset FOLDER_OR_HUB_ID --split validation`: a model of the zoo evaluated with its
 paper's protocol: `slotssm_hf.evaluation.object_discovery` for SlotSSM, SAVi / SAVi++ and STATM-SAVi on MOVi,
-`slotssm_hf.evaluation.video_prediction` for ConvS5 on Moving-MNIST.
+`slotssm_hf.evaluation.video_prediction` for ConvS5 on Moving-MNIST, `slotssm_hf.evaluation.image_classification`
+(top-1 / top-5) for GrootV on ImageNet-style image folders.
 
-It prints a table of the means, writes `eval_results.json` (the protocol, its settings, the means and every video's
-scores) and slot pictures of the first videos (`slots-<i>.png` / `.gif`) to `--output-dir`, and shows progress. With
-`--update-card` the result is added to the saved folder MODEL: its `eval_results.json` gets an entry under
-"evaluations" (replacing one of the same protocol, dataset, config and split) and its README.md is rendered again,
-the result as a Hub `model-index` entry; `slotssm-hf push` publishes both.
+It prints a table of the means, writes `eval_results.json` (the protocol, its settings, the means and every video's or
+image's scores) and slot pictures of the first videos (`slots-<i>.png` / `.gif`) to `--output-dir`, and shows
+progress. With `--update-card` the result is added to the saved folder MODEL: its `eval_results.json` gets an entry
+under "evaluations" (replacing one of the same protocol, dataset, config and split) and its README.md is rendered
+again, the result as a Hub `model-index` entry; `slotssm-hf push` publishes both.
 
 For object discovery, DATASET is a MOVi TFDS folder (from `gsutil`; the shard files are named in errors), a folder
 written by `datasets.save_to_disk` / `slotssm-hf tfds-export`, or anything `datasets.load_dataset` reads (a Parquet
 folder, a Hub dataset id), holding the stored MOVi content or `load_movi`'s. For ConvS5 it is a Moving-MNIST `.npy`
-file in torchvision's layout, or a folder holding one.
+file in torchvision's layout, or a folder holding one. For GrootV it is an imagefolder (a folder of class sub-folders
+holding the images, as ImageNet's `val/n01440764/*.JPEG`, or of split folders holding those), a `save_to_disk` folder
+or a Hub dataset id with `image` and `label` columns.
 """
 
 import argparse
@@ -20,33 +23,57 @@ import sys
 from pathlib import Path
 
 RESULTS_FILE = "eval_results.json"
+# model_type -> (the head its protocol needs, the Auto class that loads it)
+HEADS = {
+    "slotssm": ("ForVideoReconstruction", "AutoModelForPreTraining"),
+    "savi": ("ForVideoReconstruction", "AutoModelForPreTraining"),
+    "statm": ("ForVideoReconstruction", "AutoModelForPreTraining"),
+    "convs5": ("ForVideoPrediction", "AutoModelForPreTraining"),
+    "grootv": ("ForImageClassification", "AutoModelForImageClassification"),
+}
+# protocol name -> the Hub task its results are filed under (type, name)
+TASKS = {
+    "movi-object-discovery": ("image-segmentation", "Unsupervised video object discovery"),
+    "moving-mnist-prediction": ("other", "Video prediction"),
+    "image-classification": ("image-classification", "Image classification"),
+}
 
 
 def load_model(source: str):
     """The model to evaluate from a saved folder or Hub id, in eval mode: the reconstruction head of an
-    object-centric family (the head with per-slot masks), ConvS5's prediction head."""
+    object-centric family (the head with per-slot masks), ConvS5's prediction head, GrootV's classification head."""
     import transformers
 
     import slotssm_hf  # noqa: F401  (registers the families with the Auto classes)
 
     config = transformers.AutoConfig.from_pretrained(source)
-    if config.model_type not in ("slotssm", "savi", "statm", "convs5"):
+    if config.model_type not in HEADS:
         raise ValueError(f"{source} is a {config.model_type} model; `slotssm-hf evaluate` runs object discovery for "
-                         "slotssm, savi and statm models and video prediction for convs5 models")  # fmt: skip
+                         "slotssm, savi and statm models, video prediction for convs5 models and image "
+                         "classification for grootv models")  # fmt: skip
     architectures = config.architectures or []
-    wanted = "ForVideoPrediction" if config.model_type == "convs5" else "ForVideoReconstruction"
+    wanted, auto_class = HEADS[config.model_type]
     if architectures and not any(name.endswith(wanted) for name in architectures):
         raise ValueError(f"{source} holds a {architectures[0]}; its protocol needs the head that gives per-slot "
-                         f"masks or predicted frames (…{wanted}) the model was trained with")  # fmt: skip
-    return transformers.AutoModelForPreTraining.from_pretrained(source).eval()
+                         f"masks, predicted frames or class logits (…{wanted}) the model was trained "
+                         "with")  # fmt: skip
+    return getattr(transformers, auto_class).from_pretrained(source).eval()
 
 
 def load_processor(source: str, config):
-    """The video processor saved with the model, else its family's for the config."""
+    """The video processor saved with the model, else its family's for the config; GrootV's image processor, else
+    the official evaluation pipeline of the published checkpoints (resize to image_size / 0.875, centre crop)."""
     import transformers
 
     from ..registry import FAMILIES, load
 
+    if config.model_type == "grootv":
+        try:
+            return transformers.AutoImageProcessor.from_pretrained(source)
+        except (OSError, ValueError):
+            from ..conversion.convert_grootv import image_processor
+
+            return image_processor(config)
     try:
         return transformers.AutoVideoProcessor.from_pretrained(source)
     except (OSError, ValueError):
@@ -136,17 +163,23 @@ def evaluate(model_source: str, dataset: str, split: str = "validation", protoco
              batch_size: int = 8, output_dir: str | None = None, num_pictures: int = 4, seed: int = 0,
              progress: bool = True) -> dict:  # fmt: skip
     """Evaluate the model at `model_source` on `split` of `dataset` with its family's protocol: object discovery
-    (`ObjectDiscoveryProtocol()` by default) or, for ConvS5, video prediction (`VideoPredictionProtocol()`).
-    Returns (and with `output_dir` writes) the results: "protocol", "settings", "metrics" (means over videos),
-    "per_video", "num_videos"."""
+    (`ObjectDiscoveryProtocol()` by default), for ConvS5 video prediction (`VideoPredictionProtocol()`), for GrootV
+    image classification (`ImageClassificationProtocol()`; `max_videos` counts images). Returns (and with
+    `output_dir` writes) the results: "protocol", "settings", "metrics" (means over videos or images), "per_video"
+    and "num_videos" (image classification: "per_image", "num_images")."""
     import torch
     from tqdm.auto import tqdm
 
+    from .image_classification import ImageClassificationProtocol
     from .object_discovery import ObjectDiscoveryProtocol, check_frame_size, mean_metrics, run_in_slices, video_metrics
     from .video_prediction import VideoPredictionProtocol
 
     model = load_model(model_source)
     processor = load_processor(model_source, model.config)
+    if model.config.model_type == "grootv":
+        protocol = protocol if isinstance(protocol, ImageClassificationProtocol) else ImageClassificationProtocol()
+        return evaluate_classification(model, processor, model_source, dataset, split, protocol, max_videos,
+                                       batch_size, output_dir, progress)  # fmt: skip
     if model.config.model_type == "convs5":
         protocol = protocol if isinstance(protocol, VideoPredictionProtocol) else VideoPredictionProtocol()
         return evaluate_prediction(model, processor, model_source, dataset, protocol, max_videos, output_dir, progress)
@@ -245,6 +278,79 @@ def evaluate_prediction(model, processor, model_source, dataset, protocol, max_v
     return results
 
 
+def evaluate_classification(model, processor, model_source, dataset, split, protocol, max_images, batch_size,
+                            output_dir, progress) -> dict:  # fmt: skip
+    """GrootV's image-classification protocol (`slotssm_hf.evaluation.image_classification`): top-1 / top-5 over
+    the images of `split`."""
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from .image_classification import image_examples, label_map, metric_key, official_transform, top_k_hits
+
+    images, total, read_as = image_examples(dataset, split)
+    columns = list(images.features) if images.features else images.column_names
+    if columns is not None and not {"image", "label"} <= set(columns):
+        raise ValueError(f"{dataset}: image classification needs an 'image' and a 'label' column; it has "
+                         f"{', '.join(columns) or 'none'}")  # fmt: skip
+    mapping, labels_read = label_map((images.features or {}).get("label"), model.config, str(dataset))
+    transform, preprocessing = official_transform(processor)
+    num_labels = model.config.num_labels
+    top_k = tuple(k for k in protocol.top_k if k == 1 or k < num_labels)
+    if max_images is not None:
+        total = min(total, max_images) if total else max_images
+    per_image, pending = [], []
+
+    def run(batch):
+        pixels = torch.stack([pixel for _, _, pixel, _ in batch])
+        labels = torch.tensor([label for _, _, _, label in batch])
+        hits, ranked = top_k_hits(model, pixels, labels, top_k)
+        for (name, where, _, label), hit, best in zip(batch, hits.tolist(), ranked.tolist()):
+            row = {"image": name, "source": where, "label": label, "predicted": best}
+            row.update({metric_key(k): float(value) for k, value in zip(top_k, hit)})
+            per_image.append(row)
+
+    bar = tqdm(total=total, unit="image", desc="evaluating", disable=not progress)
+    for count, example in enumerate(images):
+        if max_images is not None and count >= max_images:
+            break
+        where = f"{dataset} (split {split}, image {count})"
+        if example.get("image") is None or example.get("label") is None:
+            raise ValueError(f"{where}: no 'image' or no 'label'")
+        label = int(example["label"])
+        if mapping is not None:
+            if label not in mapping:
+                raise ValueError(f"{where}: label {label} is not one of the dataset's {len(mapping)} classes")
+            label = mapping[label]
+        elif not 0 <= label < num_labels:
+            raise ValueError(f"{where}: label {label} is not a class of the model (0 to {num_labels - 1}: "
+                             f"{labels_read})")  # fmt: skip
+        image = example["image"]
+        name = getattr(image, "filename", None) or f"image {count}"
+        pending.append((str(name), where, transform(image.convert("RGB")), label))
+        if len(pending) == batch_size:
+            run(pending)
+            bar.update(len(pending))
+            pending = []
+    if pending:
+        run(pending)
+        bar.update(len(pending))
+    bar.close()
+    if not per_image:
+        raise ValueError(f"{dataset} has no images in split '{split}'")
+    keys = [metric_key(k) for k in top_k]
+    results = {
+        "protocol": protocol.name, "model": str(model_source), "dataset": str(dataset), "split": split,
+        "settings": {"top_k": list(top_k), "preprocessing": preprocessing, "labels": labels_read, "read_as": read_as},
+        "num_images": len(per_image),
+        "metrics": {key: float(np.mean([row[key] for row in per_image])) for key in keys},
+        "per_image": per_image,
+    }  # fmt: skip
+    if output_dir is not None:
+        write_results(Path(output_dir), results, [], processor)
+    return results
+
+
 def write_results(folder: Path, results: dict, pictures, processor) -> None:
     from ..atomic_files import write_atomically
     from ..training.visualize import save_slot_pictures, to_uint8_frames
@@ -262,16 +368,23 @@ def write_results(folder: Path, results: dict, pictures, processor) -> None:
 
 
 def metric_names() -> dict:
+    from .image_classification import METRIC_NAMES as CLASSIFICATION
     from .object_discovery import METRIC_NAMES as DISCOVERY
     from .video_prediction import METRIC_NAMES as PREDICTION
 
-    return {**DISCOVERY, **PREDICTION}
+    return {**DISCOVERY, **PREDICTION, **CLASSIFICATION}
+
+
+def counted(results: dict) -> tuple[str, int]:
+    """("num_videos" or "num_images", the count) of a protocol's results."""
+    key = "num_images" if "num_images" in results else "num_videos"
+    return key, results[key]
 
 
 def results_table(results: dict) -> str:
     names = metric_names()
-
-    lines = [f"{results['protocol']} on {results['dataset']} ({results['split']}, {results['num_videos']} videos)",
+    key, count = counted(results)
+    lines = [f"{results['protocol']} on {results['dataset']} ({results['split']}, {count} {key[4:]})",
              "", "| metric | value |", "|---|---|"]  # fmt: skip
     lines += [f"| {names.get(key, key)} | {value:.4f} |" for key, value in results["metrics"].items()]
     return "\n".join(lines)
@@ -281,16 +394,17 @@ def card_entry(results: dict, dataset_id: str, dataset_config: str | None, datas
     """The entry `--update-card` adds under "evaluations" in the folder's eval_results.json, which
     `hub.model_card.evaluation_results` turns into model-index entries."""
     names = metric_names()
-    prediction = results["protocol"] == "moving-mnist-prediction"
+    task_type, task_name = TASKS[results["protocol"]]
+    key, count = counted(results)
     return {
         "protocol": results["protocol"],
-        "task_type": "other" if prediction else "image-segmentation",
-        "task_name": "Video prediction" if prediction else "Unsupervised video object discovery",
+        "task_type": task_type,
+        "task_name": task_name,
         "dataset_id": dataset_id,
         "dataset_name": dataset_name or dataset_id,
         "dataset_config": dataset_config,
         "dataset_split": results["split"],
-        "num_videos": results["num_videos"],
+        key: count,
         "settings": results["settings"],
         "metrics": {key: value for key, value in results["metrics"].items() if value == value},
         "metric_names": {key: names[key] for key in results["metrics"] if key in names},
@@ -317,11 +431,13 @@ def update_card(folder: Path, entry: dict) -> None:
     card = folder / "README.md"
     provenance = provenance_of(card.read_text(errors="replace")) if card.is_file() else None
     config = transformers.AutoConfig.from_pretrained(folder)
+    auto_class = HEADS.get(config.model_type, (None, "AutoModelForPreTraining"))[1]
     with __import__("torch").device("meta"):
-        model = transformers.AutoModelForPreTraining.from_config(config)
+        model = getattr(transformers, auto_class).from_config(config)
+    processor_files = ("video_preprocessor_config.json", "preprocessor_config.json")
     rendered = render_model_card(model, folder.resolve().name, provenance or "Evaluated with `slotssm-hf evaluate`.",
                                  datasets=[entry["dataset_id"]], eval_results=current,
-                                 has_processor=(folder / "video_preprocessor_config.json").is_file())  # fmt: skip
+                                 has_processor=any((folder / name).is_file() for name in processor_files))  # fmt: skip
     write_atomically(card, lambda name: Path(name).write_text(str(rendered)))
 
 
@@ -329,9 +445,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="slotssm-hf evaluate", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("model", help="a saved folder or Hub model id")
-    parser.add_argument("--dataset", required=True, help="a MOVi TFDS folder, a saved / exported dataset, or a Hub id")
+    parser.add_argument("--dataset", required=True,
+                        help="a MOVi TFDS folder, a Moving-MNIST .npy, an image folder (GrootV), a saved / exported "
+                             "dataset, or a Hub id")  # fmt: skip
     parser.add_argument("--split", default="validation")
-    parser.add_argument("--max-videos", type=int, default=None, help="evaluate the first N videos only")
+    parser.add_argument("--max-videos", "--max-images", dest="max_videos", type=int, default=None,
+                        help="evaluate the first N videos (images) only")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--num-frames", type=int, default=24, help="temporal_crop_or_pad length (official: 24)")
     parser.add_argument("--slice-size", type=int, default=None,
@@ -354,6 +473,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset-name", default=None, help="a readable dataset name for the card, e.g. MOVi-A")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    from .image_classification import ImageClassificationProtocol
     from .object_discovery import ObjectDiscoveryProtocol
     from .video_prediction import VideoPredictionProtocol
 
@@ -364,8 +484,11 @@ def main(argv=None) -> int:
 
         import slotssm_hf  # noqa: F401
 
-        if transformers.AutoConfig.from_pretrained(args.model).model_type == "convs5":
+        model_type = transformers.AutoConfig.from_pretrained(args.model).model_type
+        if model_type == "convs5":
             protocol = VideoPredictionProtocol(args.context_frames, args.total_frames)
+        elif model_type == "grootv":
+            protocol = ImageClassificationProtocol()
         results = evaluate(args.model, args.dataset, args.split, protocol, args.max_videos, args.batch_size,
                            args.output_dir, args.num_pictures, args.seed, progress=not args.no_progress)  # fmt: skip
         print(results_table(results))

@@ -144,9 +144,8 @@ def video_json(shape, dtype):
 
 
 def sequence_json(feature, length=None):
-    content = {"feature": feature}
-    if length is not None:
-        content["length"] = str(length)
+    # TFDS writes an unknown length as -1 (a missing field reads as the proto default, length 0).
+    content = {"feature": feature, "length": str(-1 if length is None else length)}
     return {"pythonClassName": FEATURES + "sequence_feature.Sequence", "sequence": content}
 
 
