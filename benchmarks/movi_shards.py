@@ -11,33 +11,36 @@ with the smallest sum of absolute signed bytes, zlib level 6), so every filter t
 
 The folder is what tensorflow-datasets itself writes and reads (`tfds.builder_from_directory`): features.json in the
 Feature-proto JSON form (unknown sequence lengths as -1), dataset_info.json with shard lengths and the file name
-template, `*.labels.txt` per class label, and TFRecord shards with masked CRC32Cs.
+template, `*.labels.txt` per class label, and TFRecord shards with masked CRC32Cs. The formats are the tests' TFDS
+writer's (tests/utils/tfds_writer.py: Example protos, framing, the JSON files, the MOVi record); this module adds the
+scenes and the pieces that make writing ~100 MiB fast: CRC32C in C (google_crc32c), varints and PNG filtering in NumPy.
 """
 
-import json
-import struct
-import zlib
+import sys
 from pathlib import Path
 
 import numpy as np
 
-FEATURES = "tensorflow_datasets.core.features."
-SHAPES, COLOURS = ["cube", "cylinder", "sphere"], ["blue", "brown", "cyan", "gray", "green", "purple", "red", "yellow"]
-MATERIALS, SIZES = ["metal", "rubber"], ["small", "large"]
+# The formats are written by the tests' TFDS writer (independent of slotssm_hf), with this module's fast pieces.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "utils"))
+from tfds_writer import (
+    MOVI_LABELS,
+    movi_features_json,
+    movi_record,
+    paeth,
+    png_file,
+    png_raw_rows,
+    write_tfds_folder,
+)
 
-# --- the TFRecord and tf.train.Example wire formats ------------------------------------------------------------------
+# --- the fast pieces: CRC32C in C, varints and libpng's filter choice in NumPy --------------------------------------
 
 
-def masked_crc32c(data: bytes) -> int:
+def crc32c(data: bytes) -> int:
+    """CRC32C in C (google_crc32c): tfds_writer's pure-Python one would take minutes over ~100 MiB of shards."""
     import google_crc32c
 
-    crc = google_crc32c.value(data)
-    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def tfrecord_frame(payload: bytes) -> bytes:
-    length = struct.pack("<Q", len(payload))
-    return length + struct.pack("<I", masked_crc32c(length)) + payload + struct.pack("<I", masked_crc32c(payload))
+    return google_crc32c.value(data)
 
 
 def varints(values) -> bytes:
@@ -55,123 +58,19 @@ def varints(values) -> bytes:
     return out.tobytes()
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    return varints([number << 3 | 2]) + varints([len(payload)]) + payload
-
-
-def feature_bytes(values) -> bytes:
-    return _field(1, b"".join(_field(1, value) for value in values))
-
-
-def feature_floats(values) -> bytes:
-    return _field(2, _field(1, np.asarray(values, "<f4").tobytes()))
-
-
-def feature_int64s(values) -> bytes:
-    return _field(3, _field(1, varints(values)))
-
-
-def example(features: dict[str, bytes]) -> bytes:
-    entries = b"".join(_field(1, _field(1, key.encode()) + _field(2, value)) for key, value in features.items())
-    return _field(1, entries)
-
-
-# --- PNG as libpng writes it by default ------------------------------------------------------------------------------
-
-
 def png_bytes(array: np.ndarray) -> bytes:
     """`array` (H, W, C) uint8 or uint16 as a PNG: per row the filter (of the five) with the smallest sum of absolute
     signed filtered bytes (libpng's default heuristic), zlib level 6."""
     height, width, channels = array.shape
-    bit_depth = 16 if array.dtype == np.uint16 else 8
-    raw = np.ascontiguousarray(array.astype(">u2" if bit_depth == 16 else np.uint8)).view(np.uint8)
-    raw = raw.reshape(height, -1).astype(np.int16)
-    bpp = channels * bit_depth // 8
+    raw, bit_depth, bpp = png_raw_rows(array)
     up = np.vstack([np.zeros_like(raw[:1]), raw[:-1]])
     left = np.hstack([np.zeros_like(raw[:, :bpp]), raw[:, :-bpp]])
     corner = np.hstack([np.zeros_like(up[:, :bpp]), up[:, :-bpp]])
-    estimate = left + up - corner
-    to_left, to_up, to_corner = np.abs(estimate - left), np.abs(estimate - up), np.abs(estimate - corner)
-    paeth = np.where((to_left <= to_up) & (to_left <= to_corner), left, np.where(to_up <= to_corner, up, corner))
-    candidates = np.stack([raw, raw - left, raw - up, raw - (left + up) // 2, raw - paeth]) % 256
+    candidates = np.stack([raw, raw - left, raw - up, raw - (left + up) // 2, raw - paeth(left, up, corner)]) % 256
     signed = np.where(candidates > 127, 256 - candidates, candidates).sum(axis=2)
     kinds = signed.argmin(axis=0)
     rows = candidates[kinds, np.arange(height)].astype(np.uint8)
-    body = np.hstack([kinds.astype(np.uint8)[:, None], rows]).tobytes()
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    colour_type = {1: 0, 3: 2}[channels]
-    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(body, 6))
-            + chunk(b"IEND", b""))  # fmt: skip
-
-
-# --- features.json and dataset_info.json as tensorflow-datasets writes them -----------------------------------------
-
-
-def _tensor(shape, dtype):
-    return {"pythonClassName": FEATURES + "tensor_feature.Tensor",
-            "tensor": {"shape": {"dimensions": [str(d) for d in shape]}, "dtype": dtype, "encoding": "none"}}
-
-
-def _image(shape, dtype, kind="image"):
-    name = "image_feature.Image" if kind == "image" else "video_feature.Video"
-    return {"pythonClassName": FEATURES + name,
-            kind: {"shape": {"dimensions": [str(d) for d in shape]}, "dtype": dtype, "encodingFormat": "png"}}
-
-
-def _sequence(feature, length=-1):
-    return {"pythonClassName": FEATURES + "sequence_feature.Sequence",
-            "sequence": {"feature": feature, "length": str(length)}}
-
-
-def _dict(features):
-    return {"pythonClassName": FEATURES + "features_dict.FeaturesDict", "featuresDict": {"features": features}}
-
-
-def _label(num_classes):
-    return {"pythonClassName": FEATURES + "class_label_feature.ClassLabel",
-            "classLabel": {"numClasses": str(num_classes)}}
-
-
-def features_json(s: int, h: int, w: int) -> dict:
-    """MOVi-A's FeaturesDict (kubric `movi_a.py`)."""
-    f32 = "float32"
-    bbox = {"pythonClassName": FEATURES + "bounding_boxes.BBoxFeature",
-            "boundingBox": {"shape": {"dimensions": ["4"]}, "dtype": f32}}
-    instance = {
-        "shape_label": _label(3), "size_label": _label(2), "color": _tensor([3], f32), "color_label": _label(8),
-        "material_label": _label(2), "mass": _tensor([], f32), "friction": _tensor([], f32),
-        "restitution": _tensor([], f32), "positions": _tensor([s, 3], f32), "quaternions": _tensor([s, 4], f32),
-        "velocities": _tensor([s, 3], f32), "angular_velocities": _tensor([s, 3], f32),
-        "bboxes_3d": _tensor([s, 8, 3], f32), "image_positions": _tensor([s, 2], f32),
-        "bboxes": _sequence(bbox), "bbox_frames": _sequence(_tensor([], "int32")), "visibility": _tensor([s], "uint16"),
-    }
-    collision = {"instances": _tensor([2], "uint16"), "frame": _tensor([], "int32"), "force": _tensor([], f32),
-                 "position": _tensor([3], f32), "image_position": _tensor([2], f32),
-                 "contact_normal": _tensor([3], f32)}
-    return _dict({
-        "metadata": _dict({
-            "video_name": {"pythonClassName": FEATURES + "text_feature.Text", "text": {}},
-            "width": _tensor([], "int32"), "height": _tensor([], "int32"), "num_frames": _tensor([], "int32"),
-            "num_instances": _tensor([], "uint16"), "depth_range": _tensor([2], f32),
-            "forward_flow_range": _tensor([2], f32), "backward_flow_range": _tensor([2], f32),
-        }),
-        "instances": _sequence(_dict(instance)),
-        "camera": _dict({"focal_length": _tensor([], f32), "sensor_width": _tensor([], f32),
-                         "field_of_view": _tensor([], f32), "positions": _tensor([s, 3], f32),
-                         "quaternions": _tensor([s, 4], f32)}),
-        "events": _dict({"collisions": _sequence(_dict(collision))}),
-        "video": _image([s, h, w, 3], "uint8", "video"),
-        "segmentations": _sequence(_image([h, w, 1], "uint8"), s),
-        "forward_flow": _sequence(_tensor([h, w, 2], "uint16"), s),
-        "backward_flow": _sequence(_tensor([h, w, 2], "uint16"), s),
-        "depth": _sequence(_image([h, w, 1], "uint16"), s),
-        "normal": _image([s, h, w, 3], "uint16", "video"),
-        "object_coordinates": _image([s, h, w, 3], "uint16", "video"),
-    })  # fmt: skip
+    return png_file(np.hstack([kinds.astype(np.uint8)[:, None], rows]).tobytes(), width, height, bit_depth, channels)
 
 
 # --- the scenes ------------------------------------------------------------------------------------------------------
@@ -258,60 +157,12 @@ def render_video(rng: np.random.Generator, index: int, s: int, h: int, w: int) -
     }  # fmt: skip
 
 
-def serialise(values: dict) -> bytes:
-    """A video's values as TFDS serialises MOVi's feature dict (flat "a/b" keys, PNG bytes lists, int64 and float
-    lists, the doubly nested `bboxes` / `bbox_frames` as `ragged_flat_values` plus `ragged_row_lengths_0`)."""
-    features = {}
-    for key in ("video", "segmentations", "depth", "normal", "object_coordinates"):
-        features[key] = feature_bytes([png_bytes(frame) for frame in values[key]])
-    for key in ("forward_flow", "backward_flow"):
-        features[key] = feature_int64s(values[key])
-    meta = values["metadata"]
-    features["metadata/video_name"] = feature_bytes([meta["video_name"].encode()])
-    for key in ("width", "height", "num_frames", "num_instances"):
-        features[f"metadata/{key}"] = feature_int64s([meta[key]])
-    for key in ("depth_range", "forward_flow_range", "backward_flow_range"):
-        features[f"metadata/{key}"] = feature_floats(meta[key])
-    for group in ("instances", "camera", "events/collisions"):
-        top, *sub = group.split("/")
-        items = values[top][sub[0]] if sub else values[top]
-        for key, value in items.items():
-            name = f"{group}/{key}"
-            if key in ("bboxes", "bbox_frames"):
-                flat = np.concatenate([np.asarray(v).ravel() for v in value])
-                features[f"{name}/ragged_flat_values"] = (feature_floats if key == "bboxes" else feature_int64s)(flat)
-                features[f"{name}/ragged_row_lengths_0"] = feature_int64s([len(v) for v in value])
-            else:
-                value = np.asarray(value)
-                pack = feature_floats if np.issubdtype(value.dtype, np.floating) else feature_int64s
-                features[name] = pack(value.ravel())
-    return example(features)
-
-
 def write_movi_folder(folder, videos: int = 24, shards: int = 4, frames: int = 24, size: int = 128,
                       split: str = "train", seed: int = 0) -> Path:  # fmt: skip
     """A MOVi-A TFDS folder of `videos` videos of `frames` frames of `size` x `size` in `shards` shards of `split`."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     bounds = np.linspace(0, videos, shards + 1).round().astype(int)
-    lengths, total = [], 0
-    for shard in range(shards):
-        records = [serialise(render_video(rng, index, frames, size, size))
-                   for index in range(bounds[shard], bounds[shard + 1])]  # fmt: skip
-        path = folder / f"movi_a-{split}.tfrecord-{shard:05d}-of-{shards:05d}"
-        path.write_bytes(b"".join(tfrecord_frame(record) for record in records))
-        lengths.append(len(records))
-        total += path.stat().st_size
-    (folder / "features.json").write_text(json.dumps(features_json(frames, size, size), indent=4))
-    info = {
-        "name": "movi_a", "version": "1.0.0", "configName": f"{size}x{size}", "fileFormat": "tfrecord",
-        "moduleName": "movi_a.movi_a", "description": "MOVi-A in its published format (written by bench_tfds.py)",
-        "splits": [{"name": split, "numBytes": str(total), "shardLengths": [str(n) for n in lengths],
-                    "filepathTemplate": "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"}],
-    }  # fmt: skip
-    (folder / "dataset_info.json").write_text(json.dumps(info, indent=4))
-    for feature, names in (("shape_label", SHAPES), ("size_label", SIZES), ("color_label", COLOURS),
-                           ("material_label", MATERIALS)):  # fmt: skip
-        (folder / f"instances-{feature}.labels.txt").write_text("\n".join(names) + "\n")
-    return folder
+    records = [(movi_record(render_video(rng, index, frames, size, size), png_bytes, varints)
+                for index in range(bounds[shard], bounds[shard + 1])) for shard in range(shards)]  # fmt: skip
+    return write_tfds_folder(folder, "movi_a", movi_features_json(frames, size, size), {split: records}, MOVI_LABELS,
+                             config_name=f"{size}x{size}", crc=crc32c)  # fmt: skip

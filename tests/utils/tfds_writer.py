@@ -5,11 +5,16 @@ byte by byte from the protobuf wire format, TFRecord framing with a pure-Python 
 
 `write_movi` writes a miniature MOVi folder (the feature dict of kubric's `challenges/movi/movi_a.py`) and returns
 the examples it wrote, so a test compares what the reader decodes with what went in.
+
+The benchmark's MOVi writer (benchmarks/movi_shards.py) is built on this one: it passes its own fast CRC32C, varints
+and PNG encoder (`crc`, `varints`, `encode_png`) where these slow, obviously right ones would take minutes.
 """
 
 import json
 import struct
 import zlib
+from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,16 +42,17 @@ def crc32c(data: bytes) -> int:
     return crc ^ 0xFFFFFFFF
 
 
-def masked_crc32c(data: bytes) -> int:
-    """TFRecord's masked CRC: rotate right by 15 bits and add a constant."""
-    crc = crc32c(data)
+def masked_crc32c(data: bytes, crc=crc32c) -> int:
+    """TFRecord's masked CRC (of `crc`, a CRC32C function): rotate right by 15 bits and add a constant."""
+    crc = crc(data)
     return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-def tfrecord_frame(payload: bytes) -> bytes:
+def tfrecord_frame(payload: bytes, crc=crc32c) -> bytes:
     """One TFRecord: uint64 length, masked CRC32C of the length, payload, masked CRC32C of the payload."""
     length = struct.pack("<Q", len(payload))
-    return length + struct.pack("<I", masked_crc32c(length)) + payload + struct.pack("<I", masked_crc32c(payload))
+    return (length + struct.pack("<I", masked_crc32c(length, crc)) + payload
+            + struct.pack("<I", masked_crc32c(payload, crc)))  # fmt: skip
 
 
 # --- tf.train.Example in the protobuf wire format ---------------------------------------------------------------------
@@ -65,6 +71,11 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+def varints(values) -> bytes:
+    """The varints of int64 `values`, one after the other."""
+    return b"".join(_varint(int(value)) for value in np.asarray(values).ravel())
+
+
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited field (wire type 2)."""
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
@@ -78,8 +89,8 @@ def feature_floats(values) -> bytes:
     return _field(2, _field(1, np.asarray(values, "<f4").tobytes()))
 
 
-def feature_int64s(values) -> bytes:
-    return _field(3, _field(1, b"".join(_varint(int(value)) for value in np.asarray(values).ravel())))
+def feature_int64s(values, varints=varints) -> bytes:
+    return _field(3, _field(1, varints(values)))
 
 
 def example(features: dict[str, bytes]) -> bytes:
@@ -91,7 +102,8 @@ def example(features: dict[str, bytes]) -> bytes:
 # --- PNG from raw chunks, with chosen row filters --------------------------------------------------------------------
 
 
-def _paeth(left, up, corner):
+def paeth(left, up, corner):
+    """PNG's Paeth predictor, element-wise: whichever of left, up and corner is nearest left + up - corner."""
     estimate = left + up - corner
     to_left, to_up, to_corner = np.abs(estimate - left), np.abs(estimate - up), np.abs(estimate - corner)
     return np.where((to_left <= to_up) & (to_left <= to_corner), left, np.where(to_up <= to_corner, up, corner))
@@ -100,12 +112,8 @@ def _paeth(left, up, corner):
 def png_bytes(array: np.ndarray, filters=(0, 1, 2, 3, 4)) -> bytes:
     """`array` (H, W, C), uint8 or uint16 (big-endian on disk), C = 1, 2, 3 or 4, as a PNG whose row r is filtered
     with `filters[r % len(filters)]`. Filters are applied forwards from the raw bytes: the decoder must invert them."""
+    raw, bit_depth, bpp = png_raw_rows(array)
     height, width, channels = array.shape
-    bit_depth = 16 if array.dtype == np.uint16 else 8
-    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    raw = np.ascontiguousarray(array.astype(">u2" if bit_depth == 16 else np.uint8)).view(np.uint8)
-    raw = raw.reshape(height, -1).astype(np.int32)
-    bpp = channels * bit_depth // 8
     rows = []
     for index in range(height):
         row = raw[index]
@@ -113,14 +121,28 @@ def png_bytes(array: np.ndarray, filters=(0, 1, 2, 3, 4)) -> bytes:
         left = np.concatenate([np.zeros(bpp, np.int32), row[:-bpp]])
         corner = np.concatenate([np.zeros(bpp, np.int32), up[:-bpp]])
         kind = filters[index % len(filters)]
-        predicted = [0, left, up, (left + up) // 2, _paeth(left, up, corner)][kind]
+        predicted = [0, left, up, (left + up) // 2, paeth(left, up, corner)][kind]
         rows.append(bytes([kind]) + ((row - predicted) % 256).astype(np.uint8).tobytes())
+    return png_file(b"".join(rows), width, height, bit_depth, channels)
+
+
+def png_raw_rows(array: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """The rows of bytes PNG filters (16-bit samples big-endian), as an int32 (H, W * bytes per pixel) array, with the
+    bit depth and the bytes per pixel."""
+    bit_depth = 16 if array.dtype == np.uint16 else 8
+    raw = np.ascontiguousarray(array.astype(">u2" if bit_depth == 16 else np.uint8)).view(np.uint8)
+    return raw.reshape(len(array), -1).astype(np.int32), bit_depth, array.shape[2] * bit_depth // 8
+
+
+def png_file(filtered: bytes, width: int, height: int, bit_depth: int, channels: int) -> bytes:
+    """A PNG of `filtered` (the rows, each led by its filter type) compressed at zlib's default level (6)."""
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
     header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(filtered))
             + chunk(b"IEND", b""))  # fmt: skip
 
 
@@ -168,6 +190,8 @@ def bbox_json():
 
 
 SHAPES, COLOURS = ["cube", "cylinder", "sphere"], ["blue", "brown", "cyan", "gray", "green", "purple", "red", "yellow"]
+MOVI_LABELS = {"instances-shape_label": SHAPES, "instances-size_label": ["small", "large"],
+               "instances-color_label": COLOURS, "instances-material_label": ["metal", "rubber"]}  # fmt: skip
 
 
 def movi_features_json(frames: int, height: int, width: int) -> dict:
@@ -250,19 +274,20 @@ def movi_example(rng: np.random.Generator, index: int, frames: int, height: int,
     }  # fmt: skip
 
 
-def movi_record(values: dict) -> bytes:
-    """`values` serialised as TFDS serialises the MOVi feature dict: flat "a/b" keys, images as PNG bytes lists,
-    integers as int64 lists, floats as float lists, the doubly nested `instances/bboxes` and `instances/bbox_frames` as
-    `ragged_flat_values` plus `ragged_row_lengths_0`."""
+def movi_record(values: dict, encode_png=png_bytes, varints=varints) -> bytes:
+    """`values` serialised as TFDS serialises the MOVi feature dict: flat "a/b" keys, images as PNG bytes lists
+    (`encode_png` of each (H, W, C) frame), integers as int64 lists (packed by `varints`), floats as float lists, the
+    doubly nested `instances/bboxes` and `instances/bbox_frames` as `ragged_flat_values` plus `ragged_row_lengths_0`."""
+    int64s = partial(feature_int64s, varints=varints)
     features = {}
     for key in ("video", "segmentations", "depth", "normal", "object_coordinates"):
-        features[key] = feature_bytes([png_bytes(frame) for frame in values[key]])
+        features[key] = feature_bytes([encode_png(frame) for frame in values[key]])
     for key in ("forward_flow", "backward_flow"):
-        features[key] = feature_int64s(values[key])
+        features[key] = int64s(values[key])
     meta = values["metadata"]
     features["metadata/video_name"] = feature_bytes([meta["video_name"].encode()])
     for key in ("width", "height", "num_frames", "num_instances"):
-        features[f"metadata/{key}"] = feature_int64s([meta[key]])
+        features[f"metadata/{key}"] = int64s([meta[key]])
     for key in ("depth_range", "forward_flow_range", "backward_flow_range"):
         features[f"metadata/{key}"] = feature_floats(meta[key])
     for group in ("instances", "camera", "events/collisions"):
@@ -272,34 +297,40 @@ def movi_record(values: dict) -> bytes:
             name = f"{group}/{key}"
             if key in ("bboxes", "bbox_frames"):
                 flat = np.concatenate([np.asarray(v).ravel() for v in value] or [np.zeros(0)])
-                pack = feature_floats if key == "bboxes" else feature_int64s
+                pack = feature_floats if key == "bboxes" else int64s
                 features[f"{name}/ragged_flat_values"] = pack(flat)
-                features[f"{name}/ragged_row_lengths_0"] = feature_int64s([len(v) for v in value])
+                features[f"{name}/ragged_row_lengths_0"] = int64s([len(v) for v in value])
             else:
                 value = np.asarray(value)
-                pack = feature_floats if np.issubdtype(value.dtype, np.floating) else feature_int64s
+                pack = feature_floats if np.issubdtype(value.dtype, np.floating) else int64s
                 features[name] = pack(value.ravel())
     return example(features)
 
 
-def write_tfds_folder(folder: Path, name: str, features_json: dict, split_records: dict[str, list[list[bytes]]],
-                      labels: dict[str, list[str]] | None = None) -> Path:  # fmt: skip
-    """A TFDS-prepared folder: `split_records` {split: [[serialised Example, ...] per shard]} framed into
-    `{name}-{split}.tfrecord-{i:05d}-of-{n:05d}`, `features.json`, `dataset_info.json` (shard lengths as strings) and
-    `<feature>.labels.txt` per ClassLabel in `labels`."""
+def write_tfds_folder(folder: Path, name: str, features_json: dict, split_records: dict[str, list[Iterable[bytes]]],
+                      labels: dict[str, list[str]] | None = None, config_name: str = "16x16",
+                      crc=crc32c) -> Path:  # fmt: skip
+    """A TFDS-prepared folder: `split_records` {split: [serialised Examples per shard]} framed into
+    `{name}-{split}.tfrecord-{i:05d}-of-{n:05d}` (with `crc`; a shard's Examples may come from a generator, drawn as
+    the shard is written), `features.json` (keys sorted), `dataset_info.json` (shard lengths as strings, numBytes the
+    sum of the Examples' sizes, both as TFDS writes them) and `<feature>.labels.txt` per ClassLabel in `labels`."""
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "features.json").write_text(json.dumps(features_json, indent=4, sort_keys=True))
     splits = []
     for split, shards in split_records.items():
+        lengths, num_bytes = [], 0
         for index, records in enumerate(shards):
-            path = folder / f"{name}-{split}.tfrecord-{index:05d}-of-{len(shards):05d}"
-            path.write_bytes(b"".join(tfrecord_frame(record) for record in records))
+            lengths.append(0)
+            with open(folder / f"{name}-{split}.tfrecord-{index:05d}-of-{len(shards):05d}", "wb") as file:
+                for record in records:
+                    file.write(tfrecord_frame(record, crc))
+                    lengths[-1], num_bytes = lengths[-1] + 1, num_bytes + len(record)
         splits.append({
-            "name": split, "numBytes": str(sum(len(r) for shard in shards for r in shard)),
-            "shardLengths": [str(len(records)) for records in shards],
+            "name": split, "numBytes": str(num_bytes), "shardLengths": [str(length) for length in lengths],
             "filepathTemplate": "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
         })  # fmt: skip
-    info = {"name": name, "version": "1.0.0", "configName": "16x16", "fileFormat": "tfrecord",
+    info = {"name": name, "version": "1.0.0", "configName": config_name, "fileFormat": "tfrecord",
             "moduleName": f"{name}.{name}", "splits": splits}  # fmt: skip
     (folder / "dataset_info.json").write_text(json.dumps(info, indent=4))
     for feature, names in (labels or {}).items():
@@ -323,7 +354,5 @@ def write_movi(folder: Path, splits=(("train", (2, 1)), ("validation", (1,))), f
                 records.append(movi_record(values))
                 index += 1
             split_records[split].append(records)
-    labels = {"instances-shape_label": SHAPES, "instances-size_label": ["small", "large"],
-              "instances-color_label": COLOURS, "instances-material_label": ["metal", "rubber"]}  # fmt: skip
-    write_tfds_folder(folder, "movi_a", movi_features_json(frames, height, width), split_records, labels)
+    write_tfds_folder(folder, "movi_a", movi_features_json(frames, height, width), split_records, MOVI_LABELS)
     return written
