@@ -40,10 +40,11 @@ lowest_versions() {
     python - $WATCHED <<'PY'
 import re, sys, tomllib
 dependencies = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
+lowest = []
 for name in sys.argv[1:]:
     (spec,) = [d for d in dependencies if re.match(rf"{name}\b", d)]
-    print(f"{name}=={re.search(r'>=\s*([\w.]+)', spec).group(1)}", end=" ")
-print()
+    lowest.append(name + "==" + re.search(r">=\s*([\w.]+)", spec).group(1))
+print(" ".join(lowest))
 PY
 }
 
