@@ -189,7 +189,7 @@ def evaluate(model_source: str, dataset: str, split: str = "validation", protoco
     if max_videos is not None:
         total = min(total, max_videos) if total else max_videos
     generator = torch.Generator().manual_seed(seed)
-    per_video, pictures, pending = [], [], []
+    per_video, pictures = [], []
     conditional = getattr(model.config, "initializer_type", None) == "conditional"
 
     def run(batch):
@@ -210,23 +210,18 @@ def evaluate(model_source: str, dataset: str, split: str = "validation", protoco
             if len(pictures) < num_pictures:
                 pictures.append((name, inputs["pixel_values_videos"][index], masks[index]))
 
+    def prepared():
+        for count, (where, example) in enumerate(examples):
+            if max_videos is not None and count >= max_videos:
+                return
+            if "segmentations" not in example:
+                raise ValueError(f"{where}: no field 'segmentations' to evaluate object discovery against")
+            inputs = preprocess(processor, example, where, settings)
+            check_frame_size(inputs["pixel_values_videos"], model.config, where, resize_description(processor))
+            yield where, inputs, video_name(example, f"video {count}")
+
     bar = tqdm(total=total, unit="video", desc="evaluating", disable=not progress)
-    for count, (where, example) in enumerate(examples):
-        if max_videos is not None and count >= max_videos:
-            break
-        if "segmentations" not in example:
-            raise ValueError(f"{where}: no field 'segmentations' to evaluate object discovery against")
-        inputs = preprocess(processor, example, where, settings)
-        check_frame_size(inputs["pixel_values_videos"], model.config, where, resize_description(processor))
-        pending.append((where, inputs, video_name(example, f"video {count}")))
-        if len(pending) == batch_size:
-            run(pending)
-            bar.update(len(pending))
-            pending = []
-    if pending:
-        run(pending)
-        bar.update(len(pending))
-    bar.close()
+    run_in_batches(prepared(), batch_size, run, bar)
     if not per_video:
         raise ValueError(f"{dataset} has no videos in split '{split}'")
     results = {
@@ -243,6 +238,22 @@ def evaluate(model_source: str, dataset: str, split: str = "validation", protoco
     if output_dir is not None:
         write_results(Path(output_dir), results, pictures, processor)
     return results
+
+
+def run_in_batches(items, batch_size: int, run, bar):
+    """Call `run` on consecutive lists of `batch_size` items (the last one shorter), advancing the progress `bar`
+    by each batch's size, and close it."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == batch_size:
+            run(batch)
+            bar.update(len(batch))
+            batch = []
+    if batch:
+        run(batch)
+        bar.update(len(batch))
+    bar.close()
 
 
 def evaluate_prediction(model, processor, model_source, dataset, protocol, max_videos, output_dir, progress) -> dict:
@@ -299,7 +310,7 @@ def evaluate_classification(model, processor, model_source, dataset, split, prot
     top_k = tuple(k for k in protocol.top_k if k == 1 or k < num_labels)
     if max_images is not None:
         total = min(total, max_images) if total else max_images
-    per_image, pending = [], []
+    per_image = []
 
     def run(batch):
         pixels = torch.stack([pixel for _, _, pixel, _ in batch])
@@ -310,32 +321,27 @@ def evaluate_classification(model, processor, model_source, dataset, split, prot
             row.update({metric_key(k): float(value) for k, value in zip(top_k, hit)})
             per_image.append(row)
 
+    def prepared():
+        for count, example in enumerate(images):
+            if max_images is not None and count >= max_images:
+                return
+            where = f"{dataset} (split {split}, image {count})"
+            if example.get("image") is None or example.get("label") is None:
+                raise ValueError(f"{where}: no 'image' or no 'label'")
+            label = int(example["label"])
+            if mapping is not None:
+                if label not in mapping:
+                    raise ValueError(f"{where}: label {label} is not one of the dataset's {len(mapping)} classes")
+                label = mapping[label]
+            elif not 0 <= label < num_labels:
+                raise ValueError(f"{where}: label {label} is not a class of the model (0 to {num_labels - 1}: "
+                                 f"{labels_read})")  # fmt: skip
+            image = example["image"]
+            name = getattr(image, "filename", None) or f"image {count}"
+            yield str(name), where, transform(image.convert("RGB")), label
+
     bar = tqdm(total=total, unit="image", desc="evaluating", disable=not progress)
-    for count, example in enumerate(images):
-        if max_images is not None and count >= max_images:
-            break
-        where = f"{dataset} (split {split}, image {count})"
-        if example.get("image") is None or example.get("label") is None:
-            raise ValueError(f"{where}: no 'image' or no 'label'")
-        label = int(example["label"])
-        if mapping is not None:
-            if label not in mapping:
-                raise ValueError(f"{where}: label {label} is not one of the dataset's {len(mapping)} classes")
-            label = mapping[label]
-        elif not 0 <= label < num_labels:
-            raise ValueError(f"{where}: label {label} is not a class of the model (0 to {num_labels - 1}: "
-                             f"{labels_read})")  # fmt: skip
-        image = example["image"]
-        name = getattr(image, "filename", None) or f"image {count}"
-        pending.append((str(name), where, transform(image.convert("RGB")), label))
-        if len(pending) == batch_size:
-            run(pending)
-            bar.update(len(pending))
-            pending = []
-    if pending:
-        run(pending)
-        bar.update(len(pending))
-    bar.close()
+    run_in_batches(prepared(), batch_size, run, bar)
     if not per_image:
         raise ValueError(f"{dataset} has no images in split '{split}'")
     keys = [metric_key(k) for k in top_k]
