@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from flax_format import write_flax_checkpoint
-from savi_checkpoints import CASES, TINY, clu_checkpoint, inputs, official_params
+from savi_checkpoints import CASES, TINY, assert_matches_reference, clu_checkpoint, inputs, official_params
 
 from slotssm_hf import SAViConfig, SAViForVideoReconstruction
 from slotssm_hf.models.configuration_savi import VARIANTS
@@ -34,23 +34,7 @@ def test_converted_checkpoint_matches_float64_reference_on_the_flax_arrays(tmp_p
     video, boxes = inputs(config)
     reference = SAViReference(flat, config)(video.permute(0, 1, 3, 4, 2).double(), boxes.double())
     model = SAViForVideoReconstruction.from_pretrained(folder).eval()
-    # In float64 the model and the reference compute the same function: agreement to rounding.
-    with torch.no_grad():
-        ours = model.double()(video.double(), boxes=boxes.double(), output_attentions=True)
-    iterations = config.slot_attention_iterations
-    pairs = {
-        "states": ours.last_hidden_state, "states_pred": ours.predicted_slots,
-        "outputs": ours.reconstruction.permute(0, 1, 3, 4, 2), "alphas": ours.masks.permute(0, 1, 2, 4, 5, 3),
-        # one map per frame and iteration; the reference returns each frame's last
-        "attention": torch.stack(ours.attentions[(config.first_frame_iterations or iterations) - 1 :: iterations], 1),
-    }  # fmt: skip
-    for name, value in pairs.items():
-        torch.testing.assert_close(value, reference[name], rtol=0, atol=1e-10, msg=name)
-    # In float32 (as used): measured max error 1.1e-5 over these cases; 10x margin.
-    with torch.no_grad():
-        ours = model.float()(video, boxes=boxes)
-    torch.testing.assert_close(ours.reconstruction.permute(0, 1, 3, 4, 2).double(), reference["outputs"], rtol=0,
-                               atol=1e-4)  # fmt: skip
+    assert_matches_reference(model, reference, video, boxes)
 
 
 def test_convert_savi_verify_passes_and_writes_a_loadable_folder_with_processor(tmp_path):

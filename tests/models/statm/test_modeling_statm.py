@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from savi_checkpoints import TINY, inputs
+from savi_checkpoints import TINY, assert_matches_reference, inputs
 from statm_checkpoints import STATM_CASES, statm_params
 
 from slotssm_hf import FAMILIES, STATMCache, STATMConfig, STATMForVideoReconstruction, STATMModel
@@ -69,23 +69,7 @@ def test_model_matches_float64_reference_on_the_flax_arrays(case):
     config, flat, model = converted_model(STATM_CASES[case])
     video, boxes = inputs(config, frames=4)
     reference = STATMReference(flat, config)(video.permute(0, 1, 3, 4, 2).double(), boxes.double())
-    # In float64 the model and the reference compute the same function: agreement to rounding.
-    with torch.no_grad():
-        ours = model.double()(video.double(), boxes=boxes.double(), output_attentions=True)
-    iterations = config.slot_attention_iterations
-    pairs = {
-        "states": ours.last_hidden_state, "states_pred": ours.predicted_slots,
-        "outputs": ours.reconstruction.permute(0, 1, 3, 4, 2), "alphas": ours.masks.permute(0, 1, 2, 4, 5, 3),
-        # one map per frame and iteration; the reference returns each frame's last
-        "attention": torch.stack(ours.attentions[(config.first_frame_iterations or iterations) - 1 :: iterations], 1),
-    }  # fmt: skip
-    for name, value in pairs.items():
-        torch.testing.assert_close(value, reference[name], rtol=0, atol=1e-10, msg=name)
-    # In float32 (as used): measured max error 5.9e-6 over these cases; 1e-4 leaves a 17x margin.
-    with torch.no_grad():
-        ours = model.float()(video, boxes=boxes)
-    torch.testing.assert_close(ours.reconstruction.permute(0, 1, 3, 4, 2).double(), reference["outputs"], rtol=0,
-                               atol=1e-4)  # fmt: skip
+    assert_matches_reference(model, reference, video, boxes)
 
 
 @pytest.mark.parametrize("memory_size", [None, 2])
