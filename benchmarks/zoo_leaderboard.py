@@ -7,7 +7,7 @@ Usage: python benchmarks/zoo_leaderboard.py [--steps 600] [--output-dir zoo-lead
 
 import sys
 
-from slotssm_hf.training.leaderboard import main
+from slotssm_hf.training.leaderboard import command_line
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command_line())

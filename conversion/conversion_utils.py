@@ -5,16 +5,16 @@ configuration and what was guessed without it (`RunConfiguration`), the atomic w
 optional push with `slotssm-hf push`'s checks in one commit), and the command line, so the five
 `slotssm-hf convert-<family>` commands take the same flags and fail the same way."""
 
-import argparse
 import pickle
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from ..atomic_files import staged_folder
+from ..atomic_files import folder_path_problem, staged_folder
+from ..cli import ArgumentParser, UsageError, report_error
 
 
 class ConversionError(ValueError):
@@ -47,6 +47,15 @@ def rename_keys(state_dict: dict, rules: list, prefix: str, name: str) -> dict:
         raise ConversionError(f"{name}: keys the official layout does not have: {sorted(unknown)}")
     return converted
 
+
+
+def float_array(value, key: str) -> np.ndarray:
+    """`value`, the leaf at `key` of an official parameter tree, as the real floating-point array every weight is;
+    anything else (a string, a number, an integer or complex array) is refused naming the key."""
+    if not isinstance(value, np.ndarray) or not np.issubdtype(value.dtype, np.floating):
+        got = f"a {value.dtype} array" if isinstance(value, np.ndarray) else f"{type(value).__name__} {value!r:.80}"
+        raise ConversionError(f"{key}: expected a floating-point array, got {got}")
+    return value
 
 
 def state_dict_problems(state: dict, model_class, config) -> list[str]:
@@ -83,23 +92,20 @@ def check_fits(state: dict, model_class, config):
 
 
 def check_output_path(source: Path, output: Path, overwrite: bool):
-    """Refuse, before anything is read or written, an output that is the source, lies inside it or holds it (a
-    replaced output would take the official checkpoint with it), that is a file or a symbolic link (dangling or not,
-    it would be replaced by a folder), or that cannot be created because a file stands where a folder on its path
-    must be."""
+    """Refuse, before anything is read or written, an output that is a symbolic link (dangling or not, it would be
+    replaced by a folder), where no folder can be (`folder_path_problem`: a file there or on its path), or that is
+    the source, lies inside it or holds it (a replaced output would take the official checkpoint with it)."""
     if output.is_symlink():
         raise ConversionError(f"{output} is a symbolic link; write the converted checkpoint to a plain folder path")
-    blocking = next((parent for parent in output.parents if parent.exists() and not parent.is_dir()), None)
-    if blocking is not None:
-        raise ConversionError(f"{output} cannot be created: {blocking} is a file, not a folder")
+    problem = folder_path_problem(output, "checkpoint folder")
+    if problem is not None:
+        raise ConversionError(problem)
     source_path, output_path = source.resolve(), output.resolve()
     if output_path == source_path or source_path in output_path.parents or output_path in source_path.parents:
         raise ConversionError(
             f"the output {output} and the source {source} overlap (the same folder, or one inside the other); "
             "write the converted checkpoint to a folder outside the official one"
         )
-    if output.exists() and not output.is_dir():
-        raise ConversionError(f"{output} is a file, not a checkpoint folder; it is never replaced: choose another one")
     if output.exists() and not overwrite:
         raise ConversionError(f"{output} already exists; pass --overwrite to replace it")
 
@@ -407,37 +413,13 @@ def provenance_text(converted: str, command: str, weights_license: str, configur
 # --- the command line ------------------------------------------------------------------------------------------------
 
 
-def parse_override(text: str) -> tuple[str, object]:
-    """NAME=VALUE from the command line, the value read as JSON where it parses (else kept as a string)."""
-    import json
-
-    name, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    try:
-        return name, json.loads(value)
-    except ValueError:
-        return name, value
-
-
 def error_message(error: BaseException) -> str:
     """One line for any failure: a ConversionError's own message; for anything else, what kind of failure it was."""
-    if isinstance(error, (ConversionError, _UsageError)):
+    if isinstance(error, (ConversionError, UsageError)):
         return str(error)
     if isinstance(error, OSError) and error.filename is not None:
         return f"cannot read or write {error.filename}: {error.strerror or error}"
     return f"the conversion failed ({type(error).__name__}: {error})"
-
-
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    """Reports a command line it cannot parse as one `error:` line (then exit status 2), like every other failure."""
-
-    def error(self, message):
-        raise _UsageError(f"{message} (see slotssm-hf {self.prog.split()[-1]} --help)")
 
 
 def run_converter(argv, convert, command: str, description: str, source_help: str, reference: str,
@@ -448,7 +430,7 @@ def run_converter(argv, convert, command: str, description: str, source_help: st
     (of a Hub source), `--push-to-hub REPO_ID` with `--private`, `--commit-message`, `--create-pr`, and the
     family's own flags (`add_arguments(parser)`), passed by name to `convert`. Every failure is one `error:` line on
     stderr and exit status 2."""
-    parser = _Parser(prog=f"slotssm-hf {command}", description=description)
+    parser = ArgumentParser(prog=f"slotssm-hf {command}", description=description)
     parser.add_argument("source", help=f"{source_help}; or a Hub model repo, namespace/name[/path/in/repo]")
     parser.add_argument("output", help="folder to write the slotssm_hf checkpoint to")
     parser.add_argument("--verify", action="store_true", help=f"compare with {reference}; fail above 1e-4")
@@ -474,6 +456,5 @@ def run_converter(argv, convert, command: str, description: str, source_help: st
             parser.error("--private, --commit-message and --create-pr apply to --push-to-hub REPO_ID")
         convert(push_to_hub=None if repo_id is None else Publication(repo_id, **options), **arguments)
     except Exception as error:  # one line, not a traceback, whatever went wrong
-        print("error: " + re.sub(r"\s*\n\s*", " ", error_message(error).strip()), file=sys.stderr)
-        return 2
+        return report_error(error_message(error))
     return 0

@@ -33,6 +33,7 @@ from ..models.configuration_convs5 import ConvS5Config
 from .conversion_utils import (
     ConversionError,
     RunConfiguration,
+    float_array,
     provenance_text,
     run_converter,
     start_conversion,
@@ -123,10 +124,15 @@ LAYOUT_CHANGES = {
 }
 
 
-def _shape(flat: dict, key: str) -> tuple:
+def _shape(flat: dict, key: str, ndim: int) -> tuple:
+    """The shape of `key`, an array of `ndim` non-empty dimensions in every official ConvS5 model."""
     if key not in flat:
         raise ConversionError(f"the checkpoint's params have no {key!r}, which every official ConvS5 model has")
-    return flat[key].shape
+    shape = getattr(flat[key], "shape", None)
+    if shape is None or len(shape) != ndim or 0 in shape:
+        got = f"shape {shape}" if shape is not None else type(flat[key]).__name__
+        raise ConversionError(f"{key}: expected an array of {ndim} non-empty dimensions, got {got}")
+    return shape
 
 
 def _numbered(flat: dict, pattern: str) -> list[int]:
@@ -147,21 +153,21 @@ def shape_fields(flat: dict) -> dict:
             "the checkpoint's params lack encoder ResNet blocks, decoder ResNet blocks or sequence layers: not an "
             "official ConvS5 noVQ model"
         )
-    hidden_size = _shape(flat, "action_conv/Conv_0/kernel")[3]
-    b_columns = _shape(flat, "sequence_model/layers_0/seq/B")[1]
+    hidden_size = _shape(flat, "action_conv/Conv_0/kernel", 4)[3]
+    b_columns = _shape(flat, "sequence_model/layers_0/seq/B", 3)[1]
     return {
-        "num_channels": _shape(flat, "encoder/Conv_0/kernel")[2],
-        "encoder_widths": [_shape(flat, f"encoder/ResNetBlock_{i}/Conv_0/kernel")[3] for i in encoder_blocks],
-        "decoder_widths": [_shape(flat, f"decoder/ResNetBlock_{i}/Conv_0/kernel")[3] for i in decoder_blocks],
-        "decoder_input_width": _shape(flat, "decoder/Conv_0/kernel")[3],
-        "num_actions": _shape(flat, "action_embeds/embedding")[0] - 1,
-        "action_embed_dim": _shape(flat, "action_embeds/embedding")[1],
+        "num_channels": _shape(flat, "encoder/Conv_0/kernel", 4)[2],
+        "encoder_widths": [_shape(flat, f"encoder/ResNetBlock_{i}/Conv_0/kernel", 4)[3] for i in encoder_blocks],
+        "decoder_widths": [_shape(flat, f"decoder/ResNetBlock_{i}/Conv_0/kernel", 4)[3] for i in decoder_blocks],
+        "decoder_input_width": _shape(flat, "decoder/Conv_0/kernel", 4)[3],
+        "num_actions": _shape(flat, "action_embeds/embedding", 2)[0] - 1,
+        "action_embed_dim": _shape(flat, "action_embeds/embedding", 2)[1],
         "hidden_size": hidden_size,
         "num_hidden_layers": len(layers),
-        "ssm_size": 2 * _shape(flat, "sequence_model/layers_0/seq/Lambda_re")[0],
+        "ssm_size": 2 * _shape(flat, "sequence_model/layers_0/seq/Lambda_re", 1)[0],
         "b_kernel_size": math.isqrt(b_columns // hidden_size),
-        "c_kernel_size": _shape(flat, "sequence_model/layers_0/seq/C")[0],
-        "d_kernel_size": _shape(flat, "sequence_model/layers_0/seq/C_D_conv/Conv_0/kernel")[0],
+        "c_kernel_size": _shape(flat, "sequence_model/layers_0/seq/C", 5)[0],
+        "d_kernel_size": _shape(flat, "sequence_model/layers_0/seq/C_D_conv/Conv_0/kernel", 4)[0],
     }
 
 
@@ -339,9 +345,7 @@ def convert_params(params: dict, config: ConvS5Config) -> dict:
             (ambiguous if matches else unknown).append(key)
             continue
         match, target, how = matches[0]
-        if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.floating):
-            raise ConversionError(f"{key}: expected a floating-point array, got {type(array).__name__} {array!r:.80}")
-        values = LAYOUT_CHANGES[how](array, key, config)
+        values = LAYOUT_CHANGES[how](float_array(array, key), key, config)
         targets, values = ((target,), (values,)) if isinstance(target, str) else (target, values)
         for template, value in zip(targets, values):
             converted[template.format(*match.groups())] = torch.from_numpy(np.ascontiguousarray(value))

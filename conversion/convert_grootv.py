@@ -12,6 +12,7 @@ architecture is read off the weights' shapes and the settings they cannot show a
 the card. The result (weights, config, image processor, model card) is written atomically.
 """
 
+import re
 import sys
 from collections import OrderedDict
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..models.configuration_grootv import VARIANTS, GrootVConfig
+from ..models.image_processing_grootv import GrootVImageProcessor
 from .conversion_utils import (
     ConversionError,
     RunConfiguration,
@@ -84,27 +86,32 @@ def official_state_dict(checkpoint: dict, ema: bool, name: str) -> dict:
     return state
 
 
+def _size(state: dict, key: str, dim: int, name: str) -> int:
+    """Dimension `dim` of the 2-D (linear) or 4-D (convolution) weight `key` of an official state dict."""
+    if key not in state:
+        raise ConversionError(f"{name}: the official GrootV layout has {key}, this state dict does not")
+    if state[key].ndim not in (2, 4) or 0 in state[key].shape:
+        raise ConversionError(f"{name}: {key} must be a linear or convolution weight, got shape "
+                              f"{tuple(state[key].shape)}")
+    return state[key].shape[dim]
+
+
 def config_from_state_dict(state: dict, name: str, **overrides) -> GrootVConfig:
     """The GrootVConfig whose model has the shapes of an official state dict: channels from the stem, blocks per
     level from the keys, MLP ratio, classes, and the drop-path rate of the published variant of that size."""
-    try:
-        embed_dim, num_channels = state["patch_embed.conv2.weight"].shape[0], state["patch_embed.conv1.weight"].shape[1]
-        hidden = state["levels.0.blocks.0.mlp.fc1.weight"].shape[0]
-    except KeyError as error:
-        raise ConversionError(
-            f"{name}: the official GrootV layout has {error.args[0]}, this state dict does not"
-        ) from error
+    embed_dim = _size(state, "patch_embed.conv2.weight", 0, name)
+    num_channels = _size(state, "patch_embed.conv1.weight", 1, name)
+    hidden = _size(state, "levels.0.blocks.0.mlp.fc1.weight", 0, name)
     blocks = {}
-    for key in state:
-        parts = key.split(".")
-        if parts[0] == "levels" and parts[2] == "blocks":
-            blocks.setdefault(int(parts[1]), set()).add(int(parts[3]))
+    # Keys of other forms are no blocks: the renaming ledger refuses them by name.
+    for level, block in (m.groups() for key in state if (m := re.match(r"levels\.(\d+)\.blocks\.(\d+)\.", key))):
+        blocks.setdefault(int(level), set()).add(int(block))
     depths = [len(blocks.get(i, ())) for i in range(max(blocks) + 1)] if blocks else []
     fields = {"num_channels": num_channels, "embed_dim": embed_dim, "depths": depths, "mlp_ratio": hidden / embed_dim}
     for variant in VARIANTS.values():
         if variant["embed_dim"] == embed_dim and variant["depths"] == depths:
             fields["drop_path_rate"] = variant["drop_path_rate"]
-    num_labels = state["head.weight"].shape[0] if "head.weight" in state else 0
+    num_labels = _size(state, "head.weight", 0, name) if "head.weight" in state else 0
     labels = imagenet_labels(num_labels)
     fields.update({"id2label": labels} if labels else {"num_labels": num_labels})
     try:
@@ -128,11 +135,10 @@ def image_processor(config: GrootVConfig, run: dict | None = None):
     to DATA.IMG_SIZE and centre crop it (TEST.CROP), or resize to IMG_SIZE square, with DATA.INTERPOLATION and the
     AUG.MEAN / AUG.STD normalisation. Without: bicubic resize of the short side to image_size / 0.875 (256 for
     224), centre crop image_size, ImageNet mean / std."""
-    from transformers import ConvNextImageProcessor, ViTImageProcessor
     from transformers.image_utils import PILImageResampling
 
     if run is None:
-        return ConvNextImageProcessor(
+        return GrootVImageProcessor(
             size={"shortest_edge": config.image_size}, crop_pct=0.875, resample=PILImageResampling.BICUBIC,
             image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD,
         )  # fmt: skip
@@ -142,10 +148,10 @@ def image_processor(config: GrootVConfig, run: dict | None = None):
         # transformers' ConvNeXT processor resizes to size / crop_pct and crops `size` below 384 px; above, it warps.
         if size >= 384:
             raise ConversionError(f"DATA.IMG_SIZE: {size} with TEST.CROP cannot be represented (crops above 383 px)")
-        return ConvNextImageProcessor(size={"shortest_edge": size}, crop_pct=1.0, resample=resample,
-                                      image_mean=list(mean), image_std=list(std))  # fmt: skip
-    return ViTImageProcessor(size={"height": size, "width": size}, resample=resample, image_mean=list(mean),
-                             image_std=list(std))  # fmt: skip
+        return GrootVImageProcessor(size={"shortest_edge": size}, crop_pct=1.0, resample=resample,
+                                    image_mean=list(mean), image_std=list(std))  # fmt: skip
+    return GrootVImageProcessor(size={"height": size, "width": size}, resample=resample, image_mean=list(mean),
+                                image_std=list(std))  # fmt: skip
 
 
 # The official yacs defaults (classification/config.py) of the fields read; a run's YAML is merged over them.

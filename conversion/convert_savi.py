@@ -36,11 +36,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cli import parse_override
 from ..models.configuration_savi import VARIANTS, SAViConfig
 from .conversion_utils import (
     ConversionError,
     RunConfiguration,
-    parse_override,
+    float_array,
     provenance_text,
     run_converter,
     start_conversion,
@@ -490,7 +491,8 @@ def verify_conversion(model, flat_params: dict, num_frames: int = 3, seed: int =
     config = model.config
     generator = torch.Generator().manual_seed(seed)
     video = torch.rand(1, num_frames, config.num_channels, config.image_size, config.image_size, generator=generator)
-    boxes = torch.rand(1, config.num_boxes, 2, 2, generator=generator).sort(dim=2).values.transpose(2, 3).flatten(2)
+    # Corners (y, x) sorted so each box is (ymin, xmin, ymax, xmax).
+    boxes = torch.rand(1, config.num_boxes, 2, 2, generator=generator).sort(dim=2).values.flatten(2)
     reference_class = load(family.reference_path, package=f"{__package__}.references")
     reference = reference_class(flat_params, settings or config)(video.permute(0, 1, 3, 4, 2).double(), boxes.double())
     with torch.no_grad():
@@ -573,7 +575,8 @@ def convert_savi_checkpoint(source, output, variant: str | None = None, override
     if path != Path(source):
         log(f"converting the latest checkpoint in {source}: {path.name}")
     configuration.log_to(log)
-    flat = flatten_tree(parameter_tree(checkpoint, family))
+    # A leaf that is no floating-point array is the checkpoint's fault, whatever the run's configuration says.
+    flat = {key: float_array(value, key) for key, value in flatten_tree(parameter_tree(checkpoint, family)).items()}
     try:
         state = convert_savi_params(flat, model_config, family)
     except ConversionError as error:

@@ -24,10 +24,17 @@ class FlaxCheckpointError(ValueError):
     """A file that is not a readable Flax msgpack checkpoint; the message names the file and what was wrong."""
 
 
+def _is_shape(value) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(n, int) and n >= 0 for n in value)
+
+
 def _array_from_record(data: bytes, path: Path) -> np.ndarray:
     import msgpack
 
-    shape, dtype_name, buffer = msgpack.unpackb(data, raw=True)
+    record = msgpack.unpackb(data, raw=True)
+    shape, dtype_name, buffer = record if isinstance(record, (list, tuple)) and len(record) == 3 else (None,) * 3
+    if not (_is_shape(shape) and isinstance(dtype_name, bytes) and isinstance(buffer, bytes)):
+        raise FlaxCheckpointError(f"{path}: an array record must be (shape, dtype name, bytes), got {record!r:.120}")
     dtype_name = dtype_name.decode()
     if dtype_name == "bfloat16":
         # NumPy has no bfloat16: its 16 bits are the high half of the float32 with the same value.
@@ -48,14 +55,30 @@ def _array_from_record(data: bytes, path: Path) -> np.ndarray:
     return np.frombuffer(buffer, dtype=dtype).reshape(shape).copy()
 
 
-def _unchunk(tree, path: Path):
+def _numbered_values(tree: dict, name: str) -> list | None:
+    """The values of the map `tree[name]` under the keys "0", "1", ..., or None when it is no such map."""
+    entries = tree.get(name)
+    if not isinstance(entries, dict) or set(entries) != {str(i) for i in range(len(entries))}:
+        return None
+    return [entries[str(i)] for i in range(len(entries))]
+
+
+def _unchunk(tree, path: Path, where: str = ""):
     if not isinstance(tree, dict):
         return tree
     if tree.get(CHUNKED_ARRAY_KEY):
-        shape = tuple(tree["shape"][str(i)] for i in range(len(tree["shape"])))
-        chunks = [tree["chunks"][str(i)] for i in range(len(tree["chunks"]))]
-        return np.concatenate(chunks).reshape(shape)
-    return {key: _unchunk(value, path) for key, value in tree.items()}
+        shape, chunks = _numbered_values(tree, "shape"), _numbered_values(tree, "chunks")
+        if not (_is_shape(shape) and chunks and all(isinstance(chunk, np.ndarray) for chunk in chunks)):
+            raise FlaxCheckpointError(
+                f"{path}: the chunked array at {where!r} needs a 'shape' map of sizes and a 'chunks' map of arrays, "
+                f"each keyed '0', '1', ...; it has {sorted(tree)}"
+            )
+        flat = np.concatenate([chunk.reshape(-1) for chunk in chunks])
+        if flat.size != np.prod(shape, dtype=np.int64):
+            raise FlaxCheckpointError(f"{path}: the chunked array at {where!r} of shape {tuple(shape)} holds "
+                                      f"{flat.size} values")  # fmt: skip
+        return flat.reshape(shape)
+    return {key: _unchunk(value, path, f"{where}/{key}" if where else str(key)) for key, value in tree.items()}
 
 
 def read_flax_checkpoint(path) -> dict:

@@ -3,7 +3,9 @@ reconstruction (pre-training) checkpoint: the backbone is loaded, a new classifi
 
     python examples/finetune_classification.py VIDEO_FOLDER OUT [--init-from CHECKPOINT] [--steps 200]
 
-The result loads with `AutoModelForVideoClassification` and `pipeline("video-classification", model=OUT)`.
+The result loads with `AutoModelForVideoClassification` and `pipeline("video-classification", model=OUT)`. Each
+video gives a random clip per epoch, drawn from a seed of (`--seed`, epoch, video), so a run resumed with
+`--resume-from-checkpoint` ends with the weights of the uninterrupted run.
 """
 
 import argparse
@@ -18,6 +20,7 @@ from slotssm_hf import (
     VideoCollator,
     video_folder_dataset,
 )
+from slotssm_hf.training.data import EpochCallback, SeededClips
 
 
 def accuracy(eval_prediction):
@@ -32,6 +35,8 @@ def main():
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume-from-checkpoint", help="a checkpoint folder in OUT, or 'last'")
     args = parser.parse_args()
 
     data = video_folder_dataset(args.videos)
@@ -48,17 +53,22 @@ def main():
     training = TrainingArguments(
         args.out, max_steps=args.steps, per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
         eval_strategy="steps", eval_steps=max(1, args.steps // 4), save_steps=max(1, args.steps // 4),
-        logging_steps=max(1, args.steps // 20), report_to=[],
+        logging_steps=max(1, args.steps // 20), report_to=[], seed=args.seed, data_seed=args.seed,
+        remove_unused_columns=False,  # the collator reads each row's clip_seed
     )  # fmt: skip
+    # Clips from seeds rather than the global generator, which a resumed run would draw from at other times.
+    train_clips, eval_clips = SeededClips(split["train"], args.seed), SeededClips(split["test"], args.seed + 1)
     trainer = Trainer(
         model=model,
         args=training,
-        train_dataset=split["train"],
-        eval_dataset=split["test"],
+        train_dataset=train_clips,
+        eval_dataset=eval_clips,
         data_collator=VideoCollator(processor, sampling="random"),
+        callbacks=[EpochCallback(train_clips)],
         compute_metrics=accuracy,
     )
-    trainer.train()
+    resume = args.resume_from_checkpoint
+    trainer.train(resume_from_checkpoint=True if resume == "last" else resume)
     print(trainer.evaluate())
     trainer.save_model(args.out)
     processor.save_pretrained(args.out)

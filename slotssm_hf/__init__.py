@@ -11,6 +11,7 @@ from .models.configuration_grootv import GrootVConfig
 from .models.configuration_savi import SAViConfig
 from .models.configuration_slotssm import SlotSSMConfig
 from .models.configuration_statm import STATMConfig
+from .models.image_processing_grootv import GrootVImageProcessor
 from .training.data import VideoCollator, video_folder_dataset
 from .models.modeling_convs5 import ConvS5ForVideoPrediction, ConvS5Model, ConvS5PreTrainedModel
 from .models.modeling_grootv import GrootVForImageClassification, GrootVModel, GrootVPreTrainedModel
@@ -64,6 +65,7 @@ __all__ = [
     "GrootVPreTrainedModel",
     "GrootVModel",
     "GrootVForImageClassification",
+    "GrootVImageProcessor",
     "Mamba1Mixer",
     "Mamba2Mixer",
     "MambaState",

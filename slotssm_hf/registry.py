@@ -43,9 +43,10 @@ class Head:
 
 @dataclass(frozen=True)
 class Family:
-    """A model family: its `model_type`, config class, pretrained base class, heads (the backbone first), video
-    processor, and what its model cards say: license (of the code and of converted weights), Hub tags, the template in
-    model_cards/, the function giving the template's architecture fields for a config, and further card metadata.
+    """A model family: its `model_type`, config class, pretrained base class, heads (the backbone first), processor
+    (a video processor, or an image processor for an image family), and what its model cards say: license (of the
+    code and of converted weights), Hub tags, the template in model_cards/, the function giving the template's
+    architecture fields for a config, and further card metadata.
     `describe_path`: "model_card.function" within `slotssm_hf.hub`.
     `train_module`: the module of `slotssm_hf.training` whose `main(argv)` is `slotssm-hf train --model <model_type>`
     (None: no train job)."""
@@ -76,6 +77,16 @@ class Family:
         if variant not in self.variants:
             raise ValueError(f"{self.model_type} has no variant {variant!r}; its variants: {sorted(self.variants)}")
         return self.config_class(**{**self.variants[variant], **overrides})
+
+    @property
+    def processor_auto_class(self) -> str | None:
+        """The transformers Auto class that loads the family's processor, or None where it has none."""
+        if not self.processor_path:
+            return None
+        from transformers import BaseVideoProcessor
+
+        videos = issubclass(load(self.processor_path), BaseVideoProcessor)  # itself a kind of image processor
+        return "AutoVideoProcessor" if videos else "AutoImageProcessor"
 
     def auto_map(self) -> dict[str, str]:
         """What a saved folder's config.json maps each Auto class to, so every class of the family loads from any
@@ -201,7 +212,7 @@ FAMILIES = {
                     "outputs.logits  # (batch, num_labels)",
                 ),
             ),
-            processor_path=None,  # transformers' ConvNextImageProcessor, named in the saved preprocessor_config.json
+            processor_path="image_processing_grootv.GrootVImageProcessor",
             license="other",
             tags=("grootv", "state-space-model", "timm", "image-classification"),
             card_template="grootv.md",
@@ -292,5 +303,10 @@ def register_family(family: Family):
     load(family.base_path).family_auto_map = family.auto_map()
     if family.processor_path:
         processor_class = load(family.processor_path)
-        transformers.AutoVideoProcessor.register(config_class, video_processor_class=processor_class, exist_ok=True)
+        if family.processor_auto_class == "AutoImageProcessor":
+            transformers.AutoImageProcessor.register(
+                config_class, image_processor_classes={"torchvision": processor_class}, exist_ok=True
+            )
+        else:
+            transformers.AutoVideoProcessor.register(config_class, video_processor_class=processor_class, exist_ok=True)
         processor_class.register_for_auto_class()

@@ -39,6 +39,11 @@ def stream(model, video, processor: SlotSSMVideoProcessor | None = None, chunk_s
     parameter = next(model.parameters())
     cached = hasattr(model.config, "use_cache")
     state = {"use_cache": True} if cached else {}
+    if clash := sorted(first_inputs.keys() & state.keys()):
+        raise TypeError(
+            f"stream() sets {', '.join(clash)} itself, to carry the state from chunk to chunk: leave "
+            f"{', '.join(clash)} out of its arguments"
+        )
     while chunk := list(itertools.islice(frames, chunk_size)):
         pixel_values = processor(chunk, do_sample_frames=False)["pixel_values_videos"]
         output = model(pixel_values.to(parameter.device, parameter.dtype), **first_inputs, **state)

@@ -2,6 +2,7 @@
 
 import math
 import runpy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import saved_folders
 import torch
 from PIL import Image
 from repository import REPO
+from safetensors.torch import load_file
 from slotssm_inputs import tiny_config
 from transformers import AutoImageProcessor, ConvNextImageProcessor
 from videos import synthetic_frames, write_video
@@ -66,16 +68,35 @@ def test_predict_future_frames(tmp_path, checkpoint):
     assert (tmp_path / "future.png").stat().st_size > 0
 
 
+def write_class_folders(folder, num_frames: int):
+    """Two classes of three 40 x 40 videos each, as the example reads them: folder/a/*.mp4 and folder/b/*.mp4."""
+    for name in ["a", "b"]:
+        (folder / name).mkdir(parents=True)
+        for i in range(3):
+            write_video(folder / name / f"{i}.mp4", synthetic_frames(num_frames, 40, 40, seed=i + 10 * (name == "a")))
+    return folder
+
+
 def test_finetune_classification_from_a_reconstruction_checkpoint(tmp_path, checkpoint):
     folder = checkpoint(SlotSSMForVideoReconstruction)
-    for name in ["a", "b"]:
-        (tmp_path / "videos" / name).mkdir(parents=True)
-        for i in range(3):
-            write_video(tmp_path / "videos" / name / f"{i}.mp4", synthetic_frames(5, 40, 40, seed=i + 10 * (name == "a")))
-    printed = run("finetune_classification.py", tmp_path / "videos", tmp_path / "out", "--init-from", folder,
-                  "--steps", "2", "--batch-size", "2")  # fmt: skip
+    printed = run("finetune_classification.py", write_class_folders(tmp_path / "videos", 5), tmp_path / "out",
+                  "--init-from", folder, "--steps", "2", "--batch-size", "2")  # fmt: skip
     assert "eval_accuracy" in printed
     assert (tmp_path / "out" / "model.safetensors").is_file() and (tmp_path / "out" / "video_preprocessor_config.json").is_file()
+
+
+def test_finetune_classification_resumed_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, checkpoint):
+    # 4 training videos in batches of 2: 2 steps an epoch; the run is cut after step 3, in the middle of the second
+    # epoch, whose clips differ from the first's (the processor's 16 frames from a random start in 24).
+    videos = write_class_folders(tmp_path / "videos", 24)
+    flags = ["--init-from", checkpoint(SlotSSMForVideoReconstruction), "--steps", "4", "--batch-size", "2"]
+    run("finetune_classification.py", videos, tmp_path / "whole", *flags)
+    shutil.copytree(tmp_path / "whole" / "checkpoint-3", tmp_path / "resumed" / "checkpoint-3")
+    run("finetune_classification.py", videos, tmp_path / "resumed", *flags, "--resume-from-checkpoint", "last")
+    whole, resumed = (load_file(tmp_path / name / "model.safetensors") for name in ("whole", "resumed"))
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], rtol=0, atol=0, msg=key)
 
 
 # The three examples below run the SAVi, ConvS5 and GrootV families on tiny models built here (the families' tiny

@@ -3,14 +3,16 @@ again from the same seed."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from slotssm_hf.cli import main as cli
-from slotssm_hf.training.leaderboard import COLUMNS, ENTRIES, main
+from slotssm_hf.training.leaderboard import COLUMNS, ENTRIES, main, parse_args, runs
+from slotssm_hf.training.train import parse_args as train_args
 
-QUALITY = ("fg_ari", "miou", "mse")
+QUALITY = ("fg_ari", "miou", "psnr", "object_psnr")
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,7 @@ def test_quick_run_writes_a_complete_table_chart_and_pictures(quick_run):
     assert list(rows) == [entry.name for entry in ENTRIES]
     for row in rows.values():
         assert set(row) == set(COLUMNS)
-        assert -1 <= row["fg_ari"] <= 1 and 0 <= row["miou"] <= 1 and 0 <= row["mse"] <= 1
+        assert -1 <= row["fg_ari"] <= 1 and 0 <= row["miou"] <= 1 and row["psnr"] > 0 and row["object_psnr"] > 0
         assert row["train_frames_per_second"] > 0 and row["stream_ms_per_frame"] > 0
 
     with Image.open(quick_run / "leaderboard.png") as chart:
@@ -55,3 +57,18 @@ def test_the_same_seed_gives_the_same_table(quick_run, tmp_path):
     assert list(second) == names
     for name in names:
         assert {key: second[name][key] for key in QUALITY} == {key: first[name][key] for key in QUALITY}, name
+
+
+def test_official_recipes_scale_the_warm_up_to_the_budget(tmp_path):
+    """Each family's official optimisation (SAVi's and STATM-SAVi's configs: 2e-4, clipping 0.05, 2500 warm-up steps
+    of 100k; SlotSSM's train.py: 3e-4, clipping 1.0) reaches its train job, the warm-up 2.5 % of the budget."""
+    args = parse_args(["--steps", "800", "--recipes", "shared", "official", "--output-dir", str(tmp_path)])
+    rows = {run.name: train_args(run.train_arguments) for run in runs(args)}
+    assert list(rows) == [name for entry in ENTRIES for name in (entry.name, entry.name + ", official recipe")]
+    expected = {"slotssm": (3e-4, 1.0), "savi": (2e-4, 0.05), "statm": (2e-4, 0.05)}
+    for entry in ENTRIES:
+        shared, official = rows[entry.name], rows[entry.name + ", official recipe"]
+        assert (shared.learning_rate, shared.max_grad_norm, shared.warmup_steps) == (1e-3, 1.0, None)
+        assert (official.learning_rate, official.max_grad_norm) == expected[entry.model]
+        assert official.warmup_steps == 20 and official.steps == shared.steps == 800
+        assert Path(official.output_dir).name == entry.folder + "-official"

@@ -92,12 +92,43 @@ def test_batch_metrics_average_videos_and_check_shapes():
         object_discovery_metrics(pred, np.zeros((2, 1, 2, 3)))
 
 
-def test_trainer_hooks_reduce_masks_to_slot_ids():
-    masks = torch.rand(2, 3, 4, 1, 5, 5).softmax(dim=2)
-    ids = ObjectDiscoveryMetrics.preprocess_logits((torch.rand(2, 3, 3, 5, 5), masks, torch.rand(2, 3, 4, 8)), None)
-    assert ids.shape == (2, 3, 5, 5) and torch.equal(ids.long(), slot_ids(masks))
+def test_trainer_hooks_reduce_masks_to_slot_ids_and_keep_the_reconstruction():
+    masks, reconstruction = torch.rand(2, 3, 4, 1, 5, 5).softmax(dim=2), torch.rand(2, 3, 3, 5, 5)
+    ids, kept = ObjectDiscoveryMetrics.preprocess_logits((reconstruction, masks, torch.rand(2, 3, 4, 8)), None)
+    assert ids.shape == (2, 3, 5, 5) and torch.equal(ids.long(), slot_ids(masks)) and torch.equal(kept, reconstruction)
+    # Without frames of the masks' size there is nothing to score the reconstruction on: the ids alone.
+    assert torch.equal(ObjectDiscoveryMetrics.preprocess_logits((masks, torch.rand(2, 3, 3, 4, 4)), None).long(), ids.long())
     with pytest.raises(ValueError, match="outputs no per-slot masks"):
         ObjectDiscoveryMetrics.preprocess_logits((torch.rand(2, 3, 3, 5, 5),), None)
+
+
+def test_trainer_hooks_report_the_psnr_of_frames_and_of_object_pixels():
+    """PSNR in [0, 1] pixels, against float64 loops: the mean over frames of each frame's PSNR, and per video the PSNR
+    of the mean squared error over its object pixels (every channel), averaged over the videos that have objects."""
+    from transformers import EvalPrediction
+
+    rng = np.random.default_rng(0)
+    mean, std = np.array([0.4, 0.5, 0.6]), np.array([0.2, 0.25, 0.3])
+    frames = rng.normal(size=(3, 2, 3, 4, 4))
+    reconstruction = frames + rng.normal(scale=0.3, size=frames.shape)
+    true = rng.integers(0, 3, size=(3, 2, 4, 4))
+    true[2] = 0  # a video without objects
+    masks = torch.rand(3, 2, 4, 1, 4, 4)
+    ids, kept = ObjectDiscoveryMetrics.preprocess_logits((torch.tensor(reconstruction, dtype=torch.float32), masks), None)
+    metrics = ObjectDiscoveryMetrics(torch.tensor(mean)[:, None, None], torch.tensor(std)[:, None, None])(
+        EvalPrediction(predictions=(ids.numpy(), kept.numpy()), label_ids=true, inputs=frames.astype(np.float32))
+    )
+    pixels = frames * std[:, None, None] + mean[:, None, None]
+    drawn = np.clip(reconstruction * std[:, None, None] + mean[:, None, None], 0, 1)
+    frame_psnr = [-10 * np.log10(np.mean((drawn[v, t] - pixels[v, t]) ** 2)) for v in range(3) for t in range(2)]
+    object_psnr = []
+    for v in range(2):
+        errors = [(drawn[v, t, c, y, x] - pixels[v, t, c, y, x]) ** 2
+                  for t in range(2) for c in range(3) for y in range(4) for x in range(4) if true[v, t, y, x] > 0]
+        object_psnr.append(-10 * np.log10(np.mean(errors)))
+    assert metrics["psnr"] == pytest.approx(np.mean(frame_psnr), abs=1e-4)  # float32 frames: about 1e-6 dB apart
+    assert metrics["object_psnr"] == pytest.approx(np.mean(object_psnr), abs=1e-4)
+    assert {"fg_ari", "miou"} <= set(metrics)
 
 
 # Hand-made segmentations of one 4 x 4 video (two frames) with known answers, worked out by pair counting:

@@ -4,6 +4,7 @@ both for folders saved by today's code and for folders saved before the package 
 and its tooling sub-packages (tests/data/legacy_folders, whose outputs that older code computed)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,19 @@ from slotssm_hf.registry import load
 # at these magnitudes (|values| < 10) while any change of the computation shows far above it.
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 FRAMES = np.random.default_rng(0).integers(0, 256, (5, 20, 24, 3), dtype=np.uint8)
+
+
+def has_processor(folder) -> bool:
+    """Whether the folder holds a processor (GrootV's legacy folder was saved before GrootV had one of its own)."""
+    return any((folder / name).is_file() for name in ("video_preprocessor_config.json", "preprocessor_config.json"))
+
+
+def processed(processor, frames):
+    """What a processor of the package makes of `frames`: the clip of a video processor, the first frame for an image
+    processor."""
+    if "pixel_values_videos" in processor.model_input_names:
+        return processor(frames, num_frames=3)["pixel_values_videos"]
+    return processor(frames[0], return_tensors="pt")["pixel_values"]
 
 
 def folders(tmp_path, case):
@@ -50,8 +64,8 @@ def test_saved_folders_load_with_the_package(tmp_path, case):
             outputs = model(**inputs)
         for name, value in expected.items():
             torch.testing.assert_close(outputs[name], value, **TOLERANCE, msg=f"{source}: output {name}")
-        if family.processor_path:
-            processor = transformers.AutoVideoProcessor.from_pretrained(folder)
+        if has_processor(folder):
+            processor = getattr(transformers, family.processor_auto_class).from_pretrained(folder)
             assert type(processor) is load(family.processor_path), source
 
 
@@ -62,10 +76,10 @@ def test_saved_folders_load_with_remote_code_where_the_package_is_absent(tmp_pat
     family = family_of(case)
     paths = {source: str(folder) for source, folder in folders(tmp_path, case).items()}
     torch.save(torch.from_numpy(FRAMES), tmp_path / "frames.pt")
-    if family.processor_path:
-        for source, folder in paths.items():
-            pixels = load(family.processor_path).from_pretrained(folder)(FRAMES, num_frames=3)["pixel_values_videos"]
-            torch.save(pixels, tmp_path / f"{source}-pixels.pt")
+    processors = {source for source, folder in paths.items() if has_processor(Path(folder))}
+    for source in processors:
+        pixels = processed(load(family.processor_path).from_pretrained(paths[source]), FRAMES)
+        torch.save(pixels, tmp_path / f"{source}-pixels.pt")
     stdout = run_without_package(
         tmp_path,
         f"""
@@ -93,18 +107,24 @@ def test_saved_folders_load_with_remote_code_where_the_package_is_absent(tmp_pat
                 if name.startswith("output."):
                     torch.testing.assert_close(outputs[name.removeprefix("output.")], value, rtol={TOLERANCE["rtol"]},
                                                atol={TOLERANCE["atol"]}, msg=f"{{source}}: {{name}}")
-            if (Path(folder) / "video_preprocessor_config.json").is_file():
-                processor = transformers.AutoVideoProcessor.from_pretrained(folder, trust_remote_code=True)
+            if source in {processors!r}:
+                auto_class = {family.processor_auto_class!r}
+                processor = getattr(transformers, auto_class).from_pretrained(folder, trust_remote_code=True)
                 assert "slotssm_hf" not in type(processor).__module__, type(processor).__module__
-                pixels = processor(frames.numpy(), num_frames=3)["pixel_values_videos"]
+                if auto_class == "AutoVideoProcessor":
+                    pixels = processor(frames.numpy(), num_frames=3)["pixel_values_videos"]
+                else:
+                    pixels = processor(frames[0].numpy(), return_tensors="pt")["pixel_values"]
                 torch.testing.assert_close(pixels, torch.load({str(tmp_path)!r} + f"/{{source}}-pixels.pt"), rtol=0, atol=0)
-                print(source, "AutoVideoProcessor", type(processor).__name__)
+                print(source, auto_class, type(processor).__name__)
         """,
     )
     expected = [
         f"{source} {auto_class} {class_path.rsplit('.', 1)[1]}"
         for source in paths
-        for auto_class, class_path in [*family.auto_map().items(), ("AutoVideoProcessor", family.processor_path or "")]
-        if auto_class != "AutoConfig" and class_path
+        for auto_class, class_path in family.auto_map().items()
+        if auto_class != "AutoConfig"
     ]
+    processor_name = family.processor_path.rsplit(".", 1)[1] if processors else None
+    expected += [f"{source} {family.processor_auto_class} {processor_name}" for source in processors]
     assert sorted(stdout.splitlines()) == sorted(expected)

@@ -3,6 +3,7 @@ multi-process launches on the CPU; and the ConvS5 job (`--model convs5`) improvi
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,12 +30,32 @@ def test_default_job_writes_model_processor_card_metrics_and_pictures(tmp_path, 
         assert (final / name).is_file(), name
     results = json.loads((final / "eval_results.json").read_text())
     assert {"untrained_fg_ari", "untrained_miou", "untrained_loss"} <= set(results["untrained"])
-    assert {"eval_fg_ari", "eval_miou", "eval_loss"} <= set(results["trained"])
+    assert {"eval_fg_ari", "eval_miou", "eval_loss", "eval_psnr", "eval_object_psnr"} <= set(results["trained"])
     assert (tmp_path / "slots.png").stat().st_size > 0 and (tmp_path / "slots.gif").stat().st_size > 0
     assert '"fg_ari"' in capsys.readouterr().out
     model = SlotSSMForVideoReconstruction.from_pretrained(final)
     assert model.config.decoder_type == "spatial_broadcast" and model.config.use_inverted_attention
     assert model.config.image_size == 16 * model.config.decoder_initial_size
+
+
+def test_learning_curve_tabulates_and_draws_every_evaluation(tmp_path):
+    from slotssm_hf.training.visualize import learning_curve
+
+    metrics = {"fg_ari": 0.5, "miou": 0.25, "psnr": 20.0, "object_psnr": 12.0}
+    history = [
+        {"untrained_" + key: value / 2 for key, value in metrics.items()} | {"step": 0},
+        {"loss": 1.0, "step": 2},
+        {"eval_" + key: value for key, value in metrics.items()} | {"step": 4},
+        {"eval_loss": 0.5, "step": 4},
+    ]
+    paths = learning_curve(history, str(tmp_path / "curve"))
+    assert paths == [str(tmp_path / "curve.md"), str(tmp_path / "curve.png")]
+    assert (tmp_path / "curve.md").read_text().splitlines()[2:] == [
+        "| 0 | 0.250 | 0.125 | 10.0 | 6.0 |", "| 4 | 0.500 | 0.250 | 20.0 | 12.0 |"
+    ]
+    assert (tmp_path / "curve.png").read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="no evaluation"):
+        learning_curve([{"loss": 1.0, "step": 2}], str(tmp_path / "empty"))
 
 
 def test_builtin_videos_hold_three_or_four_objects():
@@ -134,6 +155,20 @@ def test_a_non_finite_loss_on_one_process_stops_every_process_with_the_same_mess
     )
     assert outcomes[0] == outcomes[1] and outcomes[0].startswith(message), outcomes
     assert not any(p.name.startswith("checkpoint") for p in tmp_path.iterdir())
+
+
+def test_a_non_finite_loss_under_torchrun_is_one_error_line_from_process_0(tmp_path):
+    # A learning rate of 1e30 makes the second step's loss NaN on both processes.
+    command = [*LAUNCHERS["torchrun"][:-1], "29520", "-m", "slotssm_hf.training.train", *TINY_RUN, "--steps", "3",
+               "--learning-rate", "1e30", "--no-pictures", "--output-dir", str(tmp_path)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "the training loss became nan at step 2" in errors[0], result.stderr[-3000:]
+    assert "[rank" not in result.stderr, result.stderr[-3000:]  # no process's traceback
+    # The first process to stop exits with status 2 (torchrun's summary says so; it may end the other one with a
+    # signal), and no model is written.
+    assert re.search(r"exitcode\s*:\s*2\b", result.stderr) and not (tmp_path / "final").exists()
 
 
 def test_clip_seeds_depend_on_seed_epoch_and_row_only():

@@ -6,15 +6,15 @@ The protocol, step by step:
 
 1. Each image is read as RGB (torchvision's `ImageFolder` loader: `Image.convert("RGB")`) and goes through the
    official evaluation transform, whose sizes and interpolation are the saved image processor's (the converted
-   folder's `preprocessor_config.json`, written from the checkpoint's run configuration): for a
-   `ConvNextImageProcessor` `transforms.Resize(int(shortest_edge / crop_pct), interpolation)` of the short side and
-   `transforms.CenterCrop(shortest_edge)` (from 384 px, a square resize, as that processor does), for a processor
-   resizing to a fixed height and width `transforms.Resize((height, width))`; then `ToTensor` and `Normalize(mean,
-   std)`. The transform is torchvision's itself on the PIL image, as the official code runs it, rather than the
-   processor's own call: transformers' image processors place the centre crop at floor((size - crop) / 2) where
-   torchvision rounds half to even (one pixel off the official crop for about a quarter of non-square images), and
-   their default backend resizes tensors rather than PIL images (values up to ~0.03 apart after normalisation). Any
-   other kind of processor is applied as it is.
+   folder's `preprocessor_config.json`, written from the checkpoint's run configuration): for a ConvNeXt processor
+   (`ConvNextImageProcessor`, GrootV's built on it) `transforms.Resize(int(shortest_edge / crop_pct), interpolation)`
+   of the short side and `transforms.CenterCrop(shortest_edge)` (from 384 px, a square resize, as that processor
+   does), for a processor resizing to a fixed height and width `transforms.Resize((height, width))`; then `ToTensor`
+   and `Normalize(mean, std)`. The transform is torchvision's itself on the PIL image, as the official code runs it,
+   rather than the processor's own call: transformers' image processors place the centre crop at
+   floor((size - crop) / 2) where torchvision rounds half to even (one pixel off the official crop for about a
+   quarter of non-square images), and their default backend resizes tensors rather than PIL images (values up to
+   ~0.03 apart after normalisation). Any other kind of processor is applied as it is.
 2. The model's logits; an image counts for top-k when its label is among the k largest (`torch.topk`; top-5 is
    reported when the model has more than 5 classes).
 3. Labels are the dataset's `label` column. With class names (a `ClassLabel`, e.g. an imagefolder's sub-folder
@@ -61,7 +61,9 @@ def official_transform(processor):
     plain = (getattr(processor, "do_rescale", True) and abs(getattr(processor, "rescale_factor", 1 / 255) - 1 / 255)
              < 1e-12 and interpolation is not None and int(interpolation) in INTERPOLATIONS)  # fmt: skip
     resize = None
-    if plain and type(processor).__name__.startswith("ConvNextImageProcessor") and size.get("shortest_edge"):
+    # ConvNeXt's processor of either backend (ConvNextImageProcessor, ...Pil), or one built on it (GrootV's).
+    convnext = any(cls.__name__.startswith("ConvNextImageProcessor") for cls in type(processor).__mro__)
+    if plain and convnext and size.get("shortest_edge"):
         edge = size["shortest_edge"]
         if edge < 384:
             resize = [("Resize", int(edge / processor.crop_pct)), ("CenterCrop", edge)]

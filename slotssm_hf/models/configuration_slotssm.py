@@ -15,11 +15,13 @@ VARIANTS = {
         encoder_type="cnn", cnn_downsampling_ratio=2, encoder_hidden_size=32, encoder_num_layers=1,
         cnn_blocks_per_stage=1, cnn_position_embedding=True, num_slots=5, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
         mamba_d_state=32, mamba_headdim=32, decoder_type="spatial_broadcast", decoder_hidden_size=32,
+        decoder_slot_color=True,
     ),
     "small": dict(
         encoder_type="cnn", cnn_downsampling_ratio=2, encoder_hidden_size=64, encoder_num_layers=2,
         cnn_blocks_per_stage=1, cnn_position_embedding=True, num_slots=6, hidden_size=128, num_hidden_layers=3, num_attention_heads=4,
         mamba_d_state=64, mamba_headdim=32, decoder_type="spatial_broadcast", decoder_hidden_size=64,
+        decoder_slot_color=True,
     ),
     "vit-tiny": dict(
         image_size=32, encoder_hidden_size=32, encoder_num_layers=1, encoder_num_attention_heads=2, hidden_size=64,
@@ -99,6 +101,8 @@ class SlotSSMConfig(PreTrainedConfig):
     decoder_hidden_act (`str`, defaults to `"relu"`): activation of the ViT decoder's MLP and of the feature MLP.
     decoder_initial_size (`int`, defaults to 8): broadcast grid of the spatial-broadcast decoder; `image_size`
         must be 8 or 16 times this.
+    decoder_slot_color (`bool`, defaults to `False`): the spatial-broadcast decoder adds to the colour it draws for each
+        slot a colour taken from the slot by one linear layer (the same over the frame).
     reconstruction_target (`"pixels"` or `"features"`, defaults to `"pixels"`): what the reconstruction head decodes:
         the frames, or (with a timm encoder) the encoder's feature map, against which the loss is the MSE to the
         detached features (the DINOSAUR / VideoSAUR objective). The spatial-broadcast decoder then broadcasts each
@@ -170,6 +174,7 @@ class SlotSSMConfig(PreTrainedConfig):
     decoder_intermediate_size: int | None = None
     decoder_hidden_act: str = "relu"
     decoder_initial_size: int = 8
+    decoder_slot_color: bool = False
     reconstruction_target: Literal["pixels", "features"] = "pixels"
 
     num_frames: int = 16

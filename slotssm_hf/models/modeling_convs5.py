@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import DynamicCache
+from transformers import Cache, DynamicCache
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.cache_utils import LinearAttentionCacheLayerMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 from transformers.utils.deprecation import deprecate_kwarg
@@ -23,7 +24,7 @@ from transformers.utils.generic import can_return_tuple
 from .configuration_convs5 import ConvS5Config
 from .convs5_scan import convs5_scan, convs5_step, discretize_zoh
 from .pretrained import ZooPreTrainedModel, autoregressive_rollout
-from .video_inputs import check_pixel_values_videos
+from .video_inputs import cache_error, check_cache_state, check_pixel_values_videos
 
 # Frames are 2 * uint8 / 255 - 1; a little slack lets resampled or re-encoded frames through.
 PIXEL_RANGE_SLACK = 1e-3
@@ -218,6 +219,24 @@ def hippo_initial_values(config: ConvS5Config) -> dict:
     }  # fmt: skip
 
 
+def check_convs5_cache(cache, config: ConvS5Config, batch_size: int):
+    """Refuse a `cache` that is not the state of this model's layers for `batch_size` videos."""
+    start = "DynamicCache(config=model.config)"
+    layers = config.num_hidden_layers
+    if not isinstance(cache, Cache):
+        raise cache_error(f"got a {type(cache).__name__}", start)
+    kinds = [type(layer).__name__ for layer in cache.layers]
+    if len(kinds) != layers or not all(isinstance(layer, LinearAttentionCacheLayerMixin) for layer in cache.layers):
+        raise cache_error(
+            f"got a {type(cache).__name__} with layers {kinds}, where this model needs {layers} linear-attention "
+            "layers, one per ConvS5 layer",
+            start,
+        )
+    needed = (batch_size, 2, config.state_size, config.latent_size, config.latent_size)
+    for idx in range(layers):
+        check_cache_state(layer_state(cache, idx), needed, f"layer {idx}'s state (real and imaginary parts)", start)
+
+
 def layer_state(cache: DynamicCache, layer_idx: int) -> torch.Tensor | None:
     """The state a cache holds for layer `layer_idx`, or None before the first frame. (transformers' own
     `get_recurrent_state` answers only for layers that also keep a convolution state, which ConvS5 has not.)"""
@@ -329,6 +348,8 @@ class ConvS5Model(ConvS5PreTrainedModel):
             Return the input of the first layer and the output of every layer.
         """
         check_frames(pixel_values_videos, self.config)
+        if cache is not None:
+            check_convs5_cache(cache, self.config, pixel_values_videos.shape[0])
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)

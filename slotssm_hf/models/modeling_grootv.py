@@ -25,6 +25,8 @@ from .tree_scan import grid_tree, tree_scan
 
 
 def check_pixel_values(pixel_values, num_channels: int):
+    """Refuse anything but a floating (batch, num_channels, height, width) tensor of at least one image of at least
+    one pixel, every value finite (the tree scan's minimum spanning tree is undefined on NaN or infinite features)."""
     if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 4 or not pixel_values.is_floating_point():
         if isinstance(pixel_values, torch.Tensor):
             got = f"{tuple(pixel_values.shape)} {pixel_values.dtype}"
@@ -38,6 +40,13 @@ def check_pixel_values(pixel_values, num_channels: int):
             f"pixel_values must have {num_channels} channels (config.num_channels) in dim 1, got shape "
             f"{tuple(pixel_values.shape)}"
         )
+    if 0 in pixel_values.shape:
+        raise ValueError(
+            f"pixel_values must hold at least one image of at least 1 x 1 pixels, got shape {tuple(pixel_values.shape)}"
+        )
+    non_finite = (~pixel_values.isfinite().flatten(1).all(dim=1)).nonzero().flatten().tolist()
+    if non_finite:
+        raise ValueError(f"pixel_values hold NaN or infinite values in images {non_finite} (of {len(pixel_values)})")
 
 
 class GrootVStem(nn.Module):

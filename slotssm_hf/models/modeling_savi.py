@@ -59,6 +59,11 @@ def check_savi_inputs(pixel_values_videos, boxes, initial_slots, config: SAViCon
             )
         return
     if config.initializer_type != "conditional":
+        if boxes is not None:
+            raise ValueError(
+                f"this model starts its slots from its {config.initializer_type} initialiser and takes no boxes "
+                "(only initializer_type='conditional' does); leave boxes out"
+            )
         return
     if boxes is None:
         raise ValueError(
@@ -80,6 +85,13 @@ def check_savi_inputs(pixel_values_videos, boxes, initial_slots, config: SAViCon
     if boxes.numel() and not bool(((boxes >= 0) & (boxes <= 1)).all()):
         raise ValueError(f"boxes must lie in [0, 1] (normalised coordinates), got values in "
                          f"[{boxes.min().item():.3g}, {boxes.max().item():.3g}]")  # fmt: skip
+    inverted = (boxes[..., 2:] < boxes[..., :2]).any(dim=-1).nonzero().tolist()
+    if inverted:
+        video, box = inverted[0]
+        raise ValueError(
+            f"boxes are (ymin, xmin, ymax, xmax) with ymin <= ymax and xmin <= xmax; box {box} of video {video} is "
+            f"{[round(v, 3) for v in boxes[video, box].tolist()]} ({len(inverted)} such boxes in all)"
+        )
 
 
 class SAViFrameEncoder(nn.Module):

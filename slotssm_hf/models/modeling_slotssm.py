@@ -421,11 +421,16 @@ class SlotSSMSpatialBroadcastDecoder(nn.Module):
             self.output_conv = nn.ConvTranspose2d(hidden, out_channels + 1, 5, stride=2, padding=2, output_padding=1)
         else:
             self.output_conv = nn.Conv2d(hidden, out_channels + 1, 5, padding=2)
+        # Each slot's colour in one linear step: the masks can sort pixels by colour from the first steps. Without it
+        # the colour must first be learned through the whole upsampling path, and training drops it from the tokens
+        # and slots before then (the grey reconstructions of short runs).
+        self.slot_color = nn.Linear(dim, out_channels) if config.decoder_slot_color else None
 
     def forward(self, slots):
         frames, num_slots, dim = slots.shape
         size = self.initial_size
-        hidden_states = self.norm(slots).reshape(frames * num_slots, dim, 1, 1).expand(-1, -1, size, size)
+        slots = self.norm(slots)
+        hidden_states = slots.reshape(frames * num_slots, dim, 1, 1).expand(-1, -1, size, size)
         axis = torch.linspace(-1, 1, size, device=slots.device, dtype=slots.dtype)
         grid_y, grid_x = torch.meshgrid(axis, axis, indexing="ij")
         coordinates = torch.cat([grid_x.expand(dim // 2, -1, -1), grid_y.expand(dim // 2, -1, -1)])
@@ -434,7 +439,10 @@ class SlotSSMSpatialBroadcastDecoder(nn.Module):
             hidden_states = block(hidden_states)
         output = self.output_conv(hidden_states).unflatten(0, (frames, num_slots))
         masks = output[:, :, -1:].softmax(dim=1)
-        return (output[:, :, :-1] * masks).sum(dim=1), masks
+        maps = output[:, :, :-1]
+        if self.slot_color is not None:
+            maps = maps + self.slot_color(slots)[..., None, None]
+        return (maps * masks).sum(dim=1), masks
 
 
 class SlotSSMFeatureBroadcastDecoder(nn.Module):
@@ -532,10 +540,6 @@ class SlotSSMReconstructionOutput(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
 
 
-# Parameter names of the SlotSSMModel backbone (under "slotssm." inside the task heads).
-BACKBONE_KEY_PREFIXES = ("encoder.", "initial_slots", "layers.")
-
-
 @dataclass
 class SlotSSMVideoClassifierOutput(ModelOutput):
     """
@@ -618,35 +622,6 @@ class SlotSSMPreTrainedModel(ZooPreTrainedModel):
     _can_record_outputs = {"hidden_states": SlotSSMBlock, "attentions": OutputRecorder(SlotSSMBlock, index=1)}
     # Every loss is a mean over its batch, so the Trainer's own division by the accumulation steps is the right one.
     accepts_loss_kwargs = False
-
-    @classmethod
-    def from_pretrained(cls, *args, output_loading_info: bool = False, **kwargs):
-        """transformers' loading, made strict for the shared backbone: a checkpoint whose SlotSSM backbone keys are
-        missing or unexpected is refused, naming them (a task head may still be new or dropped, and a shape mismatch
-        raises unless `ignore_mismatched_sizes=True`). Opt out with `output_loading_info=True`, which returns the
-        loading report instead for the caller to judge."""
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
-        # transformers' loading makes every floating-point parameter trainable: freeze again what the model keeps fixed
-        # (a frozen timm backbone, the ViT decoder's sin-cos table).
-        for name in model._fixed_parameter_names:
-            model.get_parameter(name).requires_grad_(False)
-        if output_loading_info:
-            return model, info
-        backbone = {
-            kind: sorted(k for k in info[kind] if k.removeprefix("slotssm.").startswith(BACKBONE_KEY_PREFIXES))
-            for kind in ("missing_keys", "unexpected_keys")
-        }
-        if backbone["missing_keys"] or backbone["unexpected_keys"]:
-            raise ValueError(
-                f"the checkpoint does not fit {cls.__name__}: missing backbone keys {backbone['missing_keys']}, "
-                f"unexpected backbone keys {backbone['unexpected_keys']} (pass output_loading_info=True to load "
-                "anyway and receive the report)"
-            )
-        return model
-
-    def post_init(self):
-        super().post_init()
-        self._fixed_parameter_names = [name for name, param in self.named_parameters() if not param.requires_grad]
 
     @torch.no_grad()
     def _init_weights(self, module):

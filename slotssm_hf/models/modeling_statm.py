@@ -20,6 +20,7 @@ from .modeling_savi import (
     predictor_attentions_follow_output_attentions,
 )
 from .object_centric import MLP, MultiHeadAttention, SlotAttention, SlotAttentionMap
+from .video_inputs import cache_error, check_cache_state
 
 
 class STATMSpaceTimeBlock(GradientCheckpointingLayer):
@@ -80,6 +81,21 @@ class STATMCache:
     def get_seq_length(self) -> int:
         """Frames held in the memory buffer."""
         return 0 if self.memory is None else self.memory.shape[1]
+
+
+def check_statm_cache(cache, config: STATMConfig, batch_size: int):
+    """Refuse a `cache` that is not the `STATMCache` of this model for `batch_size` videos."""
+    start = "STATMCache(config.memory_size)"
+    if not isinstance(cache, STATMCache):
+        raise cache_error(f"got a {type(cache).__name__}", start)
+    if cache.memory_size != config.memory_size:
+        raise cache_error(
+            f"the cache keeps {cache.memory_size or 'every'} frames, where config.memory_size is {config.memory_size}",
+            start,
+        )
+    slots = (config.num_slots, config.slot_size)
+    check_cache_state(cache.memory, (batch_size, "frames", *slots), "memory", start)
+    check_cache_state(cache.predicted_slots, (batch_size, *slots), "predicted_slots", start)
 
 
 @dataclass
@@ -185,14 +201,9 @@ class STATMModel(STATMPreTrainedModel, SAViModel):
         """
         if cache is not None and initial_slots is not None:
             raise ValueError("pass either cache (continue with its memory buffer) or initial_slots (empty buffer)")
-        if cache is not None and cache.memory_size != self.config.memory_size:
-            raise ValueError(f"the cache keeps {cache.memory_size or 'every'} frames, the model config's memory_size "
-                             f"{self.config.memory_size}: make it as STATMCache(config.memory_size)")  # fmt: skip
-        if cache is not None and cache.predicted_slots is not None:
+        if cache is not None:
+            check_statm_cache(cache, self.config, pixel_values_videos.shape[0])
             initial_slots = cache.predicted_slots
-            if cache.memory.shape[0] != pixel_values_videos.shape[0]:
-                raise ValueError(f"the cache holds {cache.memory.shape[0]} videos, pixel_values_videos "
-                                 f"{pixel_values_videos.shape[0]}")  # fmt: skip
         check_savi_inputs(pixel_values_videos, boxes, initial_slots, self.config)
         use_cache = (cache is not None or self.config.use_cache) if use_cache is None else use_cache
         memory = STATMCache(self.config.memory_size) if cache is None else cache

@@ -261,9 +261,11 @@ def as_video_tensor(video, name: str, channels_last: bool | None = None, convert
         video = np.stack(frames) if frames else np.zeros((0, 1, 1, 3), np.uint8)
     video = video if isinstance(video, torch.Tensor) else torch.from_numpy(np.asarray(video))
     if video.dim() == 3:  # (T, H, W): grayscale frames
-        video = video[:, None]
+        video, channels_last = video[:, None], False
     elif video.dim() == 4 and channels_last is None:
-        channels_last = video.shape[1] not in CHANNEL_COUNTS and video.shape[-1] in CHANNEL_COUNTS
+        # Where either end could hold the channels, colour wins over grey (a 1-pixel-high RGB frame), else first.
+        first, last = video.shape[1], video.shape[-1]
+        channels_last = last in CHANNEL_COUNTS and (first not in CHANNEL_COUNTS or (first == 1 and last > 1))
     if video.dim() == 4 and channels_last:
         video = video.permute(0, 3, 1, 2)
     if video.dim() != 4 or video.shape[1] not in CHANNEL_COUNTS:
@@ -273,6 +275,8 @@ def as_video_tensor(video, name: str, channels_last: bool | None = None, convert
         )
     if video.shape[0] == 0:
         raise ValueError(f"{name}: the video has no frames")
+    if 0 in video.shape[2:]:
+        raise ValueError(f"{name}: frames of {video.shape[2]} x {video.shape[3]} pixels; expected at least 1 x 1")
     if video.is_floating_point():  # [0, 1]: quantised like decoded pixels, so both resize (and clamp) alike
         video = (video * 255).round_()
         if not torch.isfinite(video).all():

@@ -2,11 +2,13 @@
 trained with the same budget on the same data and seeds, then compared on the same held-out videos.
 
 Each entry is a `slotssm-hf train` run (`--model`, `--model-size`) on the built-in bouncing shapes with the same
-steps, batch, clip length, learning rate and seed. The table reads, for every entry: FG-ARI and mIoU of its slot
-masks against the instance masks of the held-out videos (the train job's evaluation), the reconstruction MSE over
-those videos in [0, 1] pixel units (whatever the family's input normalisation), training frames/s (the Trainer's
-clips/s times the clip length, evaluation excluded) and streaming ms/frame (the first held-out video fed one frame
-at a time through `stream`, which carries the model's recurrent state; the median over its frames).
+steps, batch, clip length and seed, and a recipe (`--recipes`): the shared one (the train job's learning rate,
+clipping and warm-up, the same for all) and/or the family's official one (`OFFICIAL_RECIPES`). The table reads, for
+every row: FG-ARI and mIoU of its slot masks against the instance masks of the held-out videos, the reconstruction's
+PSNR over whole frames and over object pixels alone, in [0, 1] pixel units whatever the family's input normalisation
+(all four the train job's evaluation), training frames/s (the Trainer's clips/s times the clip length, evaluation
+excluded) and streaming ms/frame (the first held-out video fed one frame at a time through `stream`, which carries
+the model's recurrent state; the median over its frames).
 
 Writes to the output folder, besides each entry's train-job folder: `leaderboard.md` (the table and the command
 that made it), `leaderboard.json`, `leaderboard.png` (one bar chart per metric; needs matplotlib) and `slots.png`
@@ -15,7 +17,6 @@ when complete. `--quick` trains for two steps on a few short videos: a check tha
 whole, not a comparison.
 """
 
-import argparse
 import json
 import statistics
 import sys
@@ -24,9 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..atomic_files import write_atomically
+from ..cli import ArgumentParser, output_folder, positive_int, run_command
+from .train import USER_ERRORS
+from .train import main as train
+from .train import parse_args as train_args
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,34 @@ class Entry:
         return f"{self.model}-{self.model_size}"
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """A train job's optimisation: peak learning rate, gradient clipping, and the linear warm-up before the cosine
+    decay as a fraction of the steps (None: the train job's own)."""
+
+    learning_rate: float
+    max_grad_norm: float
+    warmup_fraction: float | None = None
+
+    def train_flags(self, steps: int) -> list[str]:
+        flags = ["--learning-rate", str(self.learning_rate), "--max-grad-norm", str(self.max_grad_norm)]
+        return flags + ([] if self.warmup_fraction is None else ["--warmup-steps", str(round(self.warmup_fraction * steps))])
+
+
+# The same for every family: the train job's defaults.
+SHARED_RECIPE = Recipe(learning_rate=1e-3, max_grad_norm=1.0)
+# Each family's own, from its official training configuration, with the warm-up scaled to the budget: SAVi and
+# STATM-SAVi train with Adam at 2e-4, clipping at 0.05 and 2500 warm-up steps of 100k (2.5 %). SlotSSM's train.py uses
+# Adam at 3e-4, clipping at 1.0 and 1000 warm-up steps of a run it sets in epochs, so of no fixed length: its warm-up
+# takes the same 2.5 % of the budget.
+OFFICIAL_RECIPES = {
+    "slotssm": Recipe(learning_rate=3e-4, max_grad_norm=1.0, warmup_fraction=0.025),
+    "savi": Recipe(learning_rate=2e-4, max_grad_norm=0.05, warmup_fraction=0.025),
+    "statm": Recipe(learning_rate=2e-4, max_grad_norm=0.05, warmup_fraction=0.025),
+}
+RECIPES = ("shared", "official")
+
+
 ENTRIES = (
     Entry("SlotSSM", "slotssm", "tiny"),
     Entry("SAVi, conditional", "savi", "tiny"),
@@ -51,71 +83,81 @@ ENTRIES = (
 COLUMNS = {
     "fg_ari": ("FG-ARI ↑", "{:.3f}"),
     "miou": ("mIoU ↑", "{:.3f}"),
-    "mse": ("MSE ↓", "{:.4f}"),
+    "psnr": ("PSNR ↑", "{:.1f}"),
+    "object_psnr": ("object PSNR ↑", "{:.1f}"),
     "train_frames_per_second": ("train frames/s ↑", "{:.0f}"),
     "stream_ms_per_frame": ("stream ms/frame ↓", "{:.1f}"),
 }
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="slotssm-hf benchmark", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output-dir", default="zoo-leaderboard")
-    parser.add_argument("--steps", type=int, default=600, help="training steps of every entry")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--num-frames", type=int, default=8)
-    parser.add_argument("--train-videos", type=int, default=512)
-    parser.add_argument("--eval-videos", type=int, default=32)
+    parser = ArgumentParser(prog="slotssm-hf benchmark", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output-dir", type=output_folder, default="zoo-leaderboard")
+    parser.add_argument("--steps", type=positive_int, default=600, help="training steps of every entry")
+    parser.add_argument("--image-size", type=positive_int, default=32)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--num-frames", type=positive_int, default=8)
+    parser.add_argument("--train-videos", type=positive_int, default=512)
+    parser.add_argument("--eval-videos", type=positive_int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--entries", nargs="+", default=[entry.folder for entry in ENTRIES],
                         choices=[entry.folder for entry in ENTRIES], metavar="ENTRY",
                         help=f"entries to run, of: {', '.join(entry.folder for entry in ENTRIES)}")  # fmt: skip
+    parser.add_argument("--recipes", nargs="+", default=["shared"], choices=RECIPES,
+                        help="train every entry with the shared recipe (the train job's learning rate, clipping and "
+                        "warm-up), with its family's official one (warm-up scaled to --steps), or both")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="a two-step run on a few short videos (for CI)")
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.batch_size, args.num_frames, args.train_videos, args.eval_videos = 2, 2, 3, 4, 2
+    for run in runs(args):  # every entry's train job refuses what it cannot run now, not after the others
+        train_args(run.train_arguments)
     return args
 
 
-def train_entry(entry: Entry, args, output_dir: Path) -> Path:
-    """Run the entry's train job; returns its final model folder."""
-    from .train import main as train
+@dataclass(frozen=True)
+class Run:
+    """One row of the table: an entry trained with a recipe, in its own folder under the output folder."""
 
-    train([
-        "--model", entry.model, "--model-size", entry.model_size, "--steps", str(args.steps),
-        "--image-size", str(args.image_size), "--batch-size", str(args.batch_size), "--num-frames", str(args.num_frames),
-        "--train-videos", str(args.train_videos), "--eval-videos", str(args.eval_videos), "--seed", str(args.seed),
-        "--save-steps", str(args.steps), "--output-dir", str(output_dir),
-    ])  # fmt: skip
-    return output_dir / "final"
+    name: str
+    folder: Path
+    train_arguments: list[str]
+
+
+def runs(args) -> list[Run]:
+    """The rows `--entries` and `--recipes` ask for, in the table's order: each entry with each recipe."""
+    rows = []
+    for entry in (entry for entry in ENTRIES if entry.folder in args.entries):
+        for recipe_name in (name for name in RECIPES if name in args.recipes):
+            official = recipe_name == "official"
+            recipe = OFFICIAL_RECIPES[entry.model] if official else SHARED_RECIPE
+            folder = Path(args.output_dir) / (entry.folder + ("-official" if official else ""))
+            arguments = [
+                "--model", entry.model, "--model-size", entry.model_size, "--steps", str(args.steps),
+                "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
+                "--num-frames", str(args.num_frames), "--train-videos", str(args.train_videos),
+                "--eval-videos", str(args.eval_videos), "--seed", str(args.seed), "--save-steps", str(args.steps),
+                "--output-dir", str(folder), *recipe.train_flags(args.steps),
+            ]  # fmt: skip
+            rows.append(Run(entry.name + (", official recipe" if official else ""), folder, arguments))
+    return rows
 
 
 def evaluate_entry(model_dir: Path, args) -> dict:
-    """The entry's row: the train job's FG-ARI, mIoU and training speed, and (computed here) the reconstruction MSE
-    in [0, 1] pixel units and streaming ms/frame."""
+    """The entry's row: the train job's FG-ARI, mIoU, reconstruction PSNR (whole frames and object pixels, in [0, 1]
+    pixel units whatever the family's input normalisation) and training speed, and (measured here) streaming
+    ms/frame."""
     from transformers import AutoModelForPreTraining, AutoVideoProcessor
 
-    from .data import builtin_datasets, held_out_collator, model_inputs
+    from .data import builtin_datasets, held_out_collator
 
     results = json.loads((model_dir / "eval_results.json").read_text())
     model = AutoModelForPreTraining.from_pretrained(model_dir).eval()
     processor = AutoVideoProcessor.from_pretrained(model_dir)
     _, eval_rows = builtin_datasets(args)
     collator = held_out_collator(processor, model.config)
-    mean, std = (torch.tensor(values)[:, None, None] for values in (processor.image_mean, processor.image_std))
-    if not processor.do_normalize:
-        mean, std = torch.tensor(0.0), torch.tensor(1.0)
-    squared, count = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(eval_rows), args.batch_size):
-            batch = collator([eval_rows[i] for i in range(start, min(start + args.batch_size, len(eval_rows)))])
-            frames = batch["pixel_values_videos"] * std + mean
-            squared += (model(**model_inputs(model, batch)).reconstruction * std + mean - frames).square().sum().item()
-            count += frames.numel()
     return {
-        "fg_ari": results["trained"]["eval_fg_ari"],
-        "miou": results["trained"]["eval_miou"],
-        "mse": squared / count,
+        **{key: results["trained"][f"eval_{key}"] for key in ("fg_ari", "miou", "psnr", "object_psnr")},
         "train_frames_per_second": results["training"]["train_samples_per_second"] * args.num_frames,
         "stream_ms_per_frame": 1000 * statistics.median(streaming_seconds(model, processor, collator, eval_rows[0])),
     }
@@ -182,10 +224,10 @@ def main(argv=None) -> int:
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     rows, pictures = {}, {}
-    for entry in (entry for entry in ENTRIES if entry.folder in args.entries):
-        model_dir = train_entry(entry, args, output_dir / entry.folder)
-        rows[entry.name] = evaluate_entry(model_dir, args)
-        pictures[entry.name] = output_dir / entry.folder / "slots.png"
+    for run in runs(args):
+        train(run.train_arguments)
+        rows[run.name] = evaluate_entry(run.folder / "final", args)
+        pictures[run.name] = run.folder / "slots.png"
     command = "slotssm-hf benchmark " + " ".join(argv)
     table = markdown_table(rows)
     budget = (f"{args.steps} steps of batch {args.batch_size} x {args.num_frames} frames at {args.image_size} px on "
@@ -202,5 +244,11 @@ def main(argv=None) -> int:
     return 0
 
 
+def command_line(argv=None) -> int:
+    """`slotssm-hf benchmark`: `main`, with the train job's `USER_ERRORS` reported as one `error:` line (exit status
+    2)."""
+    return run_command(main, argv, USER_ERRORS)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command_line())

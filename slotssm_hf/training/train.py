@@ -19,7 +19,7 @@ single process) the same job trains with N processes (DDP; gloo on the CPU); FSD
 Trainer's own options (`--fsdp`, `--deepspeed`).
 """
 
-import argparse
+import difflib
 import importlib
 import json
 import math
@@ -28,10 +28,32 @@ import sys
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 
+from ..cli import (
+    ArgumentParser,
+    UsageError,
+    non_negative_int,
+    output_folder,
+    parse_overrides,
+    positive_float,
+    positive_int,
+    run_command,
+)
 from ..registry import FAMILIES, load
 
 DEFAULT_OUTPUT = "slotssm-train"
+
+
+def variant_config(model: str, size: str, fields: dict, flags: str):
+    """`FAMILIES[model].config(size, **fields)`; refused naming `flags`, from which the train job set `fields`, when
+    they make no valid configuration (a derived field such as `decoder_initial_size` is not one the user set)."""
+    try:
+        return FAMILIES[model].config(size, **fields)
+    except StrictDataclassError as error:
+        settings = ", ".join(f"{name}={value}" for name, value in fields.items())
+        raise UsageError(f"argument {flags}: {model} {size} cannot be built with {settings}, which the train job "
+                         f"sets from them: {error}") from error  # fmt: skip
 
 
 def build_config(args, num_labels: int | None = None):
@@ -44,15 +66,28 @@ def build_config(args, num_labels: int | None = None):
         fields["decoder_initial_size"] = args.image_size // 16
     if num_labels is not None:
         fields["num_labels"] = num_labels
-    config = family.config(args.model_size, **fields)
-    if args.config_overrides:
-        config.update_from_string(args.config_overrides)
-        config.validate()
+    config = variant_config(args.model, args.model_size, fields, "--image-size / --num-frames")
+    known = config.to_dict()
+    for name, value in args.config_overrides or ():
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            raise UsageError(f"argument --config-overrides: key {name} isn't in the original config dict of "
+                             f"{type(config).__name__}" + (f"; did you mean {close[0]}?" if close else ""))  # fmt: skip
+        try:
+            setattr(config, name, value)  # the config's strict fields refuse a value of the wrong type
+        except StrictDataclassError as error:
+            raise UsageError(f"argument --config-overrides: {name}={value!r}: {error}") from error
+    config.validate()
     return config
 
 
 class NonFiniteLossError(FloatingPointError):
     pass
+
+
+# What `slotssm-hf train` reports as one `error:` line (exit status 2) rather than a traceback: what the user gave
+# cannot work (a flag, a configuration field, the data), or training diverged.
+USER_ERRORS = (ValueError, StrictDataclassError, NonFiniteLossError)
 
 
 def make_trainer_class():
@@ -77,6 +112,15 @@ def make_trainer_class():
                 )
             return loss
 
+        def train(self, *args, **kwargs):
+            try:
+                return super().train(*args, **kwargs)
+            except NonFiniteLossError:
+                # The run ends here: its callbacks close what they opened (the progress bar, so that the error is
+                # printed on a line of its own after it; a reporting integration's run).
+                self.control = self.callback_handler.on_train_end(self.args, self.state, self.control)
+                raise
+
     return GuardedTrainer
 
 
@@ -98,7 +142,7 @@ def write_pictures(model, collator, eval_data, output_dir: Path) -> list[str]:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="slotssm-hf train", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="slotssm-hf train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="builtin", help="builtin, a folder of videos, or a save_to_disk folder")
     families = {name: family for name, family in FAMILIES.items() if family.train_module == __name__.rsplit(".")[-1]}
     parser.add_argument("--model", choices=[*FAMILIES], default="slotssm",
@@ -107,21 +151,25 @@ def parse_args(argv=None):
                         + "; ".join(f"{name}: {', '.join(family.train_heads())}" for name, family in families.items()))
     parser.add_argument("--model-size", default="tiny", help="a named variant of the family: "
                         + "; ".join(f"{name}: {', '.join(family.variants)}" for name, family in families.items()))
-    parser.add_argument("--config-overrides", default=None,
+    parser.add_argument("--config-overrides", type=parse_overrides, default=None,
                         help="overrides of the variant's configuration, as transformers' example scripts take them: "
-                        "'num_slots=6,hidden_size=96,use_ffn=true'")
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--num-frames", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--gradient-accumulation-steps", type=int, default=1)
+                        "'num_slots=6,hidden_size=96,use_ffn=true' (values read as JSON)")
+    parser.add_argument("--image-size", type=positive_int, default=32)
+    parser.add_argument("--num-frames", type=positive_int, default=8)
+    parser.add_argument("--steps", type=positive_int, default=1000)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--learning-rate", type=positive_float, default=1e-3)
+    parser.add_argument("--max-grad-norm", type=positive_float, default=1.0, help="gradient clipping")
+    parser.add_argument("--warmup-steps", type=non_negative_int, default=None,
+                        help="linear warm-up before the cosine decay (default: 50, at most a tenth of --steps)")
+    parser.add_argument("--gradient-accumulation-steps", type=positive_int, default=1)
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
-    parser.add_argument("--train-videos", type=int, default=512, help="built-in data: training videos")
-    parser.add_argument("--eval-videos", type=int, default=32, help="built-in data: evaluation videos")
-    parser.add_argument("--eval-steps", type=int, default=0, help="evaluate every N steps (0: at the end only)")
-    parser.add_argument("--save-steps", type=int, default=250)
-    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT)
+    parser.add_argument("--train-videos", type=positive_int, default=512, help="built-in data: training videos")
+    parser.add_argument("--eval-videos", type=positive_int, default=32, help="built-in data: evaluation videos")
+    parser.add_argument("--eval-steps", type=non_negative_int, default=0,
+                        help="evaluate every N steps (0: at the end only)")
+    parser.add_argument("--save-steps", type=positive_int, default=250)
+    parser.add_argument("--output-dir", type=output_folder, default=DEFAULT_OUTPUT)
     parser.add_argument("--resume-from-checkpoint", default=None, help="a checkpoint folder, or 'last'")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init-from", default=None, help="start from this pretrained SlotSSM folder")
@@ -133,12 +181,13 @@ def parse_args(argv=None):
     for flag, value, known in (("--head", args.head, family.train_heads()), ("--model-size", args.model_size, family.variants)):
         if value not in known:
             parser.error(f"{flag} {value!r} is not one of {args.model}'s: {', '.join(known)}")
+    build_config(args)  # refuses flags and overrides that make no valid configuration, before any data is made
     return args
 
 
 def family_train_job(argv) -> tuple[str, list[str]]:
     """The module that trains the family `--model` names (registry.Family.train_module), and the other arguments."""
-    chooser = argparse.ArgumentParser(prog="slotssm-hf train", add_help=False)
+    chooser = ArgumentParser(prog="slotssm-hf train", add_help=False)
     chooser.add_argument("--model", choices=[*FAMILIES], default="slotssm")
     chosen, rest = chooser.parse_known_args(argv)
     module = FAMILIES[chosen.model].train_module
@@ -157,7 +206,7 @@ def main(argv=None) -> int:
     from transformers import TrainingArguments, set_seed
 
     from .data import EpochCallback, SeededClips, VideoCollator, boxes_per_video, held_out_collator, load_datasets
-    from .metrics import ObjectDiscoveryMetrics
+    from .metrics import ObjectDiscoveryMetrics, pixel_range
     from ..hub.model_card import render_model_card
 
     set_seed(args.seed)
@@ -208,8 +257,8 @@ def main(argv=None) -> int:
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         learning_rate=args.learning_rate,
         lr_scheduler_type="cosine",
-        warmup_steps=min(50, args.steps // 10),
-        max_grad_norm=1.0,
+        warmup_steps=min(50, args.steps // 10) if args.warmup_steps is None else args.warmup_steps,
+        max_grad_norm=args.max_grad_norm,
         logging_steps=max(1, min(25, args.steps // 10)),
         eval_strategy="steps" if args.eval_steps else "no",
         eval_steps=args.eval_steps or None,
@@ -224,6 +273,7 @@ def main(argv=None) -> int:
         deepspeed=args.deepspeed,
         seed=args.seed,
         data_seed=args.seed,
+        include_for_metrics=["inputs"] if object_metrics else [],  # the frames, for the reconstruction's PSNR
         remove_unused_columns=False,  # the collator reads only the columns it needs, clip_seed among them
         report_to=[],
         disable_tqdm=False,
@@ -235,7 +285,7 @@ def main(argv=None) -> int:
         eval_dataset=eval_clips,
         data_collator=VideoCollator(processor, sampling="random", extra_columns=("instance_masks",), num_boxes=num_boxes),
         callbacks=[EpochCallback(train_clips)],
-        compute_metrics=ObjectDiscoveryMetrics() if object_metrics else None,
+        compute_metrics=ObjectDiscoveryMetrics(*pixel_range(processor)) if object_metrics else None,
         preprocess_logits_for_metrics=ObjectDiscoveryMetrics.preprocess_logits if object_metrics else None,
     )
     untrained = trainer.evaluate(metric_key_prefix="untrained")
@@ -252,6 +302,10 @@ def main(argv=None) -> int:
         card = render_model_card(trainer.model, final.name, provenance, eval_results=results, has_processor=True)
         card.save(final / "README.md")
         pictures = [] if args.no_pictures else write_pictures(trainer.model, eval_collator, eval_data, output_dir)
+        if args.eval_steps and object_metrics:
+            from .visualize import learning_curve
+
+            pictures += learning_curve(trainer.state.log_history, str(output_dir / "learning_curve"))
         summary = {
             "untrained": {k.removeprefix("untrained_"): v for k, v in untrained.items()},
             "trained": {k.removeprefix("eval_"): v for k, v in trained.items()},
@@ -266,5 +320,18 @@ def main(argv=None) -> int:
     return 0
 
 
+def command_line(argv=None) -> int:
+    """`slotssm-hf train`: `main`, with the failures of `USER_ERRORS` reported as one `error:` line (exit status 2)."""
+    try:
+        return run_command(main, argv, USER_ERRORS)
+    finally:
+        if torch.distributed.is_initialized():  # a failed run's processes: gloo aborts one that exits without this
+            torch.distributed.destroy_process_group()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as a script (`python -m`, torchrun), this file is a second copy of the module: the train jobs raise the
+    # package module's NonFiniteLossError, which that module's command line reports.
+    from slotssm_hf.training import train
+
+    sys.exit(train.command_line())

@@ -9,7 +9,6 @@ Trainer's checkpoints, the final model with its video processor and `eval_result
 `build_run` gives the pieces (config, model, processor, collator, data) for other drivers.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -17,7 +16,9 @@ from typing import NamedTuple
 
 import torch
 
+from ..cli import ArgumentParser, output_folder, positive_float, positive_int, run_command
 from ..registry import FAMILIES
+from .train import USER_ERRORS, variant_config
 
 DEFAULT_OUTPUT = "convs5-train"
 
@@ -32,7 +33,7 @@ class ConvS5Run(NamedTuple):
 
 def build_config(args):
     fields = {"image_size": args.image_size, "num_frames": args.num_frames, "num_context_frames": args.context_frames}
-    return FAMILIES["convs5"].config(args.model_size, **fields)
+    return variant_config("convs5", args.model_size, fields, "--image-size / --num-frames / --context-frames")
 
 
 def build_run(args) -> ConvS5Run:
@@ -93,20 +94,26 @@ def evaluate(model, data, collator, num_context_frames: int, batch_size: int = 8
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="slotssm-hf train --model convs5", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="slotssm-hf train --model convs5", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-size", choices=list(FAMILIES["convs5"].variants), default="tiny")
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--num-frames", type=int, default=20, help="frames per clip (training and evaluation)")
-    parser.add_argument("--context-frames", type=int, default=10, help="frames that condition each eval rollout")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="the official Moving-MNIST-300 rate")
-    parser.add_argument("--train-videos", type=int, default=512)
-    parser.add_argument("--eval-videos", type=int, default=16)
-    parser.add_argument("--save-steps", type=int, default=250)
-    parser.add_argument("--output-dir", default=DEFAULT_OUTPUT)
+    parser.add_argument("--image-size", type=positive_int, default=64)
+    parser.add_argument("--num-frames", type=positive_int, default=20, help="frames per clip (training and evaluation)")
+    parser.add_argument("--context-frames", type=positive_int, default=10,
+                        help="frames that condition each eval rollout (fewer than --num-frames)")
+    parser.add_argument("--steps", type=positive_int, default=300)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--learning-rate", type=positive_float, default=1e-3, help="the official Moving-MNIST-300 rate")
+    parser.add_argument("--train-videos", type=positive_int, default=512)
+    parser.add_argument("--eval-videos", type=positive_int, default=16)
+    parser.add_argument("--save-steps", type=positive_int, default=250)
+    parser.add_argument("--output-dir", type=output_folder, default=DEFAULT_OUTPUT)
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.context_frames >= args.num_frames:
+        parser.error(f"argument --context-frames: expected fewer than --num-frames ({args.num_frames}), got "
+                     f"{args.context_frames}: the evaluation rolls out the frames after the context")  # fmt: skip
+    build_config(args)  # refuses flags that make no valid configuration, before any data is made
+    return args
 
 
 def main(argv=None) -> int:
@@ -157,4 +164,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main, None, USER_ERRORS))

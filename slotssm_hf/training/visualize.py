@@ -3,6 +3,7 @@ GIF, drawn with PIL only."""
 
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -96,4 +97,52 @@ def save_slot_pictures(path_stem: str, frames: np.ndarray, masks, reconstruction
     return paths
 
 
-__all__ = ["save_slot_pictures", "slot_masks", "slot_rows", "grid_image", "to_uint8_frames"]
+# The learning curve's metrics: key in the Trainer's logs, title, format.
+CURVE_METRICS = {
+    "fg_ari": ("FG-ARI", "{:.3f}"),
+    "miou": ("mIoU", "{:.3f}"),
+    "psnr": ("PSNR (dB)", "{:.1f}"),
+    "object_psnr": ("object PSNR (dB)", "{:.1f}"),
+}
+
+
+def learning_curve(log_history: list[dict], path_stem: str) -> list[str]:
+    """The metrics of every evaluation of a run (the Trainer's `state.log_history`; the evaluation before training,
+    logged with the prefix `untrained_`, is step 0) against the training step: `path_stem.md` (a table) and
+    `path_stem.png` (one panel per metric; needs matplotlib), each written under a temporary name and renamed when
+    complete. Returns the paths written."""
+    points = {}
+    for entry in log_history:
+        for prefix in ("untrained_", "eval_"):
+            values = {key: entry[prefix + key] for key in CURVE_METRICS if prefix + key in entry}
+            if values:
+                points[0 if prefix == "untrained_" else entry["step"]] = values
+    steps = sorted(points)
+    keys = [key for key in CURVE_METRICS if all(key in points[step] for step in steps)]
+    if not steps or not keys:
+        raise ValueError("the log history holds no evaluation with FG-ARI, mIoU or PSNR to draw")
+    lines = ["| step | " + " | ".join(CURVE_METRICS[key][0] for key in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines += [f"| {step} | " + " | ".join(CURVE_METRICS[key][1].format(points[step][key]) for key in keys) + " |"
+              for step in steps]  # fmt: skip
+    write_atomically(path_stem + ".md", lambda name: Path(name).write_text("\n".join(lines) + "\n"))
+    try:
+        import matplotlib
+    except ImportError:
+        print("the learning curve's plot needs matplotlib (pip install matplotlib); its table is written")
+        return [path_stem + ".md"]
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3))
+    for axis, key in zip(np.atleast_1d(axes), keys):
+        axis.plot(steps, [points[step][key] for step in steps], marker="o")
+        axis.set_title(CURVE_METRICS[key][0])
+        axis.set_xlabel("training step")
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    write_atomically(path_stem + ".png", lambda name: figure.savefig(name, format="png", dpi=110))
+    plt.close(figure)
+    return [path_stem + ".md", path_stem + ".png"]
+
+
+__all__ = ["learning_curve", "save_slot_pictures", "slot_masks", "slot_rows", "grid_image", "to_uint8_frames"]

@@ -7,9 +7,12 @@ import numpy as np
 import torch
 
 
-def write_official_source(command: str, folder: Path) -> tuple[Path, list[str]]:
-    """(source, extra arguments) of a convertible official checkpoint written under `folder`."""
+def write_official_source(command: str, folder: Path, edit=None) -> tuple[Path, list[str]]:
+    """(source, extra arguments) of a convertible official checkpoint written under `folder`. `edit(weights)`, when
+    given, changes the weights in place before they are written: GrootV's state dict, the other Flax families'
+    `params` tree (SlotSSM's sub-model folders take no edit)."""
     folder.mkdir(parents=True, exist_ok=True)
+    edit = edit or (lambda weights: None)
     if command in ("convert-slotssm", "convert-official"):
         from slotssm_checkpoints import OFFICIAL_VARIANTS, official_configs, write_official_checkpoint
 
@@ -26,20 +29,26 @@ def write_official_source(command: str, folder: Path) -> tuple[Path, list[str]]:
         family = command.removeprefix("convert-")
         config = (SAViConfig if family == "savi" else STATMConfig)(**TINY)
         params = official_params(config) if family == "savi" else statm_params(config)
-        write_flax_checkpoint(clu_checkpoint(params), folder / "ckpt-1.flax")
+        checkpoint = clu_checkpoint(params)
+        edit(params)  # the parameters only: the optimizer's moments keep the arrays they were made from
+        write_flax_checkpoint(checkpoint, folder / "ckpt-1.flax")
         write_config_file(folder / "config.py", official_run_config(config, family))
         return folder / "ckpt-1.flax", ["--config", str(folder / "config.py")]
     if command == "convert-convs5":
         from convs5_checkpoints import official_checkpoint, official_params, official_run_config, write_run_args
 
         (folder / "run" / "checkpoints").mkdir(parents=True)
-        official_checkpoint(folder / "run" / "checkpoints" / "checkpoint_1", official_params(np.random.default_rng(0)))
+        params = official_params(np.random.default_rng(0))
+        edit(params)
+        official_checkpoint(folder / "run" / "checkpoints" / "checkpoint_1", params)
         write_run_args(folder / "run" / "args", official_run_config())
         return folder / "run", []
     if command == "convert-grootv":
         from grootv_checkpoints import official_state_dict
 
-        torch.save({"model": official_state_dict(16, [1, 2, 1, 1], 10)}, folder / "ckpt.pth")
+        state = official_state_dict(16, [1, 2, 1, 1], 10)
+        edit(state)
+        torch.save({"model": state}, folder / "ckpt.pth")
         return folder / "ckpt.pth", []
     raise ValueError(f"no official checkpoint for {command}")
 

@@ -105,8 +105,8 @@ def test_official_checkpoint_converts_key_by_key(official_pth, tmp_path, ema):
     for theirs, ours in pairs.items():
         assert torch.equal(state[ours], official[theirs] + shift), theirs
     assert sorted(os.listdir(output)) == [
-        "README.md", "config.json", "configuration_grootv.py", "model.safetensors", "modeling_grootv.py",
-        "preprocessor_config.json", "pretrained.py", "tree_scan.py",
+        "README.md", "config.json", "configuration_grootv.py", "image_processing_grootv.py", "model.safetensors",
+        "modeling_grootv.py", "preprocessor_config.json", "pretrained.py", "tree_scan.py", "video_decoding.py",
     ]  # fmt: skip
     card = (output / "README.md").read_text()
     assert "pipeline_tag: image-classification" in card and "reimplementation" in card

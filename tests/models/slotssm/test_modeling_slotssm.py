@@ -247,6 +247,24 @@ def test_spatial_broadcast_masks_are_a_distribution_over_slots():
     torch.testing.assert_close(out.masks.sum(dim=2), torch.ones(2, 5, 1, 32, 32))
 
 
+def test_slot_colors_add_each_slots_linear_colour_under_its_mask():
+    """With `decoder_slot_color`, slot k's colour map is the upsampling path's map plus W norm(slot_k) + b: with W = 0
+    the model is the one without it (same other weights), and since the masks sum to 1 over the slots, a bias c adds c
+    to every pixel of the reconstruction."""
+    config = tiny_config(decoder_type="spatial_broadcast", decoder_initial_size=4)
+    plain = SlotSSMForVideoReconstruction(config).eval()
+    config.decoder_slot_color = True
+    colored = SlotSSMForVideoReconstruction(config).eval()
+    missing, unexpected = colored.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["decoder.slot_color.bias", "decoder.slot_color.weight"] and not unexpected
+    frames = video(config)
+    with torch.no_grad():
+        colored.decoder.slot_color.weight.zero_()
+        colored.decoder.slot_color.bias.copy_(torch.tensor([0.5, -1.0, 2.0]))
+        expected = plain(frames).reconstruction + torch.tensor([0.5, -1.0, 2.0])[:, None, None]
+        torch.testing.assert_close(colored(frames).reconstruction, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_activation_checkpointing_gives_the_same_gradients():
     config = tiny_config()
     model = SlotSSMForVideoReconstruction(config).train()
@@ -322,8 +340,8 @@ def test_a_checkpoint_that_does_not_fit_is_refused_by_name(tmp_path):
     weights.pop("slotssm.layers.1.time_mixer.A_log")
     weights["slotssm.layers.1.surprise.weight"] = torch.zeros(2)
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ValueError, match=r"missing backbone keys \['slotssm.layers.1.time_mixer.A_log'\].*"
-                       r"unexpected backbone keys \['slotssm.layers.1.surprise.weight'\]"):  # fmt: skip
+    with pytest.raises(ValueError, match=r"missing keys \['slotssm.layers.1.time_mixer.A_log'\], "
+                       r"unexpected keys \['slotssm.layers.1.surprise.weight'\]"):  # fmt: skip
         SlotSSMForVideoReconstruction.from_pretrained(tmp_path)
     _, info = SlotSSMForVideoReconstruction.from_pretrained(tmp_path, output_loading_info=True)
     assert info["missing_keys"] == {"slotssm.layers.1.time_mixer.A_log"}

@@ -121,7 +121,8 @@ def test_initial_slots_start_an_empty_memory_as_the_official_sliced_evaluation()
     "call, message",
     [
         (lambda m, v, b: m(v, boxes=b, cache=STATMCache(), initial_slots=torch.zeros(2, 4, 16)), "either cache"),
-        (lambda m, v, b: m(v[:1], cache=m(v, boxes=b, use_cache=True).cache), "the cache holds 2 videos"),
+        (lambda m, v, b: m(v[:1], cache=m(v, boxes=b, use_cache=True).cache),
+         r"its memory has shape \(2, 2, 4, 16\); 1 videos need"),
         (lambda m, v, b: m(v), r"needs boxes of shape \(2, 3, 4\)"),
         (lambda m, v, b: m(v, boxes=b, cache=STATMCache(memory_size=3)), "the cache keeps 3 frames"),
     ],
