@@ -248,6 +248,12 @@ class SlotSSMConfig(PreTrainedConfig):
                 f"reconstruction_target='features' decodes the features of a timm encoder: it needs "
                 f"encoder_type='timm', got {self.encoder_type!r}"
             )
+        if self.decoder_slot_color and (self.decoder_type != "spatial_broadcast" or self.reconstruction_target != "pixels"):
+            raise ValueError(
+                "decoder_slot_color adds a colour per slot to the frames the spatial-broadcast decoder draws: it needs "
+                f"decoder_type='spatial_broadcast' and reconstruction_target='pixels', got {self.decoder_type!r} and "
+                f"{self.reconstruction_target!r}"
+            )
         if self.decoder_type == "vit":
             divides("decoder_hidden_size", "decoder_num_attention_heads", "the decoder splits its width into heads")
             if self.decoder_hidden_size % 4:

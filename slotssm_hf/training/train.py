@@ -3,10 +3,11 @@ transformers Trainer.
 
 With no arguments it trains the object-centric variant (CNN encoder, inverted cross-attention, spatial-broadcast
 decoder with per-slot alpha masks) to reconstruct the built-in bouncing-shapes videos on the CPU, evaluates the
-reconstruction MSE and FG-ARI / mIoU of the slot masks against the ground-truth instance masks (before and after
-training), and writes to the output folder: the Trainer's checkpoints, the final model (`model.safetensors`,
-`config.json`, model code), the video processor, a model card, and pictures of frames, reconstructions and
-per-slot masks (`slots.png`, `slots.gif`).
+FG-ARI / mIoU of the slot masks against the ground-truth instance masks and the reconstruction's PSNR over whole
+frames and over object pixels (before and after training), and writes to the output folder: the Trainer's
+checkpoints, the final model (`model.safetensors`, `config.json`, model code), the video processor, a model card,
+pictures of frames, reconstructions and per-slot masks (`slots.png`, `slots.gif`), and with `--eval-steps N` the
+learning curve of those metrics (`learning_curve.md`, `learning_curve.png`).
 
 `--model savi` / `--model statm` train SAVi / STATM-SAVi the same way (their tiny variants: conditional on the
 built-in data's first-frame boxes, or for SAVi `tiny-unconditional`), with their own video processor.

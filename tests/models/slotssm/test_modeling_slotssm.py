@@ -105,6 +105,7 @@ def test_defaults_are_the_official_training_run():
         ({"encoder_type": "cnn", "cnn_downsampling_ratio": 3}, r"image_size \(128\) must be a multiple of cnn_downsampling_ratio"),
         ({"encoder_type": "transformer"}, r"encoder_type"),
         ({"hidden_size": "256"}, r"hidden_size"),
+        ({"decoder_slot_color": True}, r"decoder_slot_color .* needs decoder_type='spatial_broadcast'"),
     ],
 )  # fmt: skip
 def test_invalid_configuration_names_field_and_reason(overrides, message):
