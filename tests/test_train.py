@@ -24,7 +24,7 @@ TINY_RUN = ["--steps", "4", "--train-videos", "8", "--eval-videos", "2", "--batc
 
 
 def test_default_job_writes_model_processor_card_metrics_and_pictures(tmp_path, capsys):
-    assert main([*TINY_RUN, "--output-dir", str(tmp_path)]) == 0
+    assert main([*TINY_RUN, "--eval-steps", "2", "--output-dir", str(tmp_path)]) == 0
     final = tmp_path / "final"
     for name in ["config.json", "model.safetensors", "video_preprocessor_config.json", "README.md", "eval_results.json"]:
         assert (final / name).is_file(), name
@@ -32,6 +32,11 @@ def test_default_job_writes_model_processor_card_metrics_and_pictures(tmp_path, 
     assert {"untrained_fg_ari", "untrained_miou", "untrained_loss"} <= set(results["untrained"])
     assert {"eval_fg_ari", "eval_miou", "eval_loss", "eval_psnr", "eval_object_psnr"} <= set(results["trained"])
     assert (tmp_path / "slots.png").stat().st_size > 0 and (tmp_path / "slots.gif").stat().st_size > 0
+    # The learning curve: the evaluation before training, then every 2 steps; its last row is the final evaluation.
+    curve = (tmp_path / "learning_curve.md").read_text().splitlines()[2:]
+    assert [row.split("|")[1].strip() for row in curve] == ["0", "2", "4"]
+    assert float(curve[0].split("|")[2]) == pytest.approx(results["untrained"]["untrained_fg_ari"], abs=5e-4)
+    assert float(curve[-1].split("|")[3]) == pytest.approx(results["trained"]["eval_miou"], abs=5e-4)
     assert '"fg_ari"' in capsys.readouterr().out
     model = SlotSSMForVideoReconstruction.from_pretrained(final)
     assert model.config.decoder_type == "spatial_broadcast" and model.config.use_inverted_attention

@@ -306,7 +306,9 @@ def main(argv=None) -> int:
         if args.eval_steps and object_metrics:
             from .visualize import learning_curve
 
-            pictures += learning_curve(trainer.state.log_history, str(output_dir / "learning_curve"))
+            # The Trainer's log starts anew with training: the evaluation before it is step 0.
+            history = [{**untrained, "step": 0}, *trainer.state.log_history]
+            pictures += learning_curve(history, str(output_dir / "learning_curve"))
         summary = {
             "untrained": {k.removeprefix("untrained_"): v for k, v in untrained.items()},
             "trained": {k.removeprefix("eval_"): v for k, v in trained.items()},
