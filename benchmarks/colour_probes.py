@@ -90,7 +90,8 @@ def evaluate(model, split, mean, std, batch_size: int) -> dict:
     patches = masks.flatten(0, 1).unfold(1, patch, patch).unfold(2, patch, patch).reshape(len(flat), side * side, -1)
     inside = (patches == patches[..., :1]).all(-1) & (patches[..., 0] > 0)  # the whole patch on one object
     video_of = torch.arange(len(flat))[:, None].expand_as(inside) // frames.shape[1]
-    token_colors = [split["colors"][v][k - 1] for v, k in zip(video_of[inside].tolist(), patches[..., 0][inside].tolist())]
+    objects_inside = zip(video_of[inside].tolist(), patches[..., 0][inside].tolist())
+    token_colors = [split["colors"][video][k - 1] for video, k in objects_inside]
     metrics["token_r2"] = probe_r2(tokens[inside], torch.stack(token_colors))
     return metrics
 
@@ -124,7 +125,8 @@ def main(argv=None):
           f"{job.image_size} px, lr {job.learning_rate}, frames normalised as {args.target_range}, object pixels "
           f"weighted {args.object_weight}, overrides: {args.config_overrides or 'none'}; "
           f"{args.held_out_videos} held-out videos\n")  # fmt: skip
-    print("| step | token colour R² | slot colour R² | object PSNR (dB) | FG-ARI | mIoU | seconds |\n|---|---|---|---|---|---|---|")
+    print("| step | token colour R² | slot colour R² | object PSNR (dB) | FG-ARI | mIoU | seconds |")
+    print("|---|---|---|---|---|---|---|")
     start = time.perf_counter()
     for step in range(args.steps + 1):
         if step % args.eval_every == 0 or step == args.steps:

@@ -248,7 +248,8 @@ class SlotSSMConfig(PreTrainedConfig):
                 f"reconstruction_target='features' decodes the features of a timm encoder: it needs "
                 f"encoder_type='timm', got {self.encoder_type!r}"
             )
-        if self.decoder_slot_color and (self.decoder_type != "spatial_broadcast" or self.reconstruction_target != "pixels"):
+        draws_frames = self.decoder_type == "spatial_broadcast" and self.reconstruction_target == "pixels"
+        if self.decoder_slot_color and not draws_frames:
             raise ValueError(
                 "decoder_slot_color adds a colour per slot to the frames the spatial-broadcast decoder draws: it needs "
                 f"decoder_type='spatial_broadcast' and reconstruction_target='pixels', got {self.decoder_type!r} and "

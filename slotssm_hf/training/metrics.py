@@ -11,7 +11,8 @@ def pixel_range(processor) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, std), each (C, 1, 1), that map a processor's frames back to [0, 1] pixels: frames * std + mean."""
     if not processor.do_normalize:
         return torch.zeros(1, 1, 1), torch.ones(1, 1, 1)
-    return tuple(torch.tensor(values, dtype=torch.float32)[:, None, None] for values in (processor.image_mean, processor.image_std))
+    return tuple(torch.tensor(values, dtype=torch.float32)[:, None, None]
+                 for values in (processor.image_mean, processor.image_std))
 
 
 class ObjectDiscoveryMetrics:
@@ -38,7 +39,7 @@ class ObjectDiscoveryMetrics:
             raise ValueError("the model outputs no per-slot masks (batch, frames, num_slots, 1, H, W) to evaluate")
         ids = slot_ids(masks[0]).to(torch.uint8)
         # The reconstruction: frames (batch, frames, C, H, W) of the masks' size.
-        frames = [t for t in tensors if t.dim() == 5 and t.shape[:2] == ids.shape[:2] and t.shape[-2:] == ids.shape[-2:]]
+        frames = [t for t in tensors if t.dim() == 5 and (t.shape[:2], t.shape[-2:]) == (ids.shape[:2], ids.shape[-2:])]
         return (ids, frames[0].float()) if frames else ids
 
     def __call__(self, eval_prediction) -> dict:
@@ -56,7 +57,8 @@ class ObjectDiscoveryMetrics:
         # without objects are left out.
         object_mse = [error[mask].mean() for error, mask in zip(squared, objects) if mask.any()]
         metrics["psnr"] = psnr(reconstruction, frames).mean().item()
-        metrics["object_psnr"] = float(np.mean([-10 * torch.log10(mse).item() for mse in object_mse])) if object_mse else float("nan")
+        object_psnr = [-10 * torch.log10(mse).item() for mse in object_mse]
+        metrics["object_psnr"] = float(np.mean(object_psnr)) if object_psnr else float("nan")
         return metrics
 
 
