@@ -359,13 +359,11 @@ def evaluate_classification(model, processor, model_source, dataset, split, prot
 
 def write_results(folder: Path, results: dict, pictures, processor) -> None:
     from ..atomic_files import write_atomically
-    from ..training.visualize import save_slot_pictures, to_uint8_frames
+    from ..training.visualize import pixel_range, save_slot_pictures, to_uint8_frames
 
     folder.mkdir(parents=True, exist_ok=True)
     write_atomically(folder / RESULTS_FILE, lambda name: Path(name).write_text(json.dumps(results, indent=2) + "\n"))
-    normalised = getattr(processor, "do_normalize", False)
-    mean = processor.image_mean if normalised else [0.0] * 3
-    std = processor.image_std if normalised else [1.0] * 3
+    mean, std = pixel_range(processor)
     for index, (_, pixels, masks) in enumerate(pictures):
         frames = to_uint8_frames(pixels, mean[: pixels.shape[1]], std[: pixels.shape[1]])
         if frames.shape[-1] == 1:

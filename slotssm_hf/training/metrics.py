@@ -7,14 +7,6 @@ import torch
 from ..evaluation.metrics import object_discovery_metrics, psnr, slot_ids
 
 
-def pixel_range(processor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, std), each (C, 1, 1), that map a processor's frames back to [0, 1] pixels: frames * std + mean."""
-    if not processor.do_normalize:
-        return torch.zeros(1, 1, 1), torch.ones(1, 1, 1)
-    return tuple(torch.tensor(values, dtype=torch.float32)[:, None, None]
-                 for values in (processor.image_mean, processor.image_std))
-
-
 class ObjectDiscoveryMetrics:
     """FG-ARI and mIoU for the Trainer, from a model that outputs per-slot `masks` and ground-truth instance masks
     passed under `label_names=["instance_masks"]` (batch, frames, H, W); with the processor's normalisation and the
@@ -28,8 +20,13 @@ class ObjectDiscoveryMetrics:
     every mask in memory.
     """
 
-    def __init__(self, image_mean: torch.Tensor | None = None, image_std: torch.Tensor | None = None):
-        self.image_mean, self.image_std = image_mean, image_std
+    def __init__(self, image_mean=None, image_std=None):
+        """image_mean, image_std: per channel, the processor's normalisation
+        (`slotssm_hf.training.visualize.pixel_range(processor)`)."""
+        self.image_mean, self.image_std = (
+            None if values is None else torch.as_tensor(values, dtype=torch.float32).reshape(-1, 1, 1)
+            for values in (image_mean, image_std)
+        )
 
     @staticmethod
     def preprocess_logits(outputs, labels):
@@ -62,4 +59,4 @@ class ObjectDiscoveryMetrics:
         return metrics
 
 
-__all__ = ["ObjectDiscoveryMetrics", "pixel_range"]
+__all__ = ["ObjectDiscoveryMetrics"]

@@ -128,16 +128,17 @@ def make_trainer_class():
 def write_pictures(model, collator, eval_data, output_dir: Path) -> list[str]:
     """Slots of the first evaluation video: frames, reconstruction (or prediction) and masks, as PNG and GIF."""
     from .data import model_inputs
-    from .visualize import save_slot_pictures, slot_masks, to_uint8_frames
+    from .visualize import pixel_range, save_slot_pictures, slot_masks, to_uint8_frames
 
     batch = collator([eval_data[0]])
     processor = collator.processor
     model.eval()
     with torch.no_grad():
         out = model(**model_inputs(model, batch), output_attentions=True)
-    frames = to_uint8_frames(batch["pixel_values_videos"][0], processor.image_mean, processor.image_std)
+    mean, std = pixel_range(processor)
+    frames = to_uint8_frames(batch["pixel_values_videos"][0], mean, std)
     decoded = next((getattr(out, name) for name in ("reconstruction", "predictions") if hasattr(out, name)), None)
-    decoded = None if decoded is None else to_uint8_frames(decoded[0], processor.image_mean, processor.image_std)
+    decoded = None if decoded is None else to_uint8_frames(decoded[0], mean, std)
     masks = slot_masks(out, 0, frames.shape[1:3])
     return save_slot_pictures(str(output_dir / "slots"), frames, masks, decoded)
 
@@ -207,7 +208,8 @@ def main(argv=None) -> int:
     from transformers import TrainingArguments, set_seed
 
     from .data import EpochCallback, SeededClips, VideoCollator, boxes_per_video, held_out_collator, load_datasets
-    from .metrics import ObjectDiscoveryMetrics, pixel_range
+    from .metrics import ObjectDiscoveryMetrics
+    from .visualize import pixel_range
     from ..hub.model_card import render_model_card
 
     set_seed(args.seed)

@@ -29,6 +29,14 @@ def to_uint8_frames(pixel_values, mean, std) -> np.ndarray:
     return pixels.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+def pixel_range(processor) -> tuple[list[float], list[float]]:
+    """The per-channel (mean, std) that map a processor's frames back to [0, 1] pixels (frames * std + mean): its
+    normalisation, or none where it does not normalise."""
+    if not getattr(processor, "do_normalize", False):
+        return [0.0] * 3, [1.0] * 3
+    return list(processor.image_mean), list(processor.image_std)
+
+
 def slot_masks(output, video_index: int, frame_size: tuple[int, int]) -> torch.Tensor:
     """Per-slot masks (T, num_slots, H, W) of one video from a model output: the decoder's alpha masks when it has
     them, else the last block's cross-attention (each token's weight per slot, mean over heads), upsampled from
@@ -145,4 +153,6 @@ def learning_curve(log_history: list[dict], path_stem: str) -> list[str]:
     return [path_stem + ".md", path_stem + ".png"]
 
 
-__all__ = ["learning_curve", "save_slot_pictures", "slot_masks", "slot_rows", "grid_image", "to_uint8_frames"]
+__all__ = [
+    "learning_curve", "pixel_range", "save_slot_pictures", "slot_masks", "slot_rows", "grid_image", "to_uint8_frames"
+]
