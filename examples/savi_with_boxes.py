@@ -17,7 +17,8 @@ from transformers import AutoModelForPreTraining, AutoVideoProcessor
 
 import slotssm_hf  # noqa: F401  (registers the SAVi and STATM classes with the Auto classes)
 from slotssm_hf import SAViConfig, SAViVideoProcessor
-from slotssm_hf.training.visualize import SLOT_COLORS, save_slot_pictures, slot_masks, to_uint8_frames
+from slotssm_hf.evaluation.object_discovery import slot_masks
+from slotssm_hf.training.visualize import SLOT_COLORS, save_slot_pictures, to_uint8_frames
 
 
 def parse_box(text: str) -> list[float]:
@@ -100,7 +101,7 @@ def main():
             decoded = to_uint8_frames(target, mean=[0.0] * 3, std=[1.0] * 3)
             break
         offset += channels
-    for path in save_slot_pictures(args.out, frames, slot_masks(output, 0, frames.shape[1:3]), decoded):
+    for path in save_slot_pictures(args.out, frames, slot_masks(output, frames.shape[1:3])[0], decoded):
         print(path)
 
 

@@ -12,7 +12,8 @@ from transformers import AutoModel
 
 import slotssm_hf  # noqa: F401  (registers the SlotSSM classes)
 from slotssm_hf import SlotSSMForVideoReconstruction, SlotSSMVideoProcessor
-from slotssm_hf.training.visualize import save_slot_pictures, slot_masks, to_uint8_frames
+from slotssm_hf.evaluation.object_discovery import slot_masks
+from slotssm_hf.training.visualize import save_slot_pictures, to_uint8_frames
 
 
 def main():
@@ -37,7 +38,7 @@ def main():
     frames = to_uint8_frames(pixels[0], processor.image_mean, processor.image_std)
     decoded = getattr(output, "reconstruction", None)
     decoded = None if decoded is None else to_uint8_frames(decoded[0], processor.image_mean, processor.image_std)
-    for path in save_slot_pictures(args.out, frames, slot_masks(output, 0, frames.shape[1:3]), decoded):
+    for path in save_slot_pictures(args.out, frames, slot_masks(output, frames.shape[1:3])[0], decoded):
         print(path)
 
 

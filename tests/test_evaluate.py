@@ -1,7 +1,8 @@
 """`slotssm-hf evaluate`: a converted official SAVi checkpoint evaluated end to end on a MOVi-format TFDS folder with
 the official protocol (preprocessing, temporal slices, FG-ARI per video over all frames), against an expectation
 computed independently here (NumPy preprocessing from the official ops' definitions, one pass over each whole video,
-scikit-learn's ARI); the model-index entry `--update-card` writes; and the error for frames of the wrong size.
+scikit-learn's ARI); SAVi++'s evaluation loss against the model's own loss on the same preprocessed videos; the
+model-index entry `--update-card` writes; and the error for frames of the wrong size.
 ConvS5 by rollouts; GrootV by top-1 / top-5 on an image folder, against the official torchvision transform and the
 model run here, and the image datasets it refuses."""
 
@@ -95,7 +96,48 @@ def test_sliced_evaluation_carries_the_state_and_equals_one_pass(converted):
     boxes = torch.tensor([[0.1, 0.1, 0.5, 0.6], [0.4, 0.3, 0.9, 0.8], [0.0, 0.0, 0.0, 0.0]]).expand(2, 3, 4)
     with torch.no_grad():
         whole = model(video, boxes=boxes).masks[:, :, :, 0]
-    torch.testing.assert_close(run_in_slices(model, video, boxes, slice_size=4), whole, rtol=0, atol=1e-5)
+    torch.testing.assert_close(run_in_slices(model, video, boxes, slice_size=4)[0], whole, rtol=0, atol=1e-5)
+
+
+def test_savi_pp_reports_the_official_eval_loss_its_own_loss_on_the_preprocessed_videos(tmp_path):
+    from slotssm_hf import SAViVideoProcessor
+    from slotssm_hf.data.movi import movi_example
+
+    config = SAViConfig(**{**TINY, "targets": {"flow": 3, "depth": 1}, "early_fusion": True})  # SAVi++'s targets
+    torch.manual_seed(0)
+    model = SAViForVideoReconstruction(config).eval()
+    model.save_pretrained(tmp_path / "savi-pp")
+    written = write_movi(tmp_path / "movi", splits=(("validation", (2, 1)),), frames=FRAMES, height=32, width=32)
+    out = tmp_path / "eval"
+    assert cli(["evaluate", str(tmp_path / "savi-pp"), "--dataset", str(tmp_path / "movi"), "--output-dir", str(out),
+                "--no-progress", "--num-pictures", "0"]) == 0  # fmt: skip
+    results = json.loads((out / "eval_results.json").read_text())
+    # The model's own loss on the same preprocessed videos (depth log_plus-transformed, flow drawn as RGB), each
+    # video in one pass over its 24 padded frames: the evaluation ran 6-frame slices carrying the state.
+    examples = [movi_example(values, config.num_boxes) for values in written["validation"]]
+    batch = SAViVideoProcessor.for_config(config).preprocess_examples(examples, max_instances=config.num_boxes,
+                                                                      targets=config.targets)  # fmt: skip
+    with torch.no_grad():
+        losses = [model(batch["pixel_values_videos"][i : i + 1], boxes=batch["boxes"][i : i + 1],
+                        labels=batch["labels"][i : i + 1]).loss.item() for i in range(3)]  # fmt: skip
+        batch_loss = model(batch["pixel_values_videos"], boxes=batch["boxes"], labels=batch["labels"]).loss.item()
+    assert [row["loss"] for row in results["per_video"]] == pytest.approx(losses, rel=1e-5)
+    assert results["metrics"]["loss"] == pytest.approx(batch_loss, rel=1e-5)
+    assert results["settings"]["loss"].startswith("the official eval_loss: squared error of the decoded flow, depth")
+
+
+@pytest.mark.parametrize("export", [[], ["--movi", "--max-instances", "3"], ["--format", "parquet"]],
+                         ids=["arrow", "arrow-movi", "parquet"])  # fmt: skip
+def test_movi_exported_with_tfds_export_evaluates_as_the_tfds_folder(tmp_path, converted, export):
+    write_movi(tmp_path / "movi", splits=(("validation", (2, 1)),), frames=4, height=32, width=32)
+    assert cli(["tfds-export", str(tmp_path / "movi"), str(tmp_path / "copy"), *export]) == 0
+    results = {}
+    for source in ("movi", "copy"):
+        assert cli(["evaluate", str(converted), "--dataset", str(tmp_path / source), "--output-dir",
+                    str(tmp_path / f"eval-{source}"), "--no-progress", "--num-pictures", "0"]) == 0  # fmt: skip
+        results[source] = json.loads((tmp_path / f"eval-{source}" / "eval_results.json").read_text())
+    assert results["copy"]["num_videos"] == 3
+    assert results["copy"]["metrics"] == results["movi"]["metrics"]
 
 
 def test_update_card_writes_a_model_index_entry_push_publishes(tmp_path, converted):

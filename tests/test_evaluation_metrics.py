@@ -1,5 +1,8 @@
 """The object-discovery protocol's metrics on hand-made segmentations with answers worked out by hand, against
-scikit-learn's ARI and scipy's assignment; and the SlotSSM / ConvS5 processors taking MOVi and Moving-MNIST samples."""
+scikit-learn's ARI and scipy's assignment; the per-slot masks of a model output; LPIPS as the `lpips` package
+defines its inputs; and the SlotSSM / ConvS5 processors taking MOVi and Moving-MNIST samples."""
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,7 +12,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from slotssm_hf import ConvS5VideoProcessor, SlotSSMVideoProcessor
 from slotssm_hf.evaluation.metrics import hungarian_miou, mean_best_overlap, video_ari
-from slotssm_hf.evaluation.object_discovery import mean_metrics, video_metrics
+from slotssm_hf.evaluation.object_discovery import mean_metrics, slot_masks, video_metrics
+from slotssm_hf.evaluation.video_prediction import VideoPredictionProtocol, prediction_metrics
 
 # One 4 x 4 video of two frames: objects 1 and 2 of 4 pixels each on 8 background pixels.
 FRAME = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 0, 0], [2, 2, 0, 0]])
@@ -60,6 +64,41 @@ def test_padded_pixels_do_not_count_and_a_video_without_foreground_scores_one():
     assert np.isnan(scores["mbo"]) and np.isnan(scores["miou"])
     means = mean_metrics([scores, {**scores, "fg_ari": 0.5, "mbo": 0.25, "miou": 0.75}])
     assert means["fg_ari"] == 0.75 and means["mbo"] == 0.25 and means["miou"] == 0.75
+
+
+def test_slot_masks_are_the_alpha_masks_else_the_last_attention_upsampled_nearest():
+    alphas = torch.rand(2, 3, 5, 1, 8, 8)  # (batch, frames, slots, 1, H, W)
+    assert torch.equal(slot_masks(SimpleNamespace(masks=alphas, attentions=None), (8, 8)), alphas[:, :, :, 0])
+    # (batch, frames, heads, slots, tokens) of a 4 x 4 token grid, per slot block: the last block's, mean over heads,
+    # each token repeated over its 2 x 2 pixels.
+    attentions = (torch.rand(2, 3, 4, 5, 16), torch.rand(2, 3, 4, 5, 16))
+    expected = attentions[-1].mean(dim=2).reshape(2, 3, 5, 4, 4).repeat_interleave(2, -2).repeat_interleave(2, -1)
+    masks = slot_masks(SimpleNamespace(masks=None, attentions=attentions), (8, 8))
+    torch.testing.assert_close(masks, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="neither per-slot masks nor attention maps .* output_attentions=True"):
+        slot_masks(SimpleNamespace(masks=None, attentions=None), (8, 8))
+
+
+def test_lpips_compares_rgb_frames_in_minus_one_to_one_one_score_per_frame(monkeypatch):
+    lpips = pytest.importorskip("lpips", reason="LPIPS is optional (pip install lpips); video prediction skips it")
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("the test must not download weights")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    torch.manual_seed(0)
+    # pnet_rand: a random AlexNet trunk instead of torchvision's ImageNet download; the linear layers are the
+    # package's own file. What is checked is the call, not the weights.
+    metric = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
+    generator = torch.Generator().manual_seed(0)
+    sequence = torch.rand(6, 1, 32, 32, generator=generator) * 2 - 1  # (frames, 1, H, W) in [-1, 1]: Moving-MNIST
+    predicted = torch.rand(1, 3, 1, 32, 32, generator=generator) * 2.4 - 1.2  # overshoots [-1, 1]
+    model = SimpleNamespace(rollout=lambda context, steps: predicted[:, :steps])  # a stand-in of ConvS5's rollout
+    scores = prediction_metrics(model, sequence, VideoPredictionProtocol(context_frames=3), "sequence 0", metric)
+    with torch.no_grad():  # lpips.LPIPS called directly: one RGB frame at a time, in [-1, 1]
+        expected = [metric(predicted[0, t : t + 1].clamp(-1, 1).repeat(1, 3, 1, 1),
+                           sequence[3 + t : 4 + t].repeat(1, 3, 1, 1)).item() for t in range(3)]  # fmt: skip
+    assert scores["lpips"] == pytest.approx(np.mean(expected), rel=1e-5)
 
 
 def test_slotssm_processor_takes_a_movi_sample_with_aligned_segmentations():

@@ -88,13 +88,14 @@ def is_tfds_folder(path: Path) -> bool:
     return path.is_dir() and (any(path.glob("features.json")) or any(path.glob("*/features.json")))
 
 
-def dataset_examples(source: str, split: str, max_instances: int):
-    """(where, example) pairs of `split`: `where` names the file and record (TFDS shards) or the dataset and row."""
+def dataset_examples(source: str, split: str, max_instances: int, fields=()):
+    """(where, example) pairs of `split`: `where` names the file and record (TFDS shards) or the dataset and row.
+    A TFDS folder's examples hold the fields the protocol needs and those of `fields` it has (decoding them costs)."""
     path = Path(source)
     if is_tfds_folder(path):
         from ..data.movi import MOVi, generate_movi_examples
 
-        columns = ["video", "segmentations", "boxes", "metadata"]
+        columns = ["video", "segmentations", "boxes", "metadata", *fields]
         movi = MOVi(path, columns=None, max_instances=max_instances)
         movi = MOVi(path, columns=[name for name in columns if name in movi.outputs], max_instances=max_instances)
         shards = movi.tfds.shards(split)
@@ -108,6 +109,7 @@ def dataset_examples(source: str, split: str, max_instances: int):
 
         return tfds_examples(), total
     import datasets
+    import numpy as np
 
     from ..data.movi import load_movi
 
@@ -123,8 +125,15 @@ def dataset_examples(source: str, split: str, max_instances: int):
     elif isinstance(dataset, datasets.Dataset):
         dataset = dataset.to_iterable_dataset()
 
+    # datasets' NumPy format widens integer arrays to int64; the processors take them as stored (uint8 frames).
+    stored = {name: feature.dtype for name, feature in (dataset.features or {}).items()
+              if isinstance(getattr(feature, "dtype", None), str)}  # fmt: skip
+
     def hf_examples():
         for index, example in enumerate(dataset.with_format("numpy")):
+            for name, dtype in stored.items():
+                if isinstance(example.get(name), np.ndarray):
+                    example[name] = example[name].astype(dtype, copy=False)
             yield f"{source} (split {split}, row {index})", example
 
     return hf_examples(), total
@@ -137,14 +146,15 @@ def video_name(example: dict, fallback: str) -> str:
     return str(name) if name is not None and str(name) else fallback
 
 
-def preprocess(processor, example: dict, where: str, settings: dict):
-    """One example through the processor's evaluation pipeline; errors name where the example came from."""
+def preprocess(processor, example: dict, where: str, settings: dict, targets: dict | None = None):
+    """One example through the processor's evaluation pipeline (SAVi's with the `targets` the model reconstructs,
+    for the loss); errors name where the example came from."""
     from ..models.video_processing_savi import SAViVideoProcessor
 
     try:
         if isinstance(processor, SAViVideoProcessor):
             return processor.preprocess_examples(example, num_frames=settings["num_frames"],
-                                                 max_instances=settings["max_instances"])  # fmt: skip
+                                                 max_instances=settings["max_instances"], targets=targets)  # fmt: skip
         return processor.preprocess_examples(example, num_frames=settings["num_frames"])
     except (KeyError, ValueError) as error:
         raise ValueError(f"{where}: {error}") from error
@@ -170,8 +180,17 @@ def evaluate(model_source: str, dataset: str, split: str = "validation", protoco
     import torch
     from tqdm.auto import tqdm
 
+    from ..models.video_processing_savi import TARGET_FIELDS
     from .image_classification import ImageClassificationProtocol
-    from .object_discovery import ObjectDiscoveryProtocol, check_frame_size, mean_metrics, run_in_slices, video_metrics
+    from .object_discovery import (
+        LOSS_FAMILIES,
+        ObjectDiscoveryProtocol,
+        check_frame_size,
+        mean_metrics,
+        run_in_slices,
+        video_loss,
+        video_metrics,
+    )
     from .video_prediction import VideoPredictionProtocol
 
     model = load_model(model_source)
@@ -185,7 +204,12 @@ def evaluate(model_source: str, dataset: str, split: str = "validation", protoco
         return evaluate_prediction(model, processor, model_source, dataset, protocol, max_videos, output_dir, progress)
     protocol = protocol if isinstance(protocol, ObjectDiscoveryProtocol) else ObjectDiscoveryProtocol()
     settings = protocol.settings_for(model.config)
-    examples, total = dataset_examples(dataset, split, max(settings["max_instances"], 1))
+    # The loss compares the decoded targets with the data's: only where the data holds every target's field (a
+    # dataset's fields are fixed: read from its first video).
+    loss_targets = dict(model.config.targets) if model.config.model_type in LOSS_FAMILIES else {}
+    loss_fields = [TARGET_FIELDS[name] for name in loss_targets]
+    missing_fields = []
+    examples, total = dataset_examples(dataset, split, max(settings["max_instances"], 1), loss_fields)
     if max_videos is not None:
         total = min(total, max_videos) if total else max_videos
     generator = torch.Generator().manual_seed(seed)
@@ -198,7 +222,8 @@ def evaluate(model_source: str, dataset: str, split: str = "validation", protoco
         if conditional and boxes is None:
             raise ValueError(f"{batch[0][0]}: the conditional model needs the first frame's boxes; the example has "
                              "no 'boxes' or 'instances' field")  # fmt: skip
-        masks = run_in_slices(model, inputs["pixel_values_videos"], boxes, settings["slice_size"], generator)
+        masks, reconstruction = run_in_slices(model, inputs["pixel_values_videos"], boxes, settings["slice_size"],
+                                              generator)  # fmt: skip
         if masks.shape[-2:] != inputs["segmentations"].shape[-2:]:
             raise ValueError(f"the model's masks are {tuple(masks.shape[-2:])}, the segmentations "
                              f"{tuple(inputs['segmentations'].shape[-2:])}")  # fmt: skip
@@ -206,6 +231,8 @@ def evaluate(model_source: str, dataset: str, split: str = "validation", protoco
         for index, (where, _, name) in enumerate(batch):
             row = {"video": name, "source": where}
             row.update(video_metrics(inputs["segmentations"][index], predicted[index], inputs["padding_mask"][index]))
+            if "labels" in inputs:
+                row["loss"] = video_loss(reconstruction[index], inputs["labels"][index])
             per_video.append(row)
             if len(pictures) < num_pictures:
                 pictures.append((name, inputs["pixel_values_videos"][index], masks[index]))
@@ -216,7 +243,10 @@ def evaluate(model_source: str, dataset: str, split: str = "validation", protoco
                 return
             if "segmentations" not in example:
                 raise ValueError(f"{where}: no field 'segmentations' to evaluate object discovery against")
-            inputs = preprocess(processor, example, where, settings)
+            if count == 0:
+                missing_fields.extend(name for name in loss_fields if name not in example)
+            targets = loss_targets if loss_targets and not missing_fields else None
+            inputs = preprocess(processor, example, where, settings, targets)
             check_frame_size(inputs["pixel_values_videos"], model.config, where, resize_description(processor))
             yield where, inputs, video_name(example, f"video {count}")
 
@@ -224,6 +254,11 @@ def evaluate(model_source: str, dataset: str, split: str = "validation", protoco
     run_in_batches(prepared(), batch_size, run, bar)
     if not per_video:
         raise ValueError(f"{dataset} has no videos in split '{split}'")
+    if loss_targets:
+        settings["loss"] = (f"not computed: the data has no {' or '.join(map(repr, missing_fields))} field"
+                            if missing_fields else
+                            f"the official eval_loss: squared error of the decoded {', '.join(loss_targets)} summed "
+                            "over each video's frames, pixels and channels, the mean over videos")  # fmt: skip
     results = {
         "protocol": protocol.name,
         "model": str(model_source),

@@ -6,8 +6,9 @@ The protocol, step by step:
 
 1. Each validation video goes through the official evaluation preprocessing: the family's video processor's
    `preprocess_examples` (SAVi / STATM-SAVi: `video_from_tfds`, `sparse_to_dense_annotation(max_instances)`,
-   `temporal_crop_or_pad(24)`, `resize_small(image_size)`, `flow_to_rgb()`, tensor for tensor; SlotSSM: its own
-   resize and crop, the segmentations resized alike, nearest).
+   `temporal_crop_or_pad(24)`, `resize_small(image_size)`, for a model that reconstructs depth (SAVi++)
+   `transform_depth(transform='log_plus')`, `flow_to_rgb()`, tensor for tensor; SlotSSM: its own resize and crop,
+   the segmentations resized alike, nearest).
 2. The model runs on temporal slices of `slice_size` frames (SAVi: 6, `eval_slice_size`), the recurrent state
    carried from one slice to the next: the first slice starts from the initialiser (a conditional model from the
    first frame's boxes, the no-track box (0, 0, 0, 0) for absent objects, as the official evaluator conditions
@@ -18,7 +19,7 @@ The protocol, step by step:
    slice and drops the padded frames' predictions; the models are causal, so running the shorter last slice gives
    the same predictions.
 3. The predicted segmentation is, per pixel, the slot whose decoder alpha mask is largest (SlotSSM without alpha
-   masks: its last block's cross-attention, upsampled nearest to the frame).
+   masks: its last block's cross-attention, upsampled nearest to the frame; `slot_masks`).
 4. Metrics per video over all its frames (`slotssm_hf.evaluation.metrics`), counting only pixels where the padding
    mask is 1, then the mean over videos:
 
@@ -32,6 +33,12 @@ The protocol, step by step:
    - `miou`: mIoU with one-to-one Hungarian matching of objects to slots over the video.
 
    mBO and mIoU leave out videos without objects (VideoSAUR's convention).
+
+   SAVi / SAVi++ and STATM-SAVi also get `loss`, as their official evaluators log `eval_loss`: the model's training
+   objective on the video (`video_loss`): its decoded targets (`config.targets`: the flow rendered as RGB, SAVi++'s
+   log(1 + depth), or the frames) against the preprocessed ones, the squared error summed over all frames (padded
+   ones too, as the official loss), pixels and channels. The mean over videos is the official `eval_loss` (a mean
+   of batch means there: the same when every batch is full). Left out where the data lacks a target's field.
 """
 
 import math
@@ -46,9 +53,13 @@ METRICS = ("fg_ari", "ari", "fg_ari_first_excluded", "ari_first_excluded", "mbo"
 METRIC_NAMES = {
     "fg_ari": "FG-ARI", "ari": "ARI", "fg_ari_first_excluded": "FG-ARI (first frame excluded)",
     "ari_first_excluded": "ARI (first frame excluded)", "mbo": "mBO", "miou": "mIoU (Hungarian)",
+    "loss": "Evaluation loss",
 }  # fmt: skip
 # The official evaluation slice of each family (None: the whole video at once).
 SLICE_SIZES = {"savi": 6, "statm": 24, "slotssm": None}
+# The families whose official evaluator logs the evaluation loss beside ARI and FG-ARI (`eval_metrics_spec`'s
+# "eval_loss" in savi/configs/movi/*.py and jax-statm/statm/configs/movi/*.py).
+LOSS_FAMILIES = ("savi", "statm")
 
 
 @dataclass
@@ -84,22 +95,33 @@ def video_metrics(true_ids, pred_ids, valid) -> dict:
     }
 
 
+def video_loss(reconstruction, labels) -> float:
+    """The evaluation loss of one video: reconstruction and labels (frames, channels, H, W), the squared error summed
+    over every frame (padded ones too), pixel and channel, each target's sum added (the official `recon` loss with
+    reduction "sum", one term per target). It is the models' own loss of a batch of this one video."""
+    return float((torch.as_tensor(reconstruction).double() - torch.as_tensor(labels).double()).square().sum())
+
+
 def mean_metrics(per_video: list[dict]) -> dict:
-    """Means over videos; nan entries (mBO / mIoU of a video without objects) are left out."""
+    """Means over videos; nan entries (mBO / mIoU of a video without objects) are left out, and the loss where no
+    video has one."""
     means = {}
-    for key in METRICS:
+    for key in (*METRICS, "loss"):
         values = [row[key] for row in per_video if key in row and not math.isnan(row[key])]
-        means[key] = float(np.mean(values)) if values else float("nan")
+        if values or key in METRICS:
+            means[key] = float(np.mean(values)) if values else float("nan")
     return means
 
 
-def slot_masks_of(output, frame_size) -> torch.Tensor:
-    """Per-slot masks (batch, frames, num_slots, H, W) of a model output: the decoder's alpha masks, else the last
-    slot block's cross-attention (mean over heads) upsampled nearest to `frame_size`."""
+def slot_masks(output, frame_size) -> torch.Tensor:
+    """Per-slot masks (batch, frames, num_slots, H, W) of a model output, for the metrics and the pictures: the
+    decoder's alpha masks, else the last slot block's cross-attention (each token's weight per slot, mean over
+    heads) upsampled nearest from the token grid to `frame_size` (run the model with `output_attentions=True`)."""
     if getattr(output, "masks", None) is not None:
         return output.masks[:, :, :, 0]
     if not getattr(output, "attentions", None):
-        raise ValueError("the model gives neither per-slot masks nor attention maps to segment frames with")
+        raise ValueError("the model output has neither per-slot masks nor attention maps to segment frames with; run "
+                         "the model with output_attentions=True")  # fmt: skip
     attention = output.attentions[-1].mean(dim=-3)  # (batch, frames, num_slots, tokens)
     side = math.isqrt(attention.shape[-1])
     grid = attention.unflatten(-1, (side, side))
@@ -112,11 +134,12 @@ def slot_masks_of(output, frame_size) -> torch.Tensor:
 def run_in_slices(model, pixel_values_videos, boxes=None, slice_size: int | None = None, generator=None):
     """The model over whole videos in temporal slices of `slice_size` frames, the recurrent state carried across
     slices as the official evaluator carries it (see the module docstring). Returns the per-slot masks (batch,
-    frames, num_slots, H, W)."""
+    frames, num_slots, H, W) and the decoded targets (batch, frames, channels, H, W) of a model that decodes them
+    (`reconstruction`), else None."""
     model_type = model.config.model_type
     frames = pixel_values_videos.shape[1]
     slice_size = slice_size or frames
-    masks, carried = [], None
+    masks, reconstructions, carried = [], [], None
     for start in range(0, frames, slice_size):
         chunk = pixel_values_videos[:, start : start + slice_size]
         if model_type in ("savi", "statm"):
@@ -129,8 +152,10 @@ def run_in_slices(model, pixel_values_videos, boxes=None, slice_size: int | None
             carried = output.cache
         else:
             raise ValueError(f"object discovery is not defined for {model_type} models")
-        masks.append(slot_masks_of(output, chunk.shape[-2:]).float())
-    return torch.cat(masks, dim=1)
+        masks.append(slot_masks(output, chunk.shape[-2:]).float())
+        if getattr(output, "reconstruction", None) is not None:
+            reconstructions.append(output.reconstruction)
+    return torch.cat(masks, dim=1), torch.cat(reconstructions, dim=1) if reconstructions else None
 
 
 def check_frame_size(pixel_values_videos, config, where: str, resize: str) -> None:
@@ -146,5 +171,5 @@ def check_frame_size(pixel_values_videos, config, where: str, resize: str) -> No
         )
 
 
-__all__ = ["METRICS", "METRIC_NAMES", "ObjectDiscoveryProtocol", "mean_metrics", "run_in_slices", "slot_masks_of",
-           "video_metrics"]  # fmt: skip
+__all__ = ["METRICS", "METRIC_NAMES", "ObjectDiscoveryProtocol", "mean_metrics", "run_in_slices", "slot_masks",
+           "video_loss", "video_metrics"]  # fmt: skip

@@ -68,7 +68,8 @@ def lpips_metric():
 
 @torch.no_grad()
 def prediction_metrics(model, sequence: torch.Tensor, protocol: VideoPredictionProtocol, where: str, lpips=None):
-    """The protocol's scores of one preprocessed sequence (frames, C, H, W) in [-1, 1]."""
+    """The protocol's scores of one preprocessed sequence (frames, C, H, W) in [-1, 1]. `lpips` (an `lpips.LPIPS`)
+    takes each predicted and true frame as RGB (grey repeated) in [-1, 1], its input range; the mean over frames."""
     total = min(protocol.total_frames or len(sequence), len(sequence))
     if total <= protocol.context_frames:
         raise ValueError(f"{where}: {len(sequence)} frames leave nothing to predict after {protocol.context_frames} "

@@ -14,6 +14,9 @@ from .video_processing import ZooVideoProcessor, ZooVideoProcessorKwargs
 OFFICIAL_EVAL_FRAMES = 24
 OFFICIAL_MAX_INSTANCES = 23
 FLOW_SCALING_FACTOR = 50.0  # `flow_tensor_to_rgb_tensor`'s default
+# What each decoder target (`config.targets`) is made from: the example's field, and the output that holds it.
+TARGET_FIELDS = {"video": "video", "flow": "backward_flow", "depth": "depth"}
+TARGET_OUTPUTS = {"video": "pixel_values_videos", "flow": "flow", "depth": "depth"}
 
 
 class SAViVideoProcessorKwargs(ZooVideoProcessorKwargs, total=False):
@@ -79,6 +82,12 @@ def flow_to_rgb(flow: torch.Tensor) -> torch.Tensor:
     return quantised.float() * torch.tensor(1.0 / 255, dtype=torch.float32)
 
 
+def log_plus_depth(depth: torch.Tensor) -> torch.Tensor:
+    """The official `transform_depth(transform='log_plus')` of SAVi++'s depth target: log(1 + depth), in float32
+    with its order of operations (the add, then the log; not log1p)."""
+    return torch.log(1.0 + depth.float())
+
+
 def dense_first_frame_boxes(example: dict, max_instances: int) -> torch.Tensor:
     """The first frame's boxes (max_instances, 4) float32 of the official `sparse_to_dense_annotation`: instance k's box
     where frame 0 is among its `bbox_frames`, the no-track box (0, 0, 0, 0) where it is not, zero rows past the
@@ -127,7 +136,8 @@ class SAViVideoProcessor(ZooVideoProcessor):
         return cls(size={"shortest_edge": size}, crop_size=crop_size, num_frames=config.num_frames)
 
     def preprocess_examples(self, examples, num_frames: int | None = OFFICIAL_EVAL_FRAMES,
-                            max_instances: int = OFFICIAL_MAX_INSTANCES) -> BatchFeature:  # fmt: skip
+                            max_instances: int = OFFICIAL_MAX_INSTANCES,
+                            targets: dict[str, int] | None = None) -> BatchFeature:  # fmt: skip
         """MOVi examples through the official SAVi evaluation pipeline (savi/configs/movi/*.py `preproc_eval`,
         savi/lib/preprocessing.py), giving the tensors it gives:
 
@@ -141,7 +151,10 @@ class SAViVideoProcessor(ZooVideoProcessor):
            depth bilinear without antialiasing, segmentations and the padding mask nearest, both with
            TensorFlow's half-pixel centres (`resize_bilinear`, `resize_nearest`); flow channels 0 and 1 scaled by
            new_height / height and new_width / width. No crop: non-square frames stay non-square.
-        5. `flow_to_rgb()`: the flow as an RGB picture (`flow_to_rgb`).
+        5. `transform_depth(transform='log_plus')`, only for a model that reconstructs depth (`targets` holds
+           `"depth"`, as the official SAVi++ and STATM-SAVi++ configs): depth becomes log(1 + depth)
+           (`log_plus_depth`), after the resize.
+        6. `flow_to_rgb()`: the flow as an RGB picture (`flow_to_rgb`).
 
         examples: a dict or a list of dicts as `slotssm_hf.data.load_movi` yields (`video` (T, H, W, 3) uint8,
             `segmentations` (T, H, W, 1), `boxes` (T, N, 4) or the stored `instances`, and optionally
@@ -149,18 +162,24 @@ class SAViVideoProcessor(ZooVideoProcessor):
         num_frames: the length of `temporal_crop_or_pad` (24, the official value; None keeps the longest video's).
         max_instances: `sparse_to_dense_annotation`'s: 23 in the official configs; give a conditional model the
             number of boxes it takes (`config.num_boxes`, i.e. `num_slots - 1`).
+        targets: what the model reconstructs (`config.targets`, e.g. `{"flow": 3, "depth": 1}` for SAVi++): its
+            depth target is transformed (step 5) and `labels` holds the targets, which every example must hold
+            (`video`; `backward_flow` for flow; `depth`). None: no depth transform, no `labels`.
 
         Returns a `BatchFeature`: `pixel_values_videos` (batch, frames, 3, h, w), `boxes` (batch, max_instances, 4)
         the first frame's (what the conditional model takes), `padding_mask` (batch, frames, h, w) bool,
         `segmentations` (batch, frames, h, w) int64, and where the examples hold them `flow` (batch, frames, 3, h, w)
-        (the RGB flow target) and `depth` (batch, frames, 1, h, w).
+        (the RGB flow target) and `depth` (batch, frames, 1, h, w); with `targets`, `labels` (batch, frames,
+        channels, h, w): the targets concatenated along channels in `targets` order, what the model's loss compares
+        its `reconstruction` with.
         """
         examples = [examples] if isinstance(examples, dict) else list(examples)
         length = num_frames or max(len(example["video"]) for example in examples)
         size = self.size["shortest_edge"] if "shortest_edge" in self.size else min(self.size.values())
         fields = {}
         for index, example in enumerate(examples):
-            for name, value in official_eval_example(example, index, length, size, max_instances).items():
+            values = official_eval_example(example, index, length, size, max_instances, targets)
+            for name, value in values.items():
                 fields.setdefault(name, []).append(value)
         for name, values in fields.items():
             if len(values) != len(examples):
@@ -171,11 +190,20 @@ class SAViVideoProcessor(ZooVideoProcessor):
         return BatchFeature({name: torch.stack(values) for name, values in fields.items()})
 
 
-def official_eval_example(example: dict, index: int, length: int, size: int, max_instances: int) -> dict:
+def official_eval_example(example: dict, index: int, length: int, size: int, max_instances: int,
+                          targets: dict[str, int] | None = None) -> dict:  # fmt: skip
     """One example through `SAViVideoProcessor.preprocess_examples`' steps; channels first."""
 
     def field(name):
         return torch.as_tensor(np.asarray(example[name]))
+
+    targets = dict(targets or {})
+    for name in targets:
+        if name not in TARGET_FIELDS:
+            raise ValueError(f"targets must be some of {list(TARGET_FIELDS)} (config.targets), got {targets}")
+        if TARGET_FIELDS[name] not in example:
+            raise ValueError(f"example {index}: the model reconstructs {name} (targets {targets}), but the "
+                             f"example has no field '{TARGET_FIELDS[name]}'")  # fmt: skip
 
     video = field("video")
     if video.dtype != torch.uint8 or video.dim() != 4 or video.shape[-1] != 3:
@@ -228,11 +256,19 @@ def official_eval_example(example: dict, index: int, length: int, size: int, max
         for name in ("depth", "flow"):
             if name in out:
                 out[name] = out[name].permute(0, 3, 1, 2)
+    if "depth" in targets:
+        out["depth"] = log_plus_depth(out["depth"])
     if "flow" in out:
         out["flow"] = flow_to_rgb(out["flow"].permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
     out["padding_mask"] = out["padding_mask"].bool()
     if boxes is not None:
         out["boxes"] = boxes
+    if targets:
+        for name, channels in targets.items():
+            if out[TARGET_OUTPUTS[name]].shape[1] != channels:
+                raise ValueError(f"the model reconstructs {name} with {channels} channels (config.targets); the "
+                                 f"official pipeline gives {out[TARGET_OUTPUTS[name]].shape[1]}")  # fmt: skip
+        out["labels"] = torch.cat([out[TARGET_OUTPUTS[name]] for name in targets], dim=1)
     return out
 
 

@@ -127,8 +127,9 @@ def make_trainer_class():
 
 def write_pictures(model, collator, eval_data, output_dir: Path) -> list[str]:
     """Slots of the first evaluation video: frames, reconstruction (or prediction) and masks, as PNG and GIF."""
+    from ..evaluation.object_discovery import slot_masks
     from .data import model_inputs
-    from .visualize import pixel_range, save_slot_pictures, slot_masks, to_uint8_frames
+    from .visualize import pixel_range, save_slot_pictures, to_uint8_frames
 
     batch = collator([eval_data[0]])
     processor = collator.processor
@@ -139,7 +140,7 @@ def write_pictures(model, collator, eval_data, output_dir: Path) -> list[str]:
     frames = to_uint8_frames(batch["pixel_values_videos"][0], mean, std)
     decoded = next((getattr(out, name) for name in ("reconstruction", "predictions") if hasattr(out, name)), None)
     decoded = None if decoded is None else to_uint8_frames(decoded[0], mean, std)
-    masks = slot_masks(out, 0, frames.shape[1:3])
+    masks = slot_masks(out, frames.shape[1:3])[0]
     return save_slot_pictures(str(output_dir / "slots"), frames, masks, decoded)
 
 

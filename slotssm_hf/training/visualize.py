@@ -1,7 +1,6 @@
 """Pictures of what the slots do: input frames, reconstructions and per-slot masks over time, as a PNG grid or a
 GIF, drawn with PIL only."""
 
-import math
 import os
 from pathlib import Path
 
@@ -37,24 +36,11 @@ def pixel_range(processor) -> tuple[list[float], list[float]]:
     return list(processor.image_mean), list(processor.image_std)
 
 
-def slot_masks(output, video_index: int, frame_size: tuple[int, int]) -> torch.Tensor:
-    """Per-slot masks (T, num_slots, H, W) of one video from a model output: the decoder's alpha masks when it has
-    them, else the last block's cross-attention (each token's weight per slot, mean over heads), upsampled from
-    the token grid to the frame (run the model with `output_attentions=True`)."""
-    if getattr(output, "masks", None) is not None:
-        return output.masks[video_index, :, :, 0]
-    if not output.attentions:
-        raise ValueError("the output has neither masks nor attentions; run the model with output_attentions=True")
-    attention = output.attentions[-1][video_index].mean(dim=1)  # (T, num_slots, tokens)
-    side = math.isqrt(attention.shape[-1])
-    grid = attention.unflatten(-1, (side, side))
-    return torch.nn.functional.interpolate(grid, size=frame_size, mode="nearest")
-
-
 def slot_rows(frames: np.ndarray, masks, reconstruction: np.ndarray | None = None) -> list[np.ndarray]:
     """Rows of a slot picture, each (T, H, W, 3) uint8: the frames, the reconstruction (if given), the
     segmentation (each pixel in the colour of the slot that claims it, blended with the frame), then one row per
-    slot showing the frame through that slot's mask. masks: (T, num_slots, H, W) in [0, 1]."""
+    slot showing the frame through that slot's mask. masks: (T, num_slots, H, W) in [0, 1], one video's
+    `slotssm_hf.evaluation.object_discovery.slot_masks`."""
     masks = torch.as_tensor(masks).detach().float().cpu().numpy()
     if masks.ndim == 5:
         masks = masks[:, :, 0]
@@ -154,5 +140,5 @@ def learning_curve(log_history: list[dict], path_stem: str) -> list[str]:
 
 
 __all__ = [
-    "learning_curve", "pixel_range", "save_slot_pictures", "slot_masks", "slot_rows", "grid_image", "to_uint8_frames"
+    "learning_curve", "pixel_range", "save_slot_pictures", "slot_rows", "grid_image", "to_uint8_frames"
 ]

@@ -1,9 +1,9 @@
 """`SAViVideoProcessor.preprocess_examples`, the official MOVi evaluation pipeline, against the official ops'
 definitions worked out independently here: resize_small's size (float32, round half to even), bilinear and nearest
-resizing with half-pixel centres and no antialiasing, flow_to_rgb (Python's colorsys in float64), the padding of
-boxes, instances and frames. (Measured against TensorFlow itself on the same arrays, outside the test suite:
-identical resizes; flow_to_rgb identical except 1-6 values per million one uint8 step apart, where TensorFlow's
-float32 atan2 / pow round differently.)"""
+resizing with half-pixel centres and no antialiasing, flow_to_rgb (Python's colorsys in float64), SAVi++'s depth
+transform (log_plus, in float64), the padding of boxes, instances and frames. (Measured against TensorFlow itself on
+the same arrays, outside the test suite: identical resizes; flow_to_rgb identical except 1-6 values per million one
+uint8 step apart, where TensorFlow's float32 atan2 / pow round differently.)"""
 
 import colorsys
 
@@ -84,6 +84,32 @@ def test_official_pipeline_pads_boxes_instances_and_frames_as_the_official_code(
     flow = example["backward_flow"].reshape(5, 4, 2, 4, 2, 2).mean(axis=(2, 4)) * 0.5
     drawn = flow_to_rgb(torch.from_numpy(flow)).permute(0, 3, 1, 2).numpy()
     np.testing.assert_allclose(batch["flow"][0, :5].numpy(), drawn, rtol=0, atol=1 / 255 + 1e-6)
+
+
+def test_depth_is_log_plus_transformed_after_the_resize_when_the_model_reconstructs_depth():
+    example = movi_like()
+    example["depth"] = np.random.default_rng(2).uniform(2.5, 30.0, (5, 8, 8, 1)).astype(np.float32)
+    processor = SAViVideoProcessor(size={"shortest_edge": 4})
+    savi_pp = processor.preprocess_examples(example, num_frames=7, targets={"flow": 3, "depth": 1})
+    # The official transform_depth(transform='log_plus') after resize_small, in float64: log(1 + the 2 x 2 mean).
+    resized = example["depth"].astype(np.float64).reshape(5, 4, 2, 4, 2, 1).mean(axis=(2, 4)).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(savi_pp["depth"][0, :5].numpy(), np.log(1.0 + resized), rtol=1e-6, atol=0)
+    assert savi_pp["depth"][0, 5:].eq(0).all()  # zero-padded frames: log(1 + 0)
+    # The labels the model's loss takes: the targets along channels in config.targets order.
+    assert torch.equal(savi_pp["labels"], torch.cat([savi_pp["flow"], savi_pp["depth"]], dim=2))
+    # A model that does not reconstruct depth (SAVi-S/M/L) gets the depth untransformed, as the official configs.
+    savi = processor.preprocess_examples(example, num_frames=7, targets={"flow": 3})
+    np.testing.assert_allclose(savi["depth"][0, :5].numpy(), resized, rtol=1e-6, atol=0)
+    assert torch.equal(savi["labels"], savi["flow"])
+    assert "labels" not in processor.preprocess_examples(example, num_frames=7)
+
+
+def test_a_target_the_example_lacks_or_of_other_channels_is_refused_by_name():
+    processor = SAViVideoProcessor(size={"shortest_edge": 4})
+    with pytest.raises(ValueError, match="example 0: the model reconstructs depth .* no field 'depth'"):
+        processor.preprocess_examples(movi_like(), targets={"flow": 3, "depth": 1})
+    with pytest.raises(ValueError, match="reconstructs flow with 2 channels .* official pipeline gives 3"):
+        processor.preprocess_examples(movi_like(), targets={"flow": 2})
 
 
 def test_dense_boxes_as_load_movi_gives_them_match_the_sparse_instances():
