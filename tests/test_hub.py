@@ -407,3 +407,17 @@ def test_non_finite_weights_are_refused_before_any_request_unless_allowed(checkp
         assert cli(["push", str(checkpoint), REPO]) == 2
         push_to_hub(checkpoint, REPO, token=TOKEN, endpoint=hub.endpoint, allow_non_finite=True)
     assert set(hub.repos) == {REPO}
+
+
+def test_a_grootv_folder_publishes_its_image_processor_and_code(tmp_path):
+    from saved_folders import tiny_config
+
+    from slotssm_hf import GrootVForImageClassification, GrootVImageProcessor
+
+    GrootVForImageClassification(tiny_config("grootv")).save_pretrained(tmp_path)
+    GrootVImageProcessor().save_pretrained(tmp_path)
+    checkpoint = checked_checkpoint(tmp_path)
+    assert {"preprocessor_config.json", "image_processing_grootv.py"} <= set(checkpoint.files)
+    assert checkpoint.has_processor
+    assert 'AutoImageProcessor.from_pretrained("tester/grootv")' in model_card_for(tmp_path, "tester/grootv",
+                                                                                    checkpoint).text  # fmt: skip

@@ -14,6 +14,7 @@ from remote_code import run_without_package
 from safetensors.torch import load_file
 from saved_folders import LEGACY_FOLDERS, TINY, family_of, save_folder
 
+from slotssm_hf.hub.push import PROCESSOR_CONFIGS
 from slotssm_hf.registry import load
 
 # A legacy folder's outputs were computed on another machine, possibly with other vector instructions: float32
@@ -25,7 +26,7 @@ FRAMES = np.random.default_rng(0).integers(0, 256, (5, 20, 24, 3), dtype=np.uint
 
 def has_processor(folder) -> bool:
     """Whether the folder holds a processor (GrootV's legacy folder was saved before GrootV had one of its own)."""
-    return any((folder / name).is_file() for name in ("video_preprocessor_config.json", "preprocessor_config.json"))
+    return any((folder / name).is_file() for name in PROCESSOR_CONFIGS)
 
 
 def processed(processor, frames):

@@ -458,6 +458,7 @@ def update_card(folder: Path, entry: dict) -> None:
 
     from ..atomic_files import write_atomically
     from ..hub.model_card import provenance_of, render_model_card
+    from ..hub.push import PROCESSOR_CONFIGS
 
     if not (folder / "config.json").is_file():
         raise ValueError(f"--update-card needs MODEL to be a saved folder (with config.json); {folder} is not one")
@@ -473,10 +474,9 @@ def update_card(folder: Path, entry: dict) -> None:
     auto_class = HEADS.get(config.model_type, (None, "AutoModelForPreTraining"))[1]
     with __import__("torch").device("meta"):
         model = getattr(transformers, auto_class).from_config(config)
-    processor_files = ("video_preprocessor_config.json", "preprocessor_config.json")
     rendered = render_model_card(model, folder.resolve().name, provenance or "Evaluated with `slotssm-hf evaluate`.",
                                  datasets=[entry["dataset_id"]], eval_results=current,
-                                 has_processor=any((folder / name).is_file() for name in processor_files))  # fmt: skip
+                                 has_processor=any((folder / name).is_file() for name in PROCESSOR_CONFIGS))  # fmt: skip
     write_atomically(card, lambda name: Path(name).write_text(str(rendered)))
 
 

@@ -183,8 +183,8 @@ def render_model_card(model, repo_id: str, provenance: str, datasets=None, base_
     provenance: a paragraph on where the weights come from (training run, conversion).
     datasets, base_model: Hub ids for the metadata. eval_results: the folder's eval_results.json contents (the train
     job's metrics and `slotssm-hf evaluate --update-card`'s protocol results), which become the card's
-    `model-index`, and the train job's an evaluation table. has_processor: whether a video processor is
-    published beside the model (the card then shows how to load it).
+    `model-index`, and the train job's an evaluation table. has_processor: whether a processor (a video processor,
+    or GrootV's image processor) is published beside the model (the card then shows how to load it).
     """
     class_name = type(model).__name__
     family, head = head_of(class_name)

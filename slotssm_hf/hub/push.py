@@ -1,6 +1,6 @@
 """Publishing a saved checkpoint of any family on the Hugging Face Hub: `slotssm-hf push CHECKPOINT_DIR REPO_ID`.
 
-A push is one commit holding the safetensors weights, `config.json`, the video processor's config (when saved),
+A push is one commit holding the safetensors weights, `config.json`, the processor's config (when saved),
 the model code that `trust_remote_code=True` runs, the train job's `eval_results.json` (when present) and a model
 card generated for the repo (it replaces the folder's README.md, keeping the provenance paragraph of a card this
 package rendered). The folder is checked completely before the first request to the Hub, and a commit is
@@ -19,7 +19,8 @@ from typing import NamedTuple
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-PROCESSOR_CONFIG = "video_preprocessor_config.json"
+# A saved processor's config: the video processors', and GrootV's image processor's.
+PROCESSOR_CONFIGS = ("video_preprocessor_config.json", "preprocessor_config.json")
 EVAL_RESULTS = "eval_results.json"
 CARD = "README.md"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl")
@@ -207,16 +208,16 @@ def checked_checkpoint(folder, allow_non_finite: bool = False) -> Checkpoint:
         raise PushError(f"{folder / CONFIG} has no auto_map, so the repo would not load with trust_remote_code=True")
     files = {CONFIG: folder / CONFIG, WEIGHTS: folder / WEIGHTS}
     auto_maps = [config_dict["auto_map"]]
-    has_processor = (folder / PROCESSOR_CONFIG).is_file()
-    if has_processor:
-        auto_maps.append(read_json(folder / PROCESSOR_CONFIG).get("auto_map") or {})
-        files[PROCESSOR_CONFIG] = folder / PROCESSOR_CONFIG
+    processor_configs = [name for name in PROCESSOR_CONFIGS if (folder / name).is_file()]
+    for name in processor_configs:
+        auto_maps.append(read_json(folder / name).get("auto_map") or {})
+        files[name] = folder / name
     files.update({name: folder / name for name in model_code_files(folder, auto_maps)})
     eval_results = None
     if (folder / EVAL_RESULTS).is_file():
         eval_results = read_json(folder / EVAL_RESULTS)
         files[EVAL_RESULTS] = folder / EVAL_RESULTS
-    return Checkpoint(files, model, eval_results, has_processor)
+    return Checkpoint(files, model, eval_results, bool(processor_configs))
 
 
 def model_card_for(folder, repo_id: str, checkpoint: Checkpoint, datasets=None, base_model=None):
