@@ -9,6 +9,9 @@ starts, with OMP / MKL / OpenBLAS at one thread), the processes one after the ot
 - ours, all features: `read_tfds(folder, split)` iterated (the streaming `datasets.IterableDataset`);
 - ours, SAVi's features: `read_tfds(..., columns=[video, segmentations, backward_flow, depth, instances/bboxes,
   instances/bbox_frames, metadata])`, what SAVi (flow target) and SAVi++ (depth target) read;
+- ours, all features without libpng: the 16-bit colour PNGs (`normal`, `object_coordinates`) through the NumPy
+  unfiltering that `slotssm_hf.data.images` falls back on where torchvision has no usable `decode_png`, instead of
+  libpng (torchvision's `decode_png`) after `check_png`;
 - tensorflow-datasets: `tfds.builder_from_directory(folder).as_dataset(split, read_config=ReadConfig(
   try_autocache=False))` iterated with `tfds.as_numpy`, all features, and SAVi's through
   `tfds.decode.PartialDecoding`. It runs in the Python given by `--tfds-python` (TensorFlow is no dependency of
@@ -53,6 +56,7 @@ SAVI_COLUMNS = ["video", "segmentations", "backward_flow", "depth", "instances/b
                 "metadata"]  # fmt: skip
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 SELECTIONS = ("all", "savi")  # every feature; SAVi's (SAVI_COLUMNS)
+NUMPY_PNG = "all, NumPy PNG"  # ours only: every feature, 16-bit colour PNGs by the NumPy fallback instead of libpng
 SIMD_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
 
 # --- what runs inside each pinned reader process (NumPy and the standard library only: the tfds Python has no torch)
@@ -86,15 +90,23 @@ def canonical(value):
 
 
 def run_worker(reader: str, folder: str, split: str, repeats: int, output: str) -> None:
-    """Both selections of one reader ("ours" or "tfds"), one after the other in this process; writes
-    {selection: result} as JSON."""
+    """Each selection of one reader ("ours": also NUMPY_PNG, last; or "tfds"), one after the other in this process;
+    writes {selection: result} as JSON."""
     results = {}
-    for selection in SELECTIONS:
+    for selection in selections(reader):
+        if selection == NUMPY_PNG:
+            from slotssm_hf.data import images
+
+            images._libpng = lambda: None  # the fallback's switch; this process reads nothing after this selection
         if reader == "ours":
             results[selection] = time_ours(folder, split, SAVI_COLUMNS if selection == "savi" else None, repeats)
         else:
             results[selection] = time_tfds(folder, split, selection, repeats)
     Path(output).write_text(json.dumps(results))
+
+
+def selections(reader: str) -> tuple:
+    return (*SELECTIONS, NUMPY_PNG) if reader == "ours" else SELECTIONS
 
 
 def time_ours(folder: str, split: str, columns, repeats: int) -> dict:
@@ -157,11 +169,11 @@ def measure_reader(reader: str, python: str, folder: Path, split: str, repeats: 
             done = subprocess.run(command, env=env, capture_output=True, text=True,
                                   preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))  # fmt: skip
         except OSError as error:
-            return {selection: {"error": str(error)} for selection in SELECTIONS}
+            return {selection: {"error": str(error)} for selection in selections(reader)}
         if done.returncode != 0 or not output.is_file():
             lines = [line for line in done.stderr.splitlines() if line.strip()]
             error = lines[-1] if lines else f"exit status {done.returncode}"
-            return {selection: {"error": error} for selection in SELECTIONS}
+            return {selection: {"error": error} for selection in selections(reader)}
         return json.loads(output.read_text())
 
 
@@ -302,6 +314,9 @@ def report(args, folder: Path) -> None:
     import platform
 
     import torch
+    import torchvision
+
+    from slotssm_hf.data import images
 
     ours = measure_reader("ours", sys.executable, folder, args.split, args.repeats, args.cpu)
     if args.tfds_python:
@@ -318,19 +333,24 @@ def report(args, folder: Path) -> None:
     versions = tfds["all"].get("versions", {})
     tfds_name = f"tensorflow-datasets {versions['tensorflow_datasets']}" if versions else "tensorflow-datasets"
     print(f"CPU: {cpu_line()}")
-    print(f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}; "
+    print(f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}, torchvision "
+          f"{torchvision.__version__}; "
           f"{', '.join(f'{k} {v}' for k, v in versions.items()) or 'tensorflow-datasets: not run'}")  # fmt: skip
     print(f"each reader in its own process pinned to CPU {args.cpu}, one thread (OMP/MKL/OpenBLAS); median of "
           f"{args.repeats} passes after a warm-up; {folder}")  # fmt: skip
+    png = "checked, then libpng (torchvision's decode_png)" if images._libpng() else "NumPy (no usable decode_png)"
+    print(f"ours, 16-bit colour PNGs (normal, object_coordinates): {png}")
     print()
     print("| measurement | ours | reference | ours / reference |")
     print("|---|---|---|---|")
-    for label, selection, how in (("all features, 1 core", "all", "as_dataset"),
-                                  ("SAVi's features, 1 core", "savi", "PartialDecoding")):  # fmt: skip
-        mine, theirs = rate(ours[selection]), rate(tfds[selection])
+    for label, selection, reference, how in (("all features, 1 core", "all", "all", "as_dataset"),
+                                             ("SAVi's features, 1 core", "savi", "savi", "PartialDecoding"),
+                                             ("all features, 1 core, NumPy PNG fallback", NUMPY_PNG, "all",
+                                              "as_dataset")):  # fmt: skip
+        mine, theirs = rate(ours[selection]), rate(tfds[reference])
         ours_cell = f"{mine:.0f} frames/s" if mine else f"not run: {ours[selection]['error']}"
         theirs_cell = (f"{theirs:.0f} frames/s ({tfds_name}, {how})" if theirs
-                       else f"not run: {tfds[selection]['error']}")  # fmt: skip
+                       else f"not run: {tfds[reference]['error']}")  # fmt: skip
         ratio = f"{mine / theirs:.2f}x" if mine and theirs else "-"
         print(f"| {label} | {ours_cell} | {theirs_cell} | {ratio} |")
     model = f"SAVi {args.step_variant}" if args.step_variant else "SAVi-S (SAViConfig())"

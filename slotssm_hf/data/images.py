@@ -3,17 +3,21 @@ RGB, RGBA), and whatever else Pillow reads (JPEG).
 
 Pillow decodes 8-bit PNGs and 16-bit grey PNGs exactly and fast, but it turns 16-bit colour PNGs into 8-bit without a
 warning (it keeps the high byte of each sample). MOVi's `normal` and `object_coordinates` are 16-bit RGB PNGs, so
-those go through `decode_images`'s own path: the IDAT stream inflated with `zlib` and the five PNG row filters
-undone in NumPy.
+those go through `decode_images`'s own path. `check_png` first checks every byte libpng would read (chunk layout and
+CRCs, IHDR, the IDAT stream inflating to exactly the image's rows, filter types 0-4); only then does libpng decode the
+rows, through torchvision's `decode_png`: exact, and with the check about 3x faster than NumPy, but any error libpng
+meets (a bad CRC, corrupt image data) crashes the process, so it is only ever handed a PNG that has passed the check.
 
-Undoing the filters is sequential along a row (Sub, Average and Paeth predict from the reconstructed left neighbour)
-and down the image (Up, Average, Paeth from the row above). Every filter reads only the left, upper and upper-left
-neighbours, so all pixels on one anti-diagonal (row + column = d) are independent given the earlier diagonals: the
-reconstruction walks the H + W - 1 diagonals, each a handful of NumPy operations over all its pixels, all channels and
-every frame of a video at once, instead of a Python loop over pixels.
+Where torchvision's image extension did not load, `unfilter` undoes the five PNG row filters in NumPy instead, and
+the tests hold libpng's output to it. Undoing the filters is sequential along a row (Sub, Average and Paeth predict
+from the reconstructed left neighbour) and down the image (Up, Average, Paeth from the row above). Every filter reads
+only the left, upper and upper-left neighbours, so all pixels on one anti-diagonal (row + column = d) are independent
+given the earlier diagonals: the reconstruction walks the H + W - 1 diagonals, each a handful of NumPy operations over
+all its pixels, all channels and every frame of a video at once, instead of a Python loop over pixels.
 """
 
 import struct
+import warnings
 import zlib
 from functools import lru_cache
 from io import BytesIO
@@ -39,8 +43,8 @@ def png_header(data: bytes) -> tuple[int, int, int, int, int]:
 
 def decode_images(frames: list[bytes]) -> np.ndarray | list[np.ndarray]:
     """Encoded frames as one array (N, H, W, C) when they share a shape, else a list of (H, W, C) arrays: uint8 for
-    8-bit images, uint16 for 16-bit PNGs. Decoded with Pillow where it is exact (8-bit; 16-bit grey PNGs) and with
-    `unfilter` for 16-bit colour PNGs."""
+    8-bit images, uint16 for 16-bit PNGs. Decoded with Pillow where it is exact (8-bit; 16-bit grey PNGs); 16-bit
+    colour PNGs are checked by `check_png`, then decoded by libpng (torchvision) or, without it, by `unfilter`."""
     if not frames:
         return []
     if not all(frame[:8] == PNG_SIGNATURE for frame in frames):
@@ -50,7 +54,7 @@ def decode_images(frames: list[bytes]) -> np.ndarray | list[np.ndarray]:
         return [image for frame in frames for image in decode_images([frame])]
     height, width, bit_depth, colour_type, interlace = headers[0]
     if bit_depth == 16 and colour_type != 0:
-        return _decode_own(frames, height, width, bit_depth, colour_type, interlace)
+        return _decode_own(frames, height, width, colour_type, interlace)
     return _stack([_decode_pillow(frame) for frame in frames])
 
 
@@ -58,52 +62,116 @@ def _stack(images: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
     return np.stack(images) if len({(image.shape, image.dtype) for image in images}) == 1 else images
 
 
-def _decode_own(frames, height, width, bit_depth, colour_type, interlace) -> np.ndarray:
-    filtered = np.stack([_inflate(frame, height, width, bit_depth, colour_type, interlace) for frame in frames])
+def _decode_own(frames, height, width, colour_type, interlace) -> np.ndarray:
+    checked = [check_png(frame, height, width, colour_type, interlace) for frame in frames]
     channels = CHANNELS[colour_type]
-    raw = unfilter(filtered, bytes_per_pixel=channels * bit_depth // 8)
-    if bit_depth == 16:
-        return raw.view(">u2").astype(np.uint16).reshape(len(frames), height, width, channels)
-    return raw.reshape(len(frames), height, width, channels)
+    decode_png = _libpng()
+    if decode_png is not None:
+        import torch
+
+        with warnings.catch_warnings():
+            # torchvision 0.29 deprecates its image decoders for TorchCodec's; once they are gone, `_libpng` is None.
+            warnings.filterwarnings("ignore", "The image decoding and encoding capabilities", DeprecationWarning)
+            decoded = [decode_png(torch.frombuffer(png, dtype=torch.uint8)) for png, _ in checked]  # (C, H, W)
+        return np.stack([image.permute(1, 2, 0).numpy() for image in decoded])
+    filtered = np.stack([np.frombuffer(rows, np.uint8).reshape(height, -1) for _, rows in checked])
+    raw = unfilter(filtered, bytes_per_pixel=channels * 2)
+    return raw.view(">u2").astype(np.uint16).reshape(len(frames), height, width, channels)
 
 
-def _inflate(data: bytes, height: int, width: int, bit_depth: int, colour_type: int, interlace: int) -> np.ndarray:
-    """The filtered scanlines (H, 1 + W * bytes per pixel) of a non-interlaced PNG with whole-byte samples."""
-    if colour_type not in CHANNELS or bit_depth not in (8, 16):
-        raise ImageError(f"colour type {colour_type} at {bit_depth} bits per sample is not supported here")
-    if interlace:
-        raise ImageError("interlaced (Adam7) PNGs are not supported")
-    idat, offset = [], 8
-    while offset + 12 <= len(data):
-        (length,) = struct.unpack(">I", data[offset : offset + 4])
-        kind = data[offset + 4 : offset + 8]
-        body = data[offset + 8 : offset + 8 + length]
-        (crc,) = struct.unpack(">I", data[offset + 8 + length : offset + 12 + length] or b"\0\0\0\0")
-        if len(body) < length or zlib.crc32(kind + body) != crc:
-            raise ImageError(f"the {kind.decode('latin-1')} chunk at byte {offset} is truncated or fails its CRC")
-        if kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-        offset += 12 + length
+@lru_cache(maxsize=1)
+def _libpng():
+    """torchvision's `decode_png`, or None where it cannot serve: before torchvision 0.21 (no 16-bit output), or
+    without its image extension (torchvision then only warns and leaves its image operators out; one built for
+    another torch fails on import with a RuntimeError)."""
     try:
-        stream = zlib.decompress(b"".join(idat))
+        import torch
+        import torchvision
+        from torchvision.io import decode_png
+    except (ImportError, RuntimeError):
+        return None
+    version = tuple(int(part) for part in torchvision.__version__.split(".")[:2])
+    return decode_png if version >= (0, 21) and hasattr(torch.ops.image, "decode_png") else None
+
+
+# libpng's default limit on width and height; it also keeps the expected image data within what zlib can count.
+MAX_SIDE = 1_000_000
+# The IDAT chunk size libpng writes (and so reads from every version: some refuse chunks much larger than the image).
+IDAT_SIZE = 8192
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+IEND_CHUNK = _chunk(b"IEND", b"")
+
+
+def check_png(data: bytes, height: int, width: int, colour_type: int, interlace: int) -> tuple[bytearray, bytes]:
+    """Check a PNG with 16-bit samples (`png_header`'s values given) as a strict decoder reads it:
+    IHDR first and valid, every chunk whole with a correct CRC, no unknown critical chunk, the IDAT chunks consecutive
+    and followed by IEND, their zlib stream complete and inflating to exactly the image's rows, each row's filter
+    type 0-4. Returns the PNG to hand libpng, laid out as libpng writes one (IHDR, the zlib stream in IDAT chunks of
+    8 KiB, IEND; the ancillary chunks, which libpng would interpret, left out), and the filtered rows
+    (H * (1 + W * bytes per pixel) bytes)."""
+    if colour_type not in CHANNELS:
+        raise ImageError(f"colour type {colour_type} at 16 bits per sample is not supported here")
+    if interlace:
+        raise ImageError(f"interlace method {interlace} is not supported (only non-interlaced PNGs are)")
+    sides_valid = 0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE
+    if data[8:12] != b"\0\0\0\x0d" or data[26:28] != b"\0\0" or not sides_valid:
+        raise ImageError(f"its IHDR chunk is invalid (not 13 bytes, an unknown compression or filter method, or "
+                         f"{width} x {height} pixels: 1 to {MAX_SIDE:,} each)")  # fmt: skip
+    idat, kinds, offset = [], [], 8
+    while kinds[-1:] != [b"IEND"]:
+        if offset + 12 > len(data):
+            raise ImageError(f"it ends at byte {len(data)} without an IEND chunk (truncated?)")
+        (length,) = struct.unpack_from(">I", data, offset)
+        kind, end = data[offset + 4 : offset + 8], offset + 12 + length
+        name = kind.decode("ascii", "backslashreplace")
+        if end > len(data) or zlib.crc32(data[offset + 4 : end - 4]) != int.from_bytes(data[end - 4 : end], "big"):
+            raise ImageError(f"the '{name}' chunk at byte {offset} is truncated or fails its CRC")
+        if (kind == b"IHDR" and kinds) or (kind == b"IDAT" and b"IDAT" in kinds and kinds[-1] != b"IDAT"):
+            raise ImageError(f"the '{name}' chunk at byte {offset} is out of place")
+        if not kind[0] & 0x20 and kind not in (b"IHDR", b"PLTE", b"IDAT", b"IEND"):
+            raise ImageError(f"it has an unknown critical chunk '{name}' at byte {offset}")
+        if kind == b"IDAT":
+            idat.append(data[offset + 8 : end - 4])
+        kinds.append(kind)
+        offset = end
+    if not idat:
+        raise ImageError("it has no IDAT chunk")
+    stride = 1 + width * CHANNELS[colour_type] * 2
+    stream, inflater = b"".join(idat), zlib.decompressobj()  # a 32 KiB window, whatever the zlib header declares
+    try:
+        rows = inflater.decompress(stream, height * stride + 1)
     except zlib.error as error:
-        raise ImageError(f"the image data does not inflate ({error})") from error
-    stride = 1 + width * CHANNELS[colour_type] * bit_depth // 8
-    if len(stream) != height * stride:
-        raise ImageError(f"the image data holds {len(stream)} bytes, not {height} rows of {stride}")
-    return np.frombuffer(stream, np.uint8).reshape(height, stride)
+        raise ImageError(f"its image data does not inflate ({error})") from error
+    if len(rows) > height * stride:
+        raise ImageError(f"its image data inflate to more than {height} rows of {stride} bytes")
+    if len(rows) < height * stride:
+        unfinished = "" if inflater.eof else " (an unfinished zlib stream)"
+        raise ImageError(f"its image data inflate to {len(rows)} bytes{unfinished}, not {height} rows of {stride}")
+    if not inflater.eof or inflater.unused_data:
+        raise ImageError(f"its zlib stream does not end right after the image's {height} rows of {stride} bytes")
+    if max(rows[::stride]) > 4:
+        row = next(index for index, kind in enumerate(rows[::stride]) if kind > 4)
+        raise ImageError(f"row {row} has an unknown PNG filter type {rows[row * stride]}")
+    # libpng inflates with the window the zlib header declares (and fails, crashing torchvision, on a stream reaching
+    # back further than that), so it is handed the 32 KiB window checked here: the header's CINFO set to 7.
+    flags = stream[1] & 0xE0
+    stream = bytes([0x78, flags | (31 - (0x7800 | flags) % 31) % 31]) + stream[2:]
+    chunks = [_chunk(b"IDAT", stream[start : start + IDAT_SIZE]) for start in range(0, len(stream), IDAT_SIZE)]
+    return bytearray().join([PNG_SIGNATURE, data[8:33], *chunks, IEND_CHUNK]), rows
 
 
 def unfilter(filtered: np.ndarray, bytes_per_pixel: int) -> np.ndarray:
     """Undo the PNG row filters of `filtered` (N, H, 1 + W * bytes_per_pixel): each row's first byte is its filter
-    type (0 None, 1 Sub, 2 Up, 3 Average, 4 Paeth). Returns the raw bytes (N, H, W * bytes_per_pixel), uint8."""
+    type (0 None, 1 Sub, 2 Up, 3 Average, 4 Paeth; `check_png` refuses others). Returns the raw bytes
+    (N, H, W * bytes_per_pixel), uint8."""
     count, height, stride = filtered.shape
     width = (stride - 1) // bytes_per_pixel
     types = filtered[:, :, 0]
-    if types.max(initial=0) > 4:
-        raise ImageError(f"unknown PNG filter type {int(types.max())}")
     if not types.any():
         return filtered[:, :, 1:].copy()
     # Pixels first, frames and channels last: each diagonal gathers contiguous blocks of every frame's channels.
