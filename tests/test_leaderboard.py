@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from slotssm_hf.cli import main as cli
-from slotssm_hf.training.leaderboard import COLUMNS, ENTRIES, main, parse_args, runs
+from slotssm_hf.training.leaderboard import COLUMNS, ENTRIES, GRID_REFERENCE, main, parse_args, runs
 from slotssm_hf.training.train import parse_args as train_args
 
 QUALITY = ("fg_ari", "miou", "psnr", "object_psnr")
@@ -24,10 +24,11 @@ def quick_run(tmp_path_factory):
 
 def test_quick_run_writes_a_complete_table_chart_and_pictures(quick_run):
     lines = (quick_run / "leaderboard.md").read_text().splitlines()
-    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[: 2 + len(ENTRIES)]]
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[: 3 + len(ENTRIES)]]
     assert cells[0] == ["model", *(title for title, _ in COLUMNS.values())]
-    assert [row[0] for row in cells[2:]] == [entry.name for entry in ENTRIES]
-    assert all(math.isfinite(float(value)) for row in cells[2:] for value in row[1:])
+    assert [row[0] for row in cells[2:]] == [GRID_REFERENCE] + [entry.name for entry in ENTRIES]
+    assert cells[2][3:] == ["—"] * (len(COLUMNS) - 2)  # the grid has FG-ARI and mIoU only
+    assert all(math.isfinite(float(value)) for row in cells[3:] for value in row[1:])
     assert "slotssm-hf benchmark --quick" in lines[-1]
 
     rows = json.loads((quick_run / "leaderboard.json").read_text())["rows"]
@@ -45,6 +46,36 @@ def test_quick_run_writes_a_complete_table_chart_and_pictures(quick_run):
             entry_widths.append(picture.width)
     with Image.open(quick_run / "slots.png") as side_by_side:
         assert side_by_side.width > sum(entry_widths)  # every entry's picture, each under its name
+
+
+def test_the_grid_reference_is_the_fixed_quadrants_scored_by_brute_force(quick_run):
+    """Against an independent computation on the held-out masks: scikit-learn's ARI over each video's object pixels,
+    and the best one-to-one assignment of objects to the four quadrants found by trying every one."""
+    import itertools
+
+    import numpy as np
+    from sklearn.metrics import adjusted_rand_score
+
+    from slotssm_hf.training.data import builtin_datasets
+
+    reference = json.loads((quick_run / "leaderboard.json").read_text())["grid_reference"]
+    _, held_out = builtin_datasets(parse_args(["--quick"]))
+    aris, ious = [], []
+    for masks in held_out.with_format("numpy")["instance_masks"]:
+        height, width = masks.shape[-2:]
+        quadrant = np.add.outer((np.arange(height) >= height / 2) * 2, np.arange(width) >= width / 2)
+        quadrants = np.broadcast_to(quadrant, masks.shape)
+        objects = [k for k in np.unique(masks) if k != 0]
+        if not objects:
+            continue
+        aris.append(adjusted_rand_score(masks[masks > 0], quadrants[masks > 0]))
+        iou = [[((masks == k) & (quadrants == q)).sum() / ((masks == k) | (quadrants == q)).sum() for q in range(4)]
+               for k in objects]  # fmt: skip
+        best = max(sum(iou[i][q] for i, q in zip(range(len(objects)), cells) if q is not None)
+                   for cells in itertools.permutations([0, 1, 2, 3, *[None] * len(objects)], len(objects)))  # fmt: skip
+        ious.append(best / len(objects))
+    assert reference["fg_ari"] == pytest.approx(np.mean(aris), abs=1e-9)
+    assert reference["miou"] == pytest.approx(np.mean(ious), abs=1e-9)
 
 
 def test_the_same_seed_gives_the_same_table(quick_run, tmp_path):

@@ -8,7 +8,8 @@ every row: FG-ARI and mIoU of its slot masks against the instance masks of the h
 PSNR over whole frames and over object pixels alone, in [0, 1] pixel units whatever the family's input normalisation
 (all four the train job's evaluation), training frames/s (the Trainer's clips/s times the clip length, evaluation
 excluded) and streaming ms/frame (the first held-out video fed one frame at a time through `stream`, which carries
-the model's recurrent state; the median over its frames).
+the model's recurrent state; the median over its frames). Its first row is no model: the FG-ARI and mIoU of a fixed
+2 x 2 grid of the frame on the same videos (`grid_reference`), the score of regions that follow no object.
 
 Writes to the output folder, besides each entry's train-job folder: `leaderboard.md` (the table and the command
 that made it), `leaderboard.json`, `leaderboard.png` (one bar chart per metric; needs matplotlib) and `slots.png`
@@ -79,6 +80,8 @@ ENTRIES = (
     Entry("STATM-SAVi, conditional", "statm", "tiny"),
 )
 
+# The table's first row: a fixed partition of the frame, no model (`grid_reference`).
+GRID_REFERENCE = "fixed 2 x 2 grid (no model)"
 # key: (column title, format); arrows say which way is better.
 COLUMNS = {
     "fg_ari": ("FG-ARI ↑", "{:.3f}"),
@@ -163,6 +166,22 @@ def evaluate_entry(model_dir: Path, args) -> dict:
     }
 
 
+def grid_reference(args) -> dict:
+    """FG-ARI and mIoU, on the held-out videos, of a fixed 2 x 2 grid of the frame: the same four regions for every
+    video and frame, no model. A partition of the frame into regions that follows no object scores this much, so it
+    is the level a model's FG-ARI must clear before it says anything about objects (mIoU tells them apart)."""
+    import torch
+
+    from ..evaluation.metrics import object_discovery_metrics
+    from .data import builtin_datasets
+
+    _, eval_rows = builtin_datasets(args)
+    masks = torch.as_tensor(np.stack(eval_rows.with_format("numpy")["instance_masks"]))
+    height, width = masks.shape[-2:]
+    rows, columns = torch.arange(height) * 2 // height, torch.arange(width) * 2 // width
+    return object_discovery_metrics((rows[:, None] * 2 + columns).expand_as(masks), masks)
+
+
 def streaming_seconds(model, processor, collator, row) -> list[float]:
     """Seconds per frame of one video fed to `stream` frame by frame (the first frame's boxes where needed)."""
     from ..streaming import stream
@@ -178,10 +197,12 @@ def streaming_seconds(model, processor, collator, row) -> list[float]:
 
 
 def markdown_table(rows: dict[str, dict]) -> str:
+    """One line per row; a column the row does not have (the grid reference's) shows a dash."""
     header = "| model | " + " | ".join(title for title, _ in COLUMNS.values()) + " |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 1)]
     for name, row in rows.items():
-        lines.append(f"| {name} | " + " | ".join(fmt.format(row[key]) for key, (_, fmt) in COLUMNS.items()) + " |")
+        cells = (fmt.format(row[key]) if key in row else "—" for key, (_, fmt) in COLUMNS.items())
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -194,7 +215,8 @@ def bar_chart(rows: dict[str, dict], path: Path):
     figure, axes = plt.subplots(1, len(COLUMNS), figsize=(3.2 * len(COLUMNS), 3.6))
     names = list(rows)
     for axis, (key, (title, _)) in zip(axes, COLUMNS.items()):
-        axis.bar(range(len(names)), [rows[name][key] for name in names], color=[f"C{i}" for i in range(len(names))])
+        heights = [rows[name].get(key, float("nan")) for name in names]
+        axis.bar(range(len(names)), heights, color=[f"C{i}" for i in range(len(names))])
         axis.set_title(title)
         axis.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
     figure.tight_layout()
@@ -229,14 +251,16 @@ def main(argv=None) -> int:
         rows[run.name] = evaluate_entry(run.folder / "final", args)
         pictures[run.name] = run.folder / "slots.png"
     command = "slotssm-hf benchmark " + " ".join(argv)
-    table = markdown_table(rows)
+    reference = grid_reference(args)
+    table = markdown_table({GRID_REFERENCE: reference, **rows})
     budget = (f"{args.steps} steps of batch {args.batch_size} x {args.num_frames} frames at {args.image_size} px on "
               f"{args.train_videos} training videos, seed {args.seed}; metrics on {args.eval_videos} held-out videos")
     write_atomically(output_dir / "leaderboard.md",
                      lambda name: Path(name).write_text(f"{table}\n\n{budget}. Made with `{command.strip()}`.\n"))
     write_atomically(output_dir / "leaderboard.json",
-                     lambda name: Path(name).write_text(json.dumps({"command": command, "rows": rows}, indent=2)))
-    bar_chart(rows, output_dir / "leaderboard.png")
+                     lambda name: Path(name).write_text(json.dumps({"command": command, "rows": rows,
+                                                                    "grid_reference": reference}, indent=2)))
+    bar_chart({GRID_REFERENCE: reference, **rows}, output_dir / "leaderboard.png")
     side_by_side(pictures, output_dir / "slots.png")
     print(table)
     print(f"\n{budget}.\nwritten: " + ", ".join(str(output_dir / name) for name in
