@@ -207,7 +207,7 @@ def _diagonals(height: int, width: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def _decode_pillow(data: bytes) -> np.ndarray:
     """(H, W, C) of an 8-bit image (a palette expanded to RGB or RGBA) or of a 16-bit grey PNG."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(BytesIO(data)) as image:
@@ -216,6 +216,8 @@ def _decode_pillow(data: bytes) -> np.ndarray:
             elif image.mode in ("1", "L;1", "L;2", "L;4"):
                 image = image.convert("L")
             array = np.asarray(image)
+    except UnidentifiedImageError as error:  # its message names the in-memory file object, a new address each time
+        raise ImageError("the image does not decode (its bytes begin no image format Pillow reads)") from error
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(f"the image does not decode ({error})") from error
     if array.dtype == np.int32:  # Pillow's "I" mode for 16-bit grey
