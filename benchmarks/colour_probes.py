@@ -84,7 +84,7 @@ def evaluate(model, split, mean, std, batch_size: int) -> dict:
     metrics["slot_r2"] = probe_r2(torch.stack(slot_features), torch.stack(slot_colors))
 
     flat = ((frames - mean) / std).flatten(0, 1)
-    tokens = torch.cat([model.slotssm.encoder(flat[i : i + 64]) for i in range(0, len(flat), 64)])
+    tokens = torch.cat([model.slotssm.encoder(flat[i : i + 64]).tokens for i in range(0, len(flat), 64)])
     side = math.isqrt(tokens.shape[1])
     patch = frames.shape[-1] // side
     patches = masks.flatten(0, 1).unfold(1, patch, patch).unfold(2, patch, patch).reshape(len(flat), side * side, -1)

@@ -91,7 +91,7 @@ class BallColorModel(nn.Module):
         """pixel_values_videos (batch, frames, 3, H, W); ball_centers (batch, balls, 2) in [0, 1].
         Returns logits (batch, frames, balls, NUM_COLORS + 1): each ball's earliest colour so far, or NOT_FLASHED."""
         batch, frames = pixel_values_videos.shape[:2]
-        tokens = self.slotssm.encoder(pixel_values_videos.flatten(0, 1)).unflatten(0, (batch, frames))
+        tokens = self.slotssm.encoder(pixel_values_videos.flatten(0, 1)).tokens.unflatten(0, (batch, frames))
         ball_slots = self.ball_slots(sincos_features(ball_centers))
         initial = torch.cat([ball_slots, self.background_slot.expand(batch, -1, -1)], dim=1)
         slots = initial[:, None].expand(-1, frames, -1, -1)

@@ -60,6 +60,11 @@ class SlotSSMConfig(PreTrainedConfig):
         [-1, 1] to the CNN's features (slot attention's soft position embedding). The official CNN has none, so its
         tokens, hence the slots, carry no position beyond what the zero padding leaks; the object-centric variants
         turn it on.
+    cnn_position_in_keys (`bool`, defaults to `True`): the cross-attention's keys come from the same tokens as its
+        values. False (with `cnn_position_embedding`): the keys come from the CNN's features without the position
+        embedding (through the same final norm and convolution), so slots choose tokens by their content (colour,
+        shape) while the values they read still say where the tokens are. With position in the keys, learned slot
+        queries bind to image regions: they split the background and trade objects as these move.
     timm_model_name (`str`, *optional*): the timm model of `encoder_type="timm"`, as `timm.create_model` takes it
         (`"vit_small_patch14_dinov2.lvd142m"`, `"resnet50"`, `"hf-hub:org/name"`, `"local-dir:/path"`).
     timm_model_kwargs (`dict`, *optional*): further `timm.create_model` arguments (`drop_path_rate`, `depth`, ...).
@@ -77,6 +82,10 @@ class SlotSSMConfig(PreTrainedConfig):
     num_slots (`int`, defaults to 6): slots per frame.
     hidden_size (`int`, defaults to 256): slot width.
     num_hidden_layers (`int`, defaults to 4): slot blocks.
+    num_slot_attention_iterations (`int`, defaults to 1): how many times the first block's cross-attention updates
+        the slots (the same weights, a residual step each, as slot attention's iterations). The learned initial slots
+        are the same for every frame; rounds of competing for the tokens let them split the frame before the SSM
+        carries them on. The official model does one.
     use_inverted_attention (`bool`, defaults to `True`): slot-attention-style cross-attention (softmax over the
         slots, then a weighted mean over the tokens) instead of a softmax over the tokens.
     cross_attention_num_heads (`int`, defaults to 1): heads of the cross-attention.
@@ -143,6 +152,7 @@ class SlotSSMConfig(PreTrainedConfig):
     cnn_downsampling_ratio: int = 2
     cnn_blocks_per_stage: int = 2
     cnn_position_embedding: bool = False
+    cnn_position_in_keys: bool = True
     timm_model_name: str | None = None
     timm_model_kwargs: dict | None = None
     timm_feature_index: int = -1
@@ -152,6 +162,7 @@ class SlotSSMConfig(PreTrainedConfig):
     num_slots: int = 6
     hidden_size: int = 256
     num_hidden_layers: int = 4
+    num_slot_attention_iterations: int = 1
     use_inverted_attention: bool = True
     cross_attention_num_heads: int = 1
     num_attention_heads: int = 4
@@ -211,6 +222,7 @@ class SlotSSMConfig(PreTrainedConfig):
             "image_size", "num_channels", "patch_size", "encoder_hidden_size", "encoder_num_layers",
             "encoder_num_attention_heads", "encoder_intermediate_size", "encoder_output_size", "cnn_kernel_size",
             "cnn_downsampling_ratio", "cnn_blocks_per_stage", "num_slots", "hidden_size", "num_hidden_layers",
+            "num_slot_attention_iterations",
             "cross_attention_num_heads", "num_attention_heads", "intermediate_size", "mamba_d_state",
             "mamba_d_conv", "mamba_expand", "mamba_headdim", "decoder_hidden_size", "decoder_num_layers",
             "decoder_num_attention_heads", "decoder_intermediate_size", "decoder_initial_size", "num_frames",
@@ -243,6 +255,12 @@ class SlotSSMConfig(PreTrainedConfig):
             divides("image_size", "cnn_downsampling_ratio", "the CNN's first convolution downsamples by this stride")
             if self.cnn_kernel_size % 2 == 0:
                 raise ValueError(f"cnn_kernel_size must be odd to keep the feature size, got {self.cnn_kernel_size}")
+        if not self.cnn_position_in_keys and not (self.encoder_type == "cnn" and self.cnn_position_embedding):
+            raise ValueError(
+                "cnn_position_in_keys=False takes the keys from the CNN's features without its position embedding: it "
+                f"needs encoder_type='cnn' and cnn_position_embedding=True, got {self.encoder_type!r} and "
+                f"{self.cnn_position_embedding}"
+            )
         if self.reconstruction_target == "features" and self.encoder_type != "timm":
             raise ValueError(
                 f"reconstruction_target='features' decodes the features of a timm encoder: it needs "

@@ -4,6 +4,7 @@ over time, slot self-attention, optional MLP) and decoders back to pixels or to 
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -77,6 +78,17 @@ def check_cache(cache, layers, batch_size: int):
                 f"{origin}; its layer {layer.layer_idx} holds (conv, SSM) states of shapes {got}, where this model "
                 f"needs {needed} for {batch_size} videos of {layer.num_slots} slots"
             )
+class EncodedFrames(NamedTuple):
+    """What a frame encoder hands the slot blocks for frames (frames, C, H, W): `tokens` (frames, num_tokens,
+    encoder_output_size), which the cross-attention reads its values, and unless `key_tokens` is given its keys, from;
+    `key_tokens`, tokens of the same shape for the keys (the CNN's without position, `cnn_position_in_keys=False`);
+    `feature_map`, the map behind the tokens (a timm encoder's, (frames, feature_size, grid, grid))."""
+
+    tokens: torch.Tensor
+    key_tokens: torch.Tensor | None = None
+    feature_map: torch.Tensor | None = None
+
+
 def inverted_attention_forward(module, query, key, value, attention_mask, scaling, **kwargs):
     """Slot-attention-style attention: each key's softmax runs over all (head, query) pairs, so slots compete
     for tokens; each query then takes the weighted mean of the values. Shapes as `eager_attention_forward`; the
@@ -108,13 +120,15 @@ class SlotSSMAttention(nn.Module):
         """(*batch, length, dim) -> (*batch, heads, length, head_dim)"""
         return states.unflatten(-1, (self.num_heads, self.head_dim)).transpose(-3, -2)
 
-    def forward(self, hidden_states, key_value_states=None):
-        """hidden_states (*batch, queries, dim); key_value_states (*batch, keys, dim) or None; any number of batch
+    def forward(self, hidden_states, key_value_states=None, key_states=None):
+        """hidden_states (*batch, queries, dim); key_value_states (*batch, keys, dim) or None; key_states, the states
+        the keys are projected from when they differ from the values' (like key_value_states); any number of batch
         dimensions. Returns the output (*batch, queries, dim) and the attention weights (*batch, heads, queries,
         keys), or None from kernels that do not compute them."""
         key_value_states = hidden_states if key_value_states is None else key_value_states
+        key_states = key_value_states if key_states is None else key_states
         query = self.split_heads(self.q_proj(hidden_states))
-        key = self.split_heads(self.k_proj(key_value_states))
+        key = self.split_heads(self.k_proj(key_states))
         value = self.split_heads(self.v_proj(key_value_states))
         attention: Callable = (
             inverted_attention_forward
@@ -186,13 +200,13 @@ class SlotSSMViTEncoder(nn.Module):
     def get_input_embeddings(self) -> nn.Module:
         return self.patch_embedding
 
-    def forward(self, pixel_values):
+    def forward(self, pixel_values) -> EncodedFrames:
         patches = self.patch_embedding(pixel_values).flatten(2).transpose(1, 2)
         hidden_states = torch.cat([self.cls_token.expand(len(patches), -1, -1), patches], dim=1)
         hidden_states = hidden_states + self.position_embeddings
         for layer in self.layers:
             hidden_states = layer(hidden_states)
-        return self.output_proj(hidden_states[:, 1:])
+        return EncodedFrames(self.output_proj(hidden_states[:, 1:]))
 
 
 class SlotSSMResidualBlock(nn.Module):
@@ -209,7 +223,8 @@ class SlotSSMResidualBlock(nn.Module):
 
 
 class SlotSSMCNNEncoder(nn.Module):
-    """Frames (frames, C, H, W) -> feature tokens (frames, (H/r) * (W/r), encoder_output_size), row-major."""
+    """Frames (frames, C, H, W) -> feature tokens (frames, (H/r) * (W/r), encoder_output_size), row-major; with
+    `cnn_position_in_keys=False` also the tokens of the same features without the position embedding, for keys."""
 
     def __init__(self, config: SlotSSMConfig):
         super().__init__()
@@ -223,16 +238,25 @@ class SlotSSMCNNEncoder(nn.Module):
         self.position_embedding = LinearPositionEmbedding(dim) if config.cnn_position_embedding else None
         self.final_norm = nn.GroupNorm(1, dim)
         self.final_conv = nn.Conv2d(dim, config.encoder_output_size, 1)
+        self.position_in_keys = config.cnn_position_in_keys
 
     def get_input_embeddings(self) -> nn.Module:
         return self.stem
 
-    def forward(self, pixel_values):
+    def forward(self, pixel_values) -> EncodedFrames:
         hidden_states = F.gelu(self.stem_norm(self.stem(pixel_values)))
         for stage in self.stages:
             hidden_states = stage(hidden_states)
+        content = hidden_states
         if self.position_embedding is not None:
             hidden_states = self.position_embedding(hidden_states.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        if self.position_in_keys:
+            return EncodedFrames(self.project(hidden_states))
+        # One pass for both: the norm (one group) normalises each map on its own.
+        tokens, key_tokens = self.project(torch.cat([hidden_states, content])).chunk(2)
+        return EncodedFrames(tokens, key_tokens)
+
+    def project(self, hidden_states):
         return self.final_conv(self.final_norm(hidden_states)).flatten(2).transpose(1, 2)
 
 
@@ -273,12 +297,12 @@ class SlotSSMTimmEncoder(nn.Module):
             self.backbone.eval()
         return self
 
-    def forward(self, pixel_values):
+    def forward(self, pixel_values) -> EncodedFrames:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             features = self.backbone.forward_intermediates(
                 pixel_values, indices=[self.feature_index], intermediates_only=True
             )[0]
-        return self.output_proj(features.flatten(2).transpose(1, 2)), features
+        return EncodedFrames(self.output_proj(features.flatten(2).transpose(1, 2)), feature_map=features)
 
 
 def build_encoder(config: SlotSSMConfig) -> nn.Module:
@@ -297,6 +321,7 @@ class SlotSSMBlock(GradientCheckpointingLayer):
         eps = config.layer_norm_eps
         self.layer_idx = layer_idx
         self.num_slots = config.num_slots
+        self.num_cross_attention_steps = config.num_slot_attention_iterations if layer_idx == 0 else 1
         self.cross_attention_input_proj = nn.Linear(config.encoder_output_size, dim)
         self.cross_attention_input_norm = nn.LayerNorm(dim, eps=eps)
         self.cross_attention_slot_norm = nn.LayerNorm(dim, eps=eps)
@@ -323,15 +348,20 @@ class SlotSSMBlock(GradientCheckpointingLayer):
         else:
             self.mlp = None
 
-    def forward(self, slots, tokens, cache=None):
+    def forward(self, slots, tokens, cache=None, key_tokens=None):
         """slots (batch, frames, num_slots, dim); tokens (batch, frames, num_tokens, encoder_output_size);
         cache: a cache whose layer `layer_idx` holds the SSM state after the frames seen so far, continued
-        and updated in place. Returns the new slots and the cross-attention weights (batch, frames, heads,
-        num_slots, num_tokens)."""
+        and updated in place; key_tokens: tokens like `tokens` for the cross-attention's keys, when they differ.
+        Returns the new slots and the (last) cross-attention weights (batch, frames, heads, num_slots,
+        num_tokens)."""
         batch, frames, num_slots, dim = slots.shape
-        inputs = self.cross_attention_input_norm(self.cross_attention_input_proj(tokens))
-        update, weights = self.cross_attention(self.cross_attention_slot_norm(slots), inputs)
-        slots = slots + update
+        inputs, keys = (
+            None if states is None else self.cross_attention_input_norm(self.cross_attention_input_proj(states))
+            for states in (tokens, key_tokens)
+        )
+        for _ in range(self.num_cross_attention_steps):
+            update, weights = self.cross_attention(self.cross_attention_slot_norm(slots), inputs, keys)
+            slots = slots + update
 
         # Slots fold into the batch: each follows its own trajectory through the shared SSM.
         per_slot = self.time_mixer_norm(slots.transpose(1, 2).reshape(batch * num_slots, frames, dim))
@@ -704,17 +734,15 @@ class SlotSSMModel(SlotSSMPreTrainedModel):
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
         batch, frames = pixel_values_videos.shape[:2]
-        encoded = self.encoder(pixel_values_videos.flatten(0, 1))
-        # The timm encoder also returns the feature map behind its tokens.
-        tokens, features = encoded if isinstance(encoded, tuple) else (encoded, None)
-        tokens = tokens.unflatten(0, (batch, frames))
+        tokens, key_tokens, features = (
+            None if tensor is None else tensor.unflatten(0, (batch, frames))
+            for tensor in self.encoder(pixel_values_videos.flatten(0, 1))
+        )
         slots = self.initial_slots.expand(batch, frames, -1, -1)
         for layer in self.layers:
-            slots, _ = layer(slots, tokens, cache)
+            slots, _ = layer(slots, tokens, cache, key_tokens)
         return SlotSSMModelOutput(
-            last_hidden_state=slots,
-            cache=cache if use_cache else None,
-            encoder_features=None if features is None else features.unflatten(0, (batch, frames)),
+            last_hidden_state=slots, cache=cache if use_cache else None, encoder_features=features
         )
 
 

@@ -106,6 +106,9 @@ def test_defaults_are_the_official_training_run():
         ({"encoder_type": "transformer"}, r"encoder_type"),
         ({"hidden_size": "256"}, r"hidden_size"),
         ({"decoder_slot_color": True}, r"decoder_slot_color .* needs decoder_type='spatial_broadcast'"),
+        ({"cnn_position_in_keys": False}, r"cnn_position_in_keys=False .* needs encoder_type='cnn' and cnn_position_embedding=True, got 'vit' and False"),
+        ({"encoder_type": "cnn", "cnn_position_in_keys": False}, r"needs encoder_type='cnn' and cnn_position_embedding=True, got 'cnn' and False"),
+        ({"num_slot_attention_iterations": 0}, r"num_slot_attention_iterations must be a positive integer"),
     ],
 )  # fmt: skip
 def test_invalid_configuration_names_field_and_reason(overrides, message):
@@ -165,7 +168,7 @@ def test_each_module_matches_its_official_counterpart():
     reference, model = official_pair(*official_configs(**OFFICIAL_VARIANTS["nine-slots-96px"]))
     frames = torch.randn(6, 3, 96, 96)
     with torch.no_grad():
-        tokens = model.slotssm.encoder(frames)
+        tokens = model.slotssm.encoder(frames).tokens
         torch.testing.assert_close(tokens, reference.encoder(frames), rtol=0, atol=1e-5)
         slots = torch.randn(2, 3, 9, 128)
         tokens = tokens.view(2, 3, *tokens.shape[1:])
@@ -185,9 +188,10 @@ def test_self_attention_matches_torch_multihead_attention(implementation):
         oracle.in_proj_weight.copy_(torch.cat([ours.q_proj.weight, ours.k_proj.weight, ours.v_proj.weight]))
         oracle.in_proj_bias.copy_(torch.cat([ours.q_proj.bias, ours.k_proj.bias, ours.v_proj.bias]))
         oracle.out_proj.load_state_dict(ours.o_proj.state_dict())
-    x, memory = torch.randn(5, 7, 64), torch.randn(5, 11, 64)
+    x, memory, keys = torch.randn(5, 7, 64), torch.randn(5, 11, 64), torch.randn(5, 11, 64)
     torch.testing.assert_close(ours(x)[0], oracle(x, x, x)[0], rtol=0, atol=1e-5)
     torch.testing.assert_close(ours(x, memory)[0], oracle(x, memory, memory)[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(ours(x, memory, keys)[0], oracle(x, keys, memory)[0], rtol=0, atol=1e-5)
 
 
 def test_eager_and_sdpa_give_the_same_model_output():
@@ -264,6 +268,80 @@ def test_slot_colors_add_each_slots_linear_colour_under_its_mask():
         colored.decoder.slot_color.bias.copy_(torch.tensor([0.5, -1.0, 2.0]))
         expected = plain(frames).reconstruction + torch.tensor([0.5, -1.0, 2.0])[:, None, None]
         torch.testing.assert_close(colored(frames).reconstruction, expected, rtol=1e-5, atol=1e-5)
+
+
+def cnn_config(**overrides):
+    return FAMILIES["slotssm"].config("tiny", image_size=32, decoder_initial_size=2, **overrides)
+
+
+def test_content_keys_are_the_cnn_features_without_position():
+    """With `cnn_position_in_keys=False` the values are the tokens of the model with position in the keys, and the keys
+    are the tokens of the model without a position embedding, each built on its own with the same weights; with the
+    position embedding zeroed, keys and values coincide and the whole model is the one with position in the keys."""
+    content = SlotSSMForVideoReconstruction(cnn_config(cnn_position_in_keys=False)).eval()
+    with_position = SlotSSMForVideoReconstruction(cnn_config()).eval()
+    without_position = SlotSSMForVideoReconstruction(cnn_config(cnn_position_embedding=False)).eval()
+    with_position.load_state_dict(content.state_dict())
+    missing, unexpected = without_position.load_state_dict(content.state_dict(), strict=False)
+    assert not missing and sorted(unexpected) == [
+        "slotssm.encoder.position_embedding.dense.bias", "slotssm.encoder.position_embedding.dense.weight"
+    ]  # fmt: skip
+    frames = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        encoded = content.slotssm.encoder(frames)
+        torch.testing.assert_close(encoded.tokens, with_position.slotssm.encoder(frames).tokens, rtol=0, atol=1e-6)
+        torch.testing.assert_close(encoded.key_tokens, without_position.slotssm.encoder(frames).tokens, rtol=0, atol=1e-6)
+        assert with_position.slotssm.encoder(frames).key_tokens is None
+        assert not torch.allclose(encoded.tokens, encoded.key_tokens, atol=1e-3)
+
+        for model in (content, with_position):
+            for param in model.slotssm.encoder.position_embedding.parameters():
+                param.zero_()
+        videos = video(content.config, frames=3)
+        torch.testing.assert_close(content(videos).reconstruction, with_position(videos).reconstruction, rtol=0, atol=1e-6)
+
+
+def slot_attention_step(attention, slot_norm, slots, values, keys):
+    """One residual update of single-head inverted cross-attention in float64, from the slot attention equations:
+    each token's softmax over the slots, then every slot's weighted mean of the values."""
+    linear = lambda layer, x: F.linear(x, layer.weight.double(), layer.bias.double())  # noqa: E731
+    normed = F.layer_norm(slots, slots.shape[-1:], slot_norm.weight.double(), slot_norm.bias.double(), slot_norm.eps)
+    logits = linear(attention.q_proj, normed) @ linear(attention.k_proj, keys).transpose(-1, -2) * attention.scaling
+    weights = logits.softmax(dim=-2)
+    normalized = weights / (weights.sum(dim=-1, keepdim=True) + 1e-5)
+    return slots + linear(attention.o_proj, normalized @ linear(attention.v_proj, values)), weights
+
+
+@pytest.mark.parametrize("content_keys", [False, True])
+def test_slot_attention_iterations_repeat_the_first_blocks_cross_attention(content_keys):
+    """A first block with k iterations is a one-iteration block applied to the slots after k - 1 residual
+    cross-attention updates (computed in float64 from the equations), and reports the last update's weights; the later
+    blocks attend once."""
+    iterated = SlotSSMModel(cnn_config(num_slot_attention_iterations=3)).eval()
+    once = SlotSSMModel(cnn_config())
+    once.load_state_dict(iterated.state_dict())
+    assert [layer.num_cross_attention_steps for layer in iterated.layers] == [3, 1]
+    block, single = iterated.layers[0].double(), once.layers[0].double()
+    slots, tokens = torch.randn(2, 3, 5, 64, dtype=torch.float64), torch.randn(2, 3, 256, 32, dtype=torch.float64)
+    key_tokens = torch.randn_like(tokens) if content_keys else None
+
+    def embed(states):
+        projected = F.linear(states, block.cross_attention_input_proj.weight, block.cross_attention_input_proj.bias)
+        norm = block.cross_attention_input_norm
+        return F.layer_norm(projected, projected.shape[-1:], norm.weight, norm.bias, norm.eps)
+
+    values = embed(tokens)
+    keys = values if key_tokens is None else embed(key_tokens)
+    with torch.no_grad():
+        expected = slots
+        for _ in range(3):
+            before, (expected, weights) = expected, slot_attention_step(
+                block.cross_attention, block.cross_attention_slot_norm, expected, values, keys
+            )
+        output, reported = block(slots, tokens, None, key_tokens)
+        torch.testing.assert_close(output, single(before, tokens, None, key_tokens)[0], rtol=0, atol=1e-10)
+        torch.testing.assert_close(reported[:, :, 0], weights, rtol=0, atol=1e-10)
+        assert not torch.allclose(output, single(slots, tokens, None, key_tokens)[0], atol=1e-3)
 
 
 def test_activation_checkpointing_gives_the_same_gradients():

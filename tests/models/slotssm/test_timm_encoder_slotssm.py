@@ -54,7 +54,7 @@ def test_tokens_are_timms_features_without_prefix_tokens(backbone):
     encoder = SlotSSMModel(config).encoder.eval()
     frames = video(config).flatten(0, 1)
     with torch.no_grad():
-        tokens, features = encoder(frames)
+        tokens, _, features = encoder(frames)
         # The oracle: timm's final features of the pruned backbone (its final norm is pruned away) without the
         # prefix tokens, or the CNN's last stage, row-major.
         oracle = encoder.backbone.forward_features(frames)
@@ -85,7 +85,7 @@ def test_the_chosen_feature_map_is_read_and_later_blocks_pruned():
     frames = video(config).flatten(0, 1)
     with torch.no_grad():
         (expected,) = full.forward_intermediates(frames, indices=[0], intermediates_only=True)
-        torch.testing.assert_close(encoder(frames)[1], expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(encoder(frames).feature_map, expected, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize(
