@@ -6,20 +6,23 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 # Named variants as data: overrides of SlotSSMConfig's defaults, which are the official training run's architecture
-# ("official"). "tiny" and "small" are the object-centric variant (CNN encoder with a position embedding, inverted
-# attention, spatial-broadcast decoder with alpha masks) that `slotssm-hf train` trains by default; "vit-tiny" is
+# ("official"). "tiny" and "small" are the object-centric variant (CNN encoder with a position embedding in the
+# values but not the keys, three rounds of the first block's inverted cross-attention, spatial-broadcast decoder with
+# alpha masks and a colour per slot) that `slotssm-hf train` trains by default; "vit-tiny" is
 # the official ViT layout at toy size (32 px, two blocks), for quick experiments and tests.
 VARIANTS = {
     "official": {},
     "tiny": dict(
         encoder_type="cnn", cnn_downsampling_ratio=2, encoder_hidden_size=32, encoder_num_layers=1,
-        cnn_blocks_per_stage=1, cnn_position_embedding=True, num_slots=5, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+        cnn_blocks_per_stage=1, cnn_position_embedding=True, cnn_position_in_keys=False, num_slots=5, hidden_size=64,
+        num_hidden_layers=2, num_slot_attention_iterations=3, num_attention_heads=2,
         mamba_d_state=32, mamba_headdim=32, decoder_type="spatial_broadcast", decoder_hidden_size=32,
         decoder_slot_color=True,
     ),
     "small": dict(
         encoder_type="cnn", cnn_downsampling_ratio=2, encoder_hidden_size=64, encoder_num_layers=2,
-        cnn_blocks_per_stage=1, cnn_position_embedding=True, num_slots=6, hidden_size=128, num_hidden_layers=3, num_attention_heads=4,
+        cnn_blocks_per_stage=1, cnn_position_embedding=True, cnn_position_in_keys=False, num_slots=6, hidden_size=128,
+        num_hidden_layers=3, num_slot_attention_iterations=3, num_attention_heads=4,
         mamba_d_state=64, mamba_headdim=32, decoder_type="spatial_broadcast", decoder_hidden_size=64,
         decoder_slot_color=True,
     ),

@@ -46,7 +46,8 @@ def video_folder_dataset(folder, extensions=VIDEO_EXTENSIONS):
 
 class SeededClips(torch.utils.data.Dataset):
     """`dataset` (map-style) with a `clip_seed` added to every row: a function of `seed`, the epoch and the row's
-    index only, which `VideoCollator` hands to the processor for that row's random clip.
+    index only, which `VideoCollator` hands to the processor for that row's random clip. Rows come in datasets'
+    numpy format.
 
     A clip drawn from a global generator depends on when its batch is built, and the Trainer builds batches ahead
     of the step that uses them: a run resumed from a checkpoint builds its first batch after another draw than the
@@ -55,7 +56,9 @@ class SeededClips(torch.utils.data.Dataset):
     """
 
     def __init__(self, dataset, seed: int):
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
+        # Rows as numpy arrays: in the default (Python) format datasets turns every video into nested lists, which
+        # took half of a default training step's time.
+        self.dataset, self.seed, self.epoch = dataset.with_format("numpy"), seed, 0
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -105,7 +108,7 @@ class VideoCollator:
         missing = [i for i, row in enumerate(rows) if VIDEO_COLUMN not in row]
         if missing:
             raise ValueError(f"rows {missing} have no '{VIDEO_COLUMN}' entry (a video path, array or frame list)")
-        videos = [self._as_video(row[VIDEO_COLUMN]) for row in rows]
+        videos = [self._as_video(row[VIDEO_COLUMN], i) for i, row in enumerate(rows)]
         seeded = all(CLIP_SEED_COLUMN in row for row in rows)
         seeds = {"clip_seeds": [row[CLIP_SEED_COLUMN] for row in rows]} if seeded else {}
         batch = {VIDEO_COLUMN: self.processor(videos, **self.processor_kwargs, **seeds)[VIDEO_COLUMN]}
@@ -138,12 +141,19 @@ class VideoCollator:
         return boxes, mask
 
     @staticmethod
-    def _as_video(value):
-        """Paths and arrays pass through; datasets hand array columns back as nested lists of numbers."""
-        if isinstance(value, (str, os.PathLike, np.ndarray, torch.Tensor)):
+    def _as_video(value, index: int):
+        """Paths, tensors and arrays of pixels pass through. datasets hands a stored uint8 video back as nested lists
+        of numbers (its default format) or an int64 array (its numpy format): integer pixels become uint8 again."""
+        if isinstance(value, (str, os.PathLike, torch.Tensor)):
             return value
         array = np.asarray(value)
-        return array.astype(np.uint8) if array.dtype.kind in "iu" else array
+        if array.dtype.kind not in "iu" or array.dtype == np.uint8:
+            return array
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise ValueError(
+                f"row {index}: expected integer pixels in [0, 255], got values from {array.min()} to {array.max()}"
+            )
+        return array.astype(np.uint8)
 
 
 __all__ = ["video_folder_dataset", "SeededClips", "EpochCallback", "VideoCollator"]

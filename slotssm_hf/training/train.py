@@ -159,7 +159,7 @@ def parse_args(argv=None):
                         "'num_slots=6,hidden_size=96,use_ffn=true' (values read as JSON)")
     parser.add_argument("--image-size", type=positive_int, default=32)
     parser.add_argument("--num-frames", type=positive_int, default=8)
-    parser.add_argument("--steps", type=positive_int, default=1000)
+    parser.add_argument("--steps", type=positive_int, default=2000)
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--learning-rate", type=positive_float, default=1e-3)
     parser.add_argument("--max-grad-norm", type=positive_float, default=1.0, help="gradient clipping")

@@ -48,7 +48,8 @@ def build_run(args) -> ConvS5Run:
 
     def load(num_videos, seed):
         data = moving_mnist(num_videos=num_videos, num_frames=args.num_frames, image_size=args.image_size, seed=seed)
-        return data.select_columns(["video"]).rename_column("video", "pixel_values_videos")
+        # Rows as arrays, not the nested lists of datasets' default format (slow to build for every video).
+        return data.select_columns(["video"]).rename_column("video", "pixel_values_videos").with_format("numpy")
 
     # Built-in frames already have the model's size: no resize, no crop.
     processor = ConvS5VideoProcessor(
