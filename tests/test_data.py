@@ -47,6 +47,25 @@ def test_collator_takes_array_rows_and_names_missing_columns():
         collator([{"pixel_values_videos": frames}, {"video": frames}])
 
 
+def test_collator_takes_uint8_videos_as_datasets_numpy_format_returns_them():
+    """datasets' numpy format hands a stored uint8 video back as int64: the collator reads it as the uint8 video it
+    was (the same batch as from the stored rows) and refuses integers that are no pixels, naming the row."""
+    import datasets
+
+    frames = synthetic_frames(5, 32, 32)
+    stored = datasets.Dataset.from_dict(
+        {"pixel_values_videos": [frames, frames[::-1]]},
+        features=datasets.Features({"pixel_values_videos": datasets.Array4D((5, 32, 32, 3), "uint8")}),
+    )
+    rows = list(stored.with_format("numpy"))
+    assert rows[0]["pixel_values_videos"].dtype == np.int64
+    collator = VideoCollator(SlotSSMVideoProcessor(**SMALL))
+    expected = collator([{"pixel_values_videos": frames}, {"pixel_values_videos": frames[::-1]}])
+    torch.testing.assert_close(collator(rows)["pixel_values_videos"], expected["pixel_values_videos"], rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"row 1: expected integer pixels in \[0, 255\], got values from -1 to 255"):
+        collator([rows[0], {"pixel_values_videos": rows[1]["pixel_values_videos"] - 1}])
+
+
 def test_trainer_runs_on_a_video_folder_with_default_arguments(tmp_path):
     (tmp_path / "videos").mkdir()
     for i in range(4):

@@ -36,6 +36,10 @@ def describe_slotssm(config) -> dict:
     else:
         decoder = f"spatial broadcast from a {config.decoder_initial_size} x {config.decoder_initial_size} grid, alpha masks"
     attention = "inverted (softmax over slots)" if config.use_inverted_attention else "standard (softmax over tokens)"
+    if not config.cnn_position_in_keys:
+        attention += ", keys without the position embedding"
+    if config.num_slot_attention_iterations > 1:
+        attention += f", {config.num_slot_attention_iterations} rounds in the first block"
     fields = {name: getattr(config, name) for name in (
         "image_size", "num_channels", "num_slots", "hidden_size", "num_hidden_layers", "mamba_version",
         "mamba_d_state", "mamba_expand",
