@@ -46,8 +46,7 @@ def video_folder_dataset(folder, extensions=VIDEO_EXTENSIONS):
 
 class SeededClips(torch.utils.data.Dataset):
     """`dataset` (map-style) with a `clip_seed` added to every row: a function of `seed`, the epoch and the row's
-    index only, which `VideoCollator` hands to the processor for that row's random clip. Rows come in datasets'
-    numpy format.
+    index only, which `VideoCollator` hands to the processor for that row's random clip.
 
     A clip drawn from a global generator depends on when its batch is built, and the Trainer builds batches ahead
     of the step that uses them: a run resumed from a checkpoint builds its first batch after another draw than the
@@ -56,9 +55,7 @@ class SeededClips(torch.utils.data.Dataset):
     """
 
     def __init__(self, dataset, seed: int):
-        # Rows as numpy arrays: in the default (Python) format datasets turns every video into nested lists, which
-        # took half of a default training step's time.
-        self.dataset, self.seed, self.epoch = dataset.with_format("numpy"), seed, 0
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -279,8 +279,10 @@ def test_content_keys_are_the_cnn_features_without_position():
     are the tokens of the model without a position embedding, each built on its own with the same weights; with the
     position embedding zeroed, keys and values coincide and the whole model is the one with position in the keys."""
     content = SlotSSMForVideoReconstruction(cnn_config(cnn_position_in_keys=False)).eval()
-    with_position = SlotSSMForVideoReconstruction(cnn_config()).eval()
-    without_position = SlotSSMForVideoReconstruction(cnn_config(cnn_position_embedding=False)).eval()
+    with_position = SlotSSMForVideoReconstruction(cnn_config(cnn_position_in_keys=True)).eval()
+    without_position = SlotSSMForVideoReconstruction(
+        cnn_config(cnn_position_in_keys=True, cnn_position_embedding=False)
+    ).eval()
     with_position.load_state_dict(content.state_dict())
     missing, unexpected = without_position.load_state_dict(content.state_dict(), strict=False)
     assert not missing and sorted(unexpected) == [
@@ -320,7 +322,7 @@ def test_slot_attention_iterations_repeat_the_first_blocks_cross_attention(conte
     cross-attention updates (computed in float64 from the equations), and reports the last update's weights; the later
     blocks attend once."""
     iterated = SlotSSMModel(cnn_config(num_slot_attention_iterations=3)).eval()
-    once = SlotSSMModel(cnn_config())
+    once = SlotSSMModel(cnn_config(num_slot_attention_iterations=1))
     once.load_state_dict(iterated.state_dict())
     assert [layer.num_cross_attention_steps for layer in iterated.layers] == [3, 1]
     block, single = iterated.layers[0].double(), once.layers[0].double()
