@@ -1,7 +1,7 @@
 """`slotssm-hf train` (also `python -m slotssm_hf.training.train`): train a model of the zoo with the
 transformers Trainer.
 
-With no arguments it trains the object-centric variant (CNN encoder, inverted cross-attention, spatial-broadcast
+With no arguments it trains the object-centric variant (CNN encoder, inverted cross-attention keyed by content, spatial-broadcast
 decoder with per-slot alpha masks) to reconstruct the built-in bouncing-shapes videos on the CPU, evaluates the
 FG-ARI / mIoU of the slot masks against the ground-truth instance masks and the reconstruction's PSNR over whole
 frames and over object pixels (before and after training), and writes to the output folder: the Trainer's
