@@ -1,10 +1,10 @@
 """`slotssm-hf train` (also `python -m slotssm_hf.training.train`): train a model of the zoo with the
 transformers Trainer.
 
-With no arguments it trains the object-centric variant (CNN encoder, inverted cross-attention keyed by content, spatial-broadcast
-decoder with per-slot alpha masks) to reconstruct the built-in bouncing-shapes videos on the CPU, evaluates the
-FG-ARI / mIoU of the slot masks against the ground-truth instance masks and the reconstruction's PSNR over whole
-frames and over object pixels (before and after training), and writes to the output folder: the Trainer's
+With no arguments it trains the object-centric variant (CNN encoder, inverted cross-attention keyed by content,
+spatial-broadcast decoder with per-slot alpha masks) to reconstruct the built-in bouncing-shapes videos on the CPU,
+evaluates the FG-ARI / mIoU of the slot masks against the ground-truth instance masks and the reconstruction's PSNR
+over whole frames and over object pixels (before and after training), and writes to the output folder: the Trainer's
 checkpoints, the final model (`model.safetensors`, `config.json`, model code), the video processor, a model card,
 pictures of frames, reconstructions and per-slot masks (`slots.png`, `slots.gif`), and with `--eval-steps N` the
 learning curve of those metrics (`learning_curve.md`, `learning_curve.png`).
@@ -254,9 +254,8 @@ def main(argv=None) -> int:
     # on the clips the uninterrupted run did (the evaluation clips stay those of epoch 0).
     # Rows as numpy arrays: datasets' default format builds nested Python lists of every video, which took half of a
     # default training step's time.
-    train_clips, eval_clips = (
-        SeededClips(data.with_format("numpy"), seed) for data, seed in ((train_data, args.seed), (eval_data, args.seed + 1))
-    )
+    train_clips = SeededClips(train_data.with_format("numpy"), args.seed)
+    eval_clips = SeededClips(eval_data.with_format("numpy"), args.seed + 1)
     training_args = TrainingArguments(
         output_dir=str(output_dir),
         max_steps=args.steps,
