@@ -78,11 +78,13 @@ def check_cache(cache, layers, batch_size: int):
                 f"{origin}; its layer {layer.layer_idx} holds (conv, SSM) states of shapes {got}, where this model "
                 f"needs {needed} for {batch_size} videos of {layer.num_slots} slots"
             )
+
+
 class EncodedFrames(NamedTuple):
-    """What a frame encoder hands the slot blocks for frames (frames, C, H, W): `tokens` (frames, num_tokens,
-    encoder_output_size), which the cross-attention reads its values, and unless `key_tokens` is given its keys, from;
-    `key_tokens`, tokens of the same shape for the keys (the CNN's without position, `cnn_position_in_keys=False`);
-    `feature_map`, the map behind the tokens (a timm encoder's, (frames, feature_size, grid, grid))."""
+    """What a frame encoder hands the slot blocks for frames (frames, C, H, W). `tokens` (frames, num_tokens,
+    encoder_output_size): the cross-attention's values, and its keys too unless `key_tokens` (the same shape) is given,
+    as the CNN gives its tokens without position (`cnn_position_in_keys=False`). `feature_map`: the map behind the
+    tokens (a timm encoder's, (frames, feature_size, grid, grid))."""
 
     tokens: torch.Tensor
     key_tokens: torch.Tensor | None = None
