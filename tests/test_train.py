@@ -202,3 +202,24 @@ def test_training_job_improves_the_rollouts(tmp_path, capsys):
     model = ConvS5ForVideoPrediction.from_pretrained(tmp_path / "final")
     assert model.config.image_size == 32 and model.config.num_frames == 6
     assert isinstance(ConvS5VideoProcessor.from_pretrained(tmp_path / "final"), ConvS5VideoProcessor)
+
+
+def test_conditional_models_train_on_clips_from_the_first_frame_their_boxes_describe():
+    """Frame k of a 12-frame video is filled with 10 k: a conditional SAVi's training clips start at frame 0, whose
+    boxes the rows carry, whatever the clip seed; an unconditional model's clips start where the seed says."""
+    import numpy as np
+
+    from slotssm_hf import FAMILIES, SAViVideoProcessor
+    from slotssm_hf.training.data import training_collator
+
+    video = np.broadcast_to((np.arange(12) * 10).astype(np.uint8)[:, None, None, None], (12, 32, 32, 3)).copy()
+    rows = [{"pixel_values_videos": video, "boxes": [[0.1, 0.1, 0.5, 0.5]], "clip_seed": seed} for seed in range(8)]
+    processor = SAViVideoProcessor(do_resize=False, do_center_crop=False, num_frames=4)
+
+    def first_frames(model_size):
+        batch = training_collator(processor, FAMILIES["savi"].config(model_size))(rows)
+        return {round(float(value), 3) for value in batch["pixel_values_videos"][:, 0].mean(dim=(1, 2, 3))}
+
+    frame_zero = round(float(processor([video[:4]])["pixel_values_videos"][0, 0].mean()), 3)
+    assert first_frames("tiny") == {frame_zero}
+    assert len(first_frames("tiny-unconditional")) > 1

@@ -211,6 +211,14 @@ def boxes_per_video(config) -> int | None:
     return config.num_boxes if getattr(config, "initializer_type", None) == "conditional" else None
 
 
+def training_collator(processor, config):
+    """The collator of training batches: random clips (seeded by `SeededClips`), instance masks, and the boxes the
+    model needs. Boxes are the video's first frame's, so a conditional model's clips start there."""
+    num_boxes = boxes_per_video(config)
+    sampling = "start" if num_boxes else "random"
+    return VideoCollator(processor, sampling=sampling, extra_columns=("instance_masks",), num_boxes=num_boxes)
+
+
 def held_out_collator(processor, config):
     """The collator of evaluation batches: whole clips, instance masks, and the boxes the model needs."""
     return VideoCollator(processor, extra_columns=("instance_masks",), num_boxes=boxes_per_video(config))

@@ -208,7 +208,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from transformers import TrainingArguments, set_seed
 
-    from .data import EpochCallback, SeededClips, VideoCollator, boxes_per_video, held_out_collator, load_datasets
+    from .data import (
+        EpochCallback, SeededClips, boxes_per_video, held_out_collator, load_datasets, training_collator
+    )  # fmt: skip
     from .metrics import ObjectDiscoveryMetrics
     from .visualize import pixel_range
     from ..hub.model_card import render_model_card
@@ -290,7 +292,7 @@ def main(argv=None) -> int:
         args=training_args,
         train_dataset=train_clips,
         eval_dataset=eval_clips,
-        data_collator=VideoCollator(processor, sampling="random", extra_columns=("instance_masks",), num_boxes=num_boxes),
+        data_collator=training_collator(processor, config),
         callbacks=[EpochCallback(train_clips)],
         compute_metrics=ObjectDiscoveryMetrics(*pixel_range(processor)) if object_metrics else None,
         preprocess_logits_for_metrics=ObjectDiscoveryMetrics.preprocess_logits if object_metrics else None,
