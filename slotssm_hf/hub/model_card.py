@@ -65,15 +65,19 @@ def describe_savi(config) -> dict:
         "learned": "learned slots",
         "gaussian": "Gaussian slots",
     }[config.initializer_type]
+    decoder = f"spatial broadcast from {config.decoder_broadcast_size} x {config.decoder_broadcast_size}, alpha masks"
+    if config.decoder_slot_readout:
+        decoder += ", plus each slot's own linear readout (not in the official model)"
     fields = {name: getattr(config, name) for name in (
         "num_slots", "slot_size", "image_size", "slot_attention_qkv_size", "slot_attention_iterations",
-        "predictor_num_heads", "predictor_mlp_size", "decoder_broadcast_size", "num_boxes",
+        "predictor_num_heads", "predictor_mlp_size", "num_boxes",
     )}  # fmt: skip
     return {
         **fields,
         "targets": ", ".join(config.targets),
         "encoder_description": encoder,
         "initializer_description": initializer,
+        "decoder_description": decoder,
     }
 
 

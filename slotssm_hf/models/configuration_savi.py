@@ -60,6 +60,9 @@ class SAViConfig(PreTrainedConfig):
         and kind (transposed or not) of every decoder layer; the output must be `image_size` square.
     early_fusion (`bool`, defaults to `False`): combine the slots' decoder features by the alpha masks before the
         target readouts (SAVi++).
+    decoder_slot_readout (`bool`, defaults to `False`): add to each slot's readouts a linear map of the slot itself
+        (one value per target channel, the same at every pixel), so that a slot's colour reaches the output in one
+        step; not in the official model (its checkpoints convert with False). The `tiny` variants set it.
     targets (`dict[str, int]`, defaults to `{"flow": 3}`): what the decoder reconstructs and with how many channels,
         always in the order video, flow, depth (its readouts and the channels of `reconstruction`): `"video"` (the input
         frames), `"flow"` (optical flow rendered as RGB, the official MOVi target),
@@ -119,6 +122,7 @@ class SAViConfig(PreTrainedConfig):
     decoder_strides: list[int] | None = None
     decoder_transposed: list[bool] | None = None
     early_fusion: bool = False
+    decoder_slot_readout: bool = False
     targets: dict[str, int] | None = None
 
     layer_norm_eps: float = 1e-6
@@ -233,13 +237,15 @@ TARGET_NAMES = ("video", "flow", "depth")
 # Small variants for `slotssm-hf train` on the built-in bouncing shapes (32 px, up to 4 objects plus the background):
 # the official small model's layout (CNN + position embedding + MLP, one slot-attention iteration with GRU,
 # transformer predictor, spatial-broadcast decoder), narrower, with a stride-2 encoder, a decoder that upsamples
-# from 4 x 4 (as SlotSSM's: its full-size 5 x 5 convolutions cost 5 times more) and reconstructing the frames.
+# from 4 x 4 (as SlotSSM's: its full-size 5 x 5 convolutions cost 5 times more), reconstructing the frames, and each
+# slot's own colour readout (as SlotSSM's `decoder_slot_color`).
 TINY = {
     "image_size": 32, "encoder_features": [32, 32, 32, 32], "encoder_strides": [2, 1, 1, 1], "encoder_mlp_size": 64,
     "num_slots": 5, "slot_size": 64, "initializer_mlp_size": 128, "slot_attention_qkv_size": 64,
     "predictor_qkv_size": 64, "predictor_mlp_size": 128, "decoder_broadcast_size": 4,
     "decoder_features": [32, 32, 32, 32], "decoder_kernel_sizes": [5, 5, 5, 3], "decoder_strides": [2, 2, 2, 1],
-    "decoder_transposed": [True, True, True, False], "targets": {"video": 3}, "num_frames": 8,
+    "decoder_transposed": [True, True, True, False], "decoder_slot_readout": True, "targets": {"video": 3},
+    "num_frames": 8,
 }  # fmt: skip
 
 # The official MOVi setups (savi/configs/movi/*.py), as SAViConfig overrides of the defaults (savi_conditional_small),

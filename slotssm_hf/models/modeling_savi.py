@@ -168,6 +168,7 @@ def build_decoder(config: SAViConfig) -> SpatialBroadcastDecoder:
     return SpatialBroadcastDecoder(
         config.slot_size, config.decoder_broadcast_size, config.decoder_features, config.decoder_kernel_sizes,
         config.decoder_strides, config.decoder_transposed, list(config.targets.values()), config.early_fusion,
+        config.decoder_slot_readout,
     )  # fmt: skip
 
 

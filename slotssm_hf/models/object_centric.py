@@ -380,16 +380,22 @@ class SpatialBroadcastDecoder(nn.Module):
     embedding is added, a `ConvStack` upsamples it; a linear layer gives each pixel an alpha logit, the alpha masks
     are a softmax over slots. One linear readout per target (e.g. flow, depth) maps the features to its channels;
     the targets are the alpha-weighted sums over slots of the readouts, or (`early_fusion`, SAVi++) the readouts of
-    the alpha-weighted sum of the features (the same for linear readouts, cheaper)."""
+    the alpha-weighted sum of the features (the same for linear readouts, cheaper). With `slot_readout` (not in the
+    official model) a linear map of each slot itself, one value per target channel, is added to that slot's
+    readouts at every pixel."""
 
     def __init__(self, slot_size: int, broadcast_size: int, features, kernel_sizes, strides, transposed,
-                 target_channels, early_fusion: bool):  # fmt: skip
+                 target_channels, early_fusion: bool, slot_readout: bool = False):  # fmt: skip
         super().__init__()
         self.broadcast_size, self.early_fusion = broadcast_size, early_fusion
         self.position_embedding = LinearPositionEmbedding(slot_size)
         self.backbone = ConvStack(slot_size, features, kernel_sizes, strides, transposed)
         self.alpha_logits = nn.Linear(features[-1], 1)
         self.readouts = nn.ModuleList(nn.Linear(features[-1], channels) for channels in target_channels)
+        # A slot's colour (or flow, depth) in one linear step, so that the masks can sort pixels by it from the first
+        # steps: through the upsampling path alone, small objects' colour is learned after the background's, and
+        # their slots have spread over the frame by then.
+        self.slot_readout = nn.Linear(slot_size, sum(target_channels)) if slot_readout else None
 
     def forward(self, slots):
         """slots (batch, num_slots, slot_size) -> targets (batch, sum of target channels, H, W), the targets'
@@ -407,6 +413,8 @@ class SpatialBroadcastDecoder(nn.Module):
         else:
             per_slot = torch.cat([readout(hidden_states) for readout in self.readouts], dim=-1)
             targets = (per_slot * alphas).sum(dim=1)
+        if self.slot_readout is not None:
+            targets = targets + (self.slot_readout(slots)[:, :, None, None] * alphas).sum(dim=1)
         return targets.permute(0, 3, 1, 2), alphas.permute(0, 1, 4, 2, 3)
 
 

@@ -213,6 +213,28 @@ def test_each_module_matches_its_float64_counterpart(case):
         torch.testing.assert_close(alphas.permute(0, 1, 3, 4, 2), expected_alphas, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("early_fusion", [False, True])
+def test_slot_readout_adds_each_slots_linear_map_under_its_mask(early_fusion):
+    """With `decoder_slot_readout`, the targets are those of the decoder without it (same other weights, the same
+    alpha masks) plus, at every pixel, the alpha-weighted sum over slots of W slot_k + b, W and b random; in float64."""
+    config = SAViConfig(**{**TINY, "targets": {"video": 3, "depth": 1}, "early_fusion": early_fusion})
+    plain = SAViForVideoReconstruction(config).double().eval()
+    config.decoder_slot_readout = True
+    with_readout = SAViForVideoReconstruction(config).double().eval()
+    missing, unexpected = with_readout.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["decoder.slot_readout.bias", "decoder.slot_readout.weight"] and not unexpected
+    slots = torch.randn(2, config.num_slots, config.slot_size, dtype=torch.float64)
+    weight, bias = with_readout.decoder.slot_readout.weight, with_readout.decoder.slot_readout.bias
+    with torch.no_grad():
+        bias.normal_()
+        targets, alphas = with_readout.decoder(slots)
+        plain_targets, plain_alphas = plain.decoder(slots)
+    per_slot = torch.einsum("bkd,cd->bkc", slots, weight) + bias  # (batch, slots, channels)
+    expected = plain_targets + torch.einsum("bkc,bkhw->bchw", per_slot, plain_alphas[:, :, 0])
+    assert torch.equal(alphas, plain_alphas)
+    torch.testing.assert_close(targets, expected, rtol=0, atol=1e-12)
+
+
 def test_initialisation_follows_the_flax_defaults():
     model = SAViForVideoReconstruction(FAMILIES["savi"].config("savi_conditional_small"))
     # LeCun normal truncated at two standard deviations, fan-in = input channels x kernel area (also for the

@@ -31,8 +31,10 @@ def test_official_variant_parameter_counts():
         with torch.device("meta"):
             counts[name] = sum(p.numel() for p in STATMForVideoReconstruction(config).parameters())
         official = sum(a.size for k, a in flatten_tree(statm_params(config)).items() if "pos_embedding" not in k)
-        # torch's GRU cell adds a (zero) hidden bias to the r and z gates: 2 x slot_size.
-        assert counts[name] == official + 2 * config.slot_size, name
+        # torch's GRU cell adds a (zero) hidden bias to the r and z gates: 2 x slot_size; the tiny variant's slot
+        # readout is not in the official model.
+        slot_readout = (config.slot_size + 1) * sum(config.targets.values()) if config.decoder_slot_readout else 0
+        assert counts[name] == official + 2 * config.slot_size + slot_readout, name
     # The official STATM-SAVi-S has 961,572 parameters (zoo-candidates.md section 8), 8,320 of them the two fixed
     # position grids (recomputed here, not stored).
     assert counts["statm_savi_conditional_small"] == 961_572 - 8_192 - 128 + 256
