@@ -352,3 +352,15 @@ def test_recorded_slots_and_attention_maps_receive_gradients():
         tensor.retain_grad()
     out.loss.backward()
     assert all(tensor.grad is not None and tensor.grad.abs().sum() > 0 for tensor in recorded)
+
+
+def test_card_says_when_the_decoder_has_the_slot_readout():
+    from slotssm_hf.hub.model_card import render_model_card
+
+    def decoder_row(config):
+        card = str(render_model_card(SAViForVideoReconstruction(config), "savi", "made here"))
+        return next(line for line in card.splitlines() if line.startswith("| decoder |"))
+
+    assert decoder_row(SAViConfig(**TINY)) == "| decoder | spatial broadcast from 4 x 4, alpha masks |"
+    with_readout = decoder_row(SAViConfig(**TINY, decoder_slot_readout=True))
+    assert "each slot's own linear readout (not in the official model)" in with_readout
