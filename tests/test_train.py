@@ -223,3 +223,48 @@ def test_conditional_models_train_on_clips_from_the_first_frame_their_boxes_desc
     frame_zero = round(float(processor([video[:4]])["pixel_values_videos"][0, 0].mean()), 3)
     assert first_frames("tiny") == {frame_zero}
     assert len(first_frames("tiny-unconditional")) > 1
+
+
+def test_clip_curriculum_lengthens_clips_evenly_then_keeps_whole_clips():
+    from slotssm_hf.training.data import ClipCurriculum
+    from slotssm_hf.training.train import clip_curriculum, mean_clip_frames, parse_args
+
+    assert [ClipCurriculum(2, 8, ramp_epochs=3)(epoch) for epoch in range(6)] == [2, 4, 6, 8, 8, 8]
+    assert [ClipCurriculum(2, 8, ramp_epochs=12)(epoch) for epoch in range(0, 14, 2)] == [2, 3, 4, 5, 6, 7, 8]
+    # The default run: 2000 steps of batch 8 over 512 videos, 64 steps an epoch; the first half is 16 epochs.
+    args = parse_args(["--model", "savi"])
+    curriculum = clip_curriculum(args, 512)
+    assert curriculum == ClipCurriculum(2, 8, ramp_epochs=16)
+    by_step = [curriculum(step // 64) for step in range(2000)]
+    assert mean_clip_frames(curriculum, args, 512) == pytest.approx(sum(by_step) / 2000)
+    assert clip_curriculum(parse_args([]), 512) is None  # SlotSSM trains on whole clips
+    assert clip_curriculum(parse_args(["--model", "savi", "--curriculum-frames", "8"]), 512) is None
+    assert clip_curriculum(parse_args(["--curriculum-frames", "3"]), 512).start == 3
+
+
+def test_rows_set_their_clips_length_through_the_collator():
+    import numpy as np
+
+    from slotssm_hf import SlotSSMVideoProcessor
+    from slotssm_hf.training.data import SeededClips, VideoCollator
+
+    videos = [{"pixel_values_videos": np.zeros((8, 16, 16, 3), np.uint8)} for _ in range(3)]
+    clips = SeededClips(videos, seed=0, clip_frames=lambda epoch: 2 + epoch)
+    collator = VideoCollator(SlotSSMVideoProcessor(do_resize=False, do_center_crop=False, num_frames=8))
+    assert collator([clips[i] for i in range(3)])["pixel_values_videos"].shape[1] == 2
+    clips.set_epoch(3)
+    assert collator([clips[i] for i in range(3)])["pixel_values_videos"].shape[1] == 5
+    assert collator(videos)["pixel_values_videos"].shape[1] == 8  # rows without it: the processor's
+    with pytest.raises(ValueError, match=r"clips of different lengths \(\[2, 5\] frames\)"):
+        collator([clips[0], {**clips[1], "clip_frames": 2}])
+
+
+def test_training_on_shorter_clips_evaluates_on_whole_clips(tmp_path):
+    """SAVi's curriculum trains on 2-frame clips of the 6-frame videos in this 4-step run's only epoch, while the
+    Trainer evaluates (at step 2 and at the end) on the whole clips: the metrics compare every frame's slot masks
+    with that frame's instance masks, and refuse clips of another length."""
+    run = [*TINY_RUN, "--model", "savi", "--num-frames", "6", "--eval-steps", "2", "--no-pictures"]
+    assert main([*run, "--output-dir", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "final" / "eval_results.json").read_text())
+    assert results["training"]["train_frames_per_clip"] == 2
+    assert -1 <= results["trained"]["eval_fg_ari"] <= 1

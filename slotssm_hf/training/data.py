@@ -8,6 +8,7 @@ collator decodes and processes them only when a batch is built.
 """
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".gif", ".m4v", ".m
 VIDEO_COLUMN = "pixel_values_videos"
 LABEL_COLUMN = "labels"
 CLIP_SEED_COLUMN = "clip_seed"
+CLIP_FRAMES_COLUMN = "clip_frames"
 
 
 def video_folder_dataset(folder, extensions=VIDEO_EXTENSIONS):
@@ -51,21 +53,41 @@ class SeededClips(torch.utils.data.Dataset):
     A clip drawn from a global generator depends on when its batch is built, and the Trainer builds batches ahead
     of the step that uses them: a run resumed from a checkpoint builds its first batch after another draw than the
     uninterrupted run did, so its clips, hence its weights, differ. `set_epoch` (called by `EpochCallback`) gives
-    every epoch new clips.
+    every epoch new clips. With `clip_frames` (e.g. a `ClipCurriculum`), every row also carries the length of its
+    clip in this epoch as `clip_frames`.
     """
 
-    def __init__(self, dataset, seed: int):
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
+    def __init__(self, dataset, seed: int, clip_frames=None):
+        self.dataset, self.seed, self.epoch, self.clip_frames = dataset, seed, 0, clip_frames
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
         entropy = np.random.SeedSequence([self.seed, self.epoch, int(index)])
-        return {**self.dataset[index], CLIP_SEED_COLUMN: int(entropy.generate_state(1)[0])}
+        row = {**self.dataset[index], CLIP_SEED_COLUMN: int(entropy.generate_state(1)[0])}
+        if self.clip_frames is not None:
+            row[CLIP_FRAMES_COLUMN] = self.clip_frames(self.epoch)
+        return row
 
     def set_epoch(self, epoch: int):
         self.epoch = epoch
+
+
+@dataclass(frozen=True)
+class ClipCurriculum:
+    """Frames per training clip by epoch: `start` in the first, lengthened evenly to `end` at epoch `ramp_epochs`,
+    then `end`. A recurrent video model trained on whole clips from the start sees, in every frame after the first
+    few, slots its untrained transition has already lost; clips that grow as it learns keep its inputs meaningful."""
+
+    start: int
+    end: int
+    ramp_epochs: int
+
+    def __call__(self, epoch: int) -> int:
+        if epoch >= self.ramp_epochs:
+            return self.end
+        return self.start + (self.end - self.start) * epoch // self.ramp_epochs
 
 
 class EpochCallback(TrainerCallback):
@@ -84,7 +106,8 @@ class VideoCollator:
     """Builds a batch from dataset rows: the processor turns the `pixel_values_videos` entries (paths, arrays or
     frame lists) into `pixel_values_videos` (batch, frames, 3, H, W); `labels` and the `extra_columns` (e.g.
     ground-truth `instance_masks`), when every row has them, are stacked into tensors. Rows that all carry a
-    `clip_seed` (see `SeededClips`) take their random clips from it.
+    `clip_seed` (see `SeededClips`) take their random clips from it, and rows that carry `clip_frames` clips of that
+    many frames.
 
     With `num_boxes`, each row's first-frame `boxes` (n, 4) (ymin, xmin, ymax, xmax) in [0, 1], as conditional SAVi
     takes them, are padded with zero rows to `boxes` (batch, num_boxes, 4) float32 plus `boxes_mask` (batch,
@@ -107,8 +130,14 @@ class VideoCollator:
             raise ValueError(f"rows {missing} have no '{VIDEO_COLUMN}' entry (a video path, array or frame list)")
         videos = [self._as_video(row[VIDEO_COLUMN], i) for i, row in enumerate(rows)]
         seeded = all(CLIP_SEED_COLUMN in row for row in rows)
-        seeds = {"clip_seeds": [row[CLIP_SEED_COLUMN] for row in rows]} if seeded else {}
-        batch = {VIDEO_COLUMN: self.processor(videos, **self.processor_kwargs, **seeds)[VIDEO_COLUMN]}
+        clip = {"clip_seeds": [row[CLIP_SEED_COLUMN] for row in rows]} if seeded else {}
+        lengths = {row[CLIP_FRAMES_COLUMN] for row in rows if CLIP_FRAMES_COLUMN in row}
+        if len(lengths) > 1:
+            raise ValueError(f"the rows of a batch ask for clips of different lengths ({sorted(lengths)} frames): "
+                             "expected one 'clip_frames' per batch")  # fmt: skip
+        if lengths:
+            clip["num_frames"] = int(lengths.pop())
+        batch = {VIDEO_COLUMN: self.processor(videos, **{**self.processor_kwargs, **clip})[VIDEO_COLUMN]}
         for column in self.stacked_columns:
             if all(column in row for row in rows):
                 batch[column] = torch.as_tensor(np.stack([np.asarray(row[column]) for row in rows]))
@@ -153,7 +182,7 @@ class VideoCollator:
         return array.astype(np.uint8)
 
 
-__all__ = ["video_folder_dataset", "SeededClips", "EpochCallback", "VideoCollator"]
+__all__ = ["video_folder_dataset", "SeededClips", "ClipCurriculum", "EpochCallback", "VideoCollator"]
 
 
 # The train jobs' data: what `slotssm-hf train`, the leaderboard and the benchmarks read and evaluate on.
@@ -212,8 +241,9 @@ def boxes_per_video(config) -> int | None:
 
 
 def training_collator(processor, config):
-    """The collator of training batches: random clips (seeded by `SeededClips`), instance masks, and the boxes the
-    model needs. Boxes are the video's first frame's, so a conditional model's clips start there."""
+    """The collator of training batches: random clips (seeded by `SeededClips`, which may also set their length),
+    instance masks, and the boxes the model needs. Boxes are the video's first frame's, so a conditional model's
+    clips start there."""
     num_boxes = boxes_per_video(config)
     sampling = "start" if num_boxes else "random"
     return VideoCollator(processor, sampling=sampling, extra_columns=("instance_masks",), num_boxes=num_boxes)

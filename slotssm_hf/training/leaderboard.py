@@ -161,7 +161,8 @@ def evaluate_entry(model_dir: Path, args) -> dict:
     collator = held_out_collator(processor, model.config)
     return {
         **{key: results["trained"][f"eval_{key}"] for key in ("fg_ari", "miou", "psnr", "object_psnr")},
-        "train_frames_per_second": results["training"]["train_samples_per_second"] * args.num_frames,
+        "train_frames_per_second": results["training"]["train_samples_per_second"]
+        * results["training"]["train_frames_per_clip"],
         "stream_ms_per_frame": 1000 * statistics.median(streaming_seconds(model, processor, collator, eval_rows[0])),
     }
 
@@ -253,8 +254,9 @@ def main(argv=None) -> int:
     command = "slotssm-hf benchmark " + " ".join(argv)
     reference = grid_reference(args)
     table = markdown_table({GRID_REFERENCE: reference, **rows})
-    budget = (f"{args.steps} steps of batch {args.batch_size} x {args.num_frames} frames at {args.image_size} px on "
-              f"{args.train_videos} training videos, seed {args.seed}; metrics on {args.eval_videos} held-out videos")
+    budget = (f"{args.steps} steps of batch {args.batch_size} x {args.num_frames} frames (fewer while a model's "
+              f"curriculum lengthens its clips) at {args.image_size} px on {args.train_videos} training videos, seed "
+              f"{args.seed}; metrics on {args.eval_videos} held-out videos of {args.num_frames} frames")
     write_atomically(output_dir / "leaderboard.md",
                      lambda name: Path(name).write_text(f"{table}\n\n{budget}. Made with `{command.strip()}`.\n"))
     write_atomically(output_dir / "leaderboard.json",

@@ -45,6 +45,11 @@ from ..registry import FAMILIES, load
 
 DEFAULT_OUTPUT = "slotssm-train"
 
+# Frames per clip at the start of training, for the families whose slots pass frame to frame through a learned
+# transition (SAVi's predictor, and STATM-SAVi's): on whole 8-frame clips from the start, conditional SAVi's decoder
+# learns to draw frames from slots its untrained predictor has already lost, and never draws the objects.
+CURRICULUM_FRAMES = {"savi": 2, "statm": 2}
+
 
 def variant_config(model: str, size: str, fields: dict, flags: str):
     """`FAMILIES[model].config(size, **fields)`; refused naming `flags`, from which the train job set `fields`, when
@@ -96,7 +101,22 @@ def make_trainer_class():
 
     class GuardedTrainer(Trainer):
         """Stops at the first non-finite training loss, before the optimizer applies it, so no checkpoint with
-        broken weights is ever written."""
+        broken weights is ever written. Evaluates with `eval_data_collator` (whole clips, where training takes
+        windows of them) when given."""
+
+        def __init__(self, *args, eval_data_collator=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.eval_data_collator = eval_data_collator
+
+        def get_eval_dataloader(self, eval_dataset=None):
+            # The Trainer builds every data loader from `data_collator`: the evaluation collator stands in for it
+            # while the evaluation loader is built.
+            training_collator = self.data_collator
+            self.data_collator = self.eval_data_collator or training_collator
+            try:
+                return super().get_eval_dataloader(eval_dataset)
+            finally:
+                self.data_collator = training_collator
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
@@ -144,6 +164,31 @@ def write_pictures(model, collator, eval_data, output_dir: Path) -> list[str]:
     return save_slot_pictures(str(output_dir / "slots"), frames, masks, decoded)
 
 
+def steps_per_epoch(args, num_videos: int) -> int:
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    return max(1, math.ceil(num_videos / (args.batch_size * processes)) // args.gradient_accumulation_steps)
+
+
+def clip_curriculum(args, num_videos: int):
+    """`--curriculum-frames` (or the family's default) lengthened to `--num-frames` over the first half of the run,
+    or None: whole clips throughout."""
+    from .data import ClipCurriculum
+
+    start = args.curriculum_frames or CURRICULUM_FRAMES.get(args.model, args.num_frames)
+    if start >= args.num_frames:
+        return None
+    half_run = math.ceil(args.steps / 2 / steps_per_epoch(args, num_videos))
+    return ClipCurriculum(start, args.num_frames, ramp_epochs=half_run)
+
+
+def mean_clip_frames(curriculum, args, num_videos: int) -> float:
+    """Frames per training clip, averaged over the run's steps."""
+    if curriculum is None:
+        return float(args.num_frames)
+    per_epoch = steps_per_epoch(args, num_videos)
+    return sum(curriculum(step // per_epoch) for step in range(args.steps)) / args.steps
+
+
 def parse_args(argv=None):
     parser = ArgumentParser(prog="slotssm-hf train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="builtin", help="builtin, a folder of videos, or a save_to_disk folder")
@@ -158,7 +203,12 @@ def parse_args(argv=None):
                         help="overrides of the variant's configuration, as transformers' example scripts take them: "
                         "'num_slots=6,hidden_size=96,use_ffn=true' (values read as JSON)")
     parser.add_argument("--image-size", type=positive_int, default=32)
-    parser.add_argument("--num-frames", type=positive_int, default=8)
+    parser.add_argument("--num-frames", type=positive_int, default=8,
+                        help="frames per video (built-in data) and per evaluation clip")
+    parser.add_argument("--curriculum-frames", type=positive_int, default=None,
+                        help="train on clips of this many frames first, lengthened evenly to --num-frames over the "
+                        "first half of the run (default: " + ", ".join(f"{n} for {m}" for m, n in
+                        CURRICULUM_FRAMES.items()) + "; whole clips from the start for the others)")
     parser.add_argument("--steps", type=positive_int, default=2000)
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--learning-rate", type=positive_float, default=1e-3)
@@ -256,7 +306,8 @@ def main(argv=None) -> int:
     # on the clips the uninterrupted run did (the evaluation clips stay those of epoch 0).
     # Rows as numpy arrays: datasets' default format builds nested Python lists of every video, which took half of a
     # default training step's time.
-    train_clips = SeededClips(train_data.with_format("numpy"), args.seed)
+    curriculum = clip_curriculum(args, len(train_data))
+    train_clips = SeededClips(train_data.with_format("numpy"), args.seed, curriculum)
     eval_clips = SeededClips(eval_data.with_format("numpy"), args.seed + 1)
     training_args = TrainingArguments(
         output_dir=str(output_dir),
@@ -293,6 +344,7 @@ def main(argv=None) -> int:
         train_dataset=train_clips,
         eval_dataset=eval_clips,
         data_collator=training_collator(processor, config),
+        eval_data_collator=eval_collator,
         callbacks=[EpochCallback(train_clips)],
         compute_metrics=ObjectDiscoveryMetrics(*pixel_range(processor)) if object_metrics else None,
         preprocess_logits_for_metrics=ObjectDiscoveryMetrics.preprocess_logits if object_metrics else None,
@@ -300,6 +352,7 @@ def main(argv=None) -> int:
     untrained = trainer.evaluate(metric_key_prefix="untrained")
     resume = args.resume_from_checkpoint
     training = trainer.train(resume_from_checkpoint=True if resume == "last" else resume).metrics
+    training["train_frames_per_clip"] = mean_clip_frames(curriculum, args, len(train_data))
     trained = trainer.evaluate(metric_key_prefix="eval")
     results = {"untrained": untrained, "trained": trained, "training": training}
     if trainer.is_world_process_zero():
