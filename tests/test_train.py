@@ -146,6 +146,13 @@ def test_resumed_run_with_random_clip_starts_ends_with_the_weights_of_an_uninter
     assert_resumed_run_matches_the_whole_run(arguments, "checkpoint-3", tmp_path)
 
 
+def test_resumed_run_through_savis_clip_curriculum_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
+    # 12 steps of 4 an epoch: clips of 2, 3 and then 4 frames in epochs 0, 1 and 2. The run resumes in the middle
+    # of epoch 1 and must take up its clip length, then lengthen the clips when epoch 2 begins.
+    arguments = [*TINY_RUN, "--model", "savi", "--steps", "12", "--save-steps", "6", "--no-pictures"]
+    assert_resumed_run_matches_the_whole_run(arguments, "checkpoint-6", tmp_path)
+
+
 def test_a_non_finite_loss_on_one_process_stops_every_process_with_the_same_message(tmp_path):
     script = Path(__file__).parent / "utils" / "distributed_non_finite.py"
     command = [*LAUNCHERS["torchrun"][:-1], "29519", str(script), str(tmp_path)]
